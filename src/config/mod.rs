@@ -1,0 +1,623 @@
+//! Configuration: a TOML file validated into a typed model, every problem reported at once.
+//!
+//! The sample `config/repmilter.toml` documents every key. What a reload (SIGHUP) can change:
+//! everything except the keys listed by [`Config::restart_only_changes`], which need a restart.
+
+mod reader;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+
+pub use reader::{Problem, parse_duration};
+use reader::{Reader, Table};
+
+/// Where the daemon listens, in the spellings Postfix and Sendmail use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Inet(SocketAddr::V4(a)) => write!(f, "inet:{}:{}", a.ip(), a.port()),
+            Listen::Inet(SocketAddr::V6(a)) => write!(f, "inet6:[{}]:{}", a.ip(), a.port()),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    /// Accepts `inet:HOST:PORT` and `inet6:[HOST]:PORT` (Postfix), `inet:PORT@HOST` and
+    /// `inet6:PORT@HOST` (Sendmail), `unix:/path` and `local:/path`. HOST is an IP address or
+    /// `localhost`; names are not resolved, so the address cannot change behind an operator's back.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} has no scheme: write inet:HOST:PORT, inet6:[HOST]:PORT or unix:/path"))?;
+        match scheme {
+            "unix" | "local" => {
+                if rest.is_empty() {
+                    return Err("unix socket path is empty".into());
+                }
+                Ok(Listen::Unix(PathBuf::from(rest)))
+            }
+            "inet" | "inet6" => {
+                let (host, port) = if let Some((port, host)) = rest.split_once('@') {
+                    (host, port)
+                } else {
+                    let (host, port) = rest
+                        .rsplit_once(':')
+                        .ok_or_else(|| format!("{s:?} has no port"))?;
+                    (host.trim_start_matches('[').trim_end_matches(']'), port)
+                };
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+                let ip: IpAddr = match host {
+                    "localhost" if scheme == "inet6" => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                    "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    _ => host.parse().map_err(|_| {
+                        format!("host {host:?} is not an IP address (names are not resolved)")
+                    })?,
+                };
+                if scheme == "inet6" && ip.is_ipv4() {
+                    return Err(format!("inet6 needs an IPv6 address, found {ip}"));
+                }
+                Ok(Listen::Inet(SocketAddr::new(ip, port)))
+            }
+            other => Err(format!(
+                "unknown scheme {other:?}: use inet, inet6 or unix"
+            )),
+        }
+    }
+}
+
+/// `[milter]`: the socket and per-message limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MilterConfig {
+    /// Where to listen. Default `inet:127.0.0.1:11330`. Restart to change.
+    pub listen: Listen,
+    /// Permissions of a unix socket. Default 0o660 (the MTA's group connects). Restart to change.
+    pub socket_mode: u32,
+    /// Concurrent MTA connections served; more wait in the kernel's backlog. Default 1000.
+    pub max_connections: usize,
+    /// Body bytes kept for scanning; the rest is not scanned and `MESSAGE_TRUNCATED` says so.
+    /// Default 10 MiB, Postfix's default `message_size_limit`.
+    pub max_message_size: usize,
+    /// Time from MAIL to the verdict. Past it, stages that have not answered count as absent.
+    /// Default 20 s, under Postfix's 30 s `milter_command_timeout`.
+    pub message_timeout: Duration,
+    /// How long SIGTERM waits for sessions in flight. Default 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[actions]`: score thresholds; an action is off when its key is absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Thresholds {
+    pub add_header: Option<f64>,
+    pub rewrite_subject: Option<f64>,
+    pub quarantine: Option<f64>,
+    pub soft_reject: Option<f64>,
+    pub discard: Option<f64>,
+    pub reject: Option<f64>,
+}
+
+/// `[policy]`: the words the actions use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub reject_text: String,
+    pub soft_reject_text: String,
+    pub subject_prefix: String,
+    pub quarantine_reason: String,
+}
+
+/// `[headers]`: the SpamAssassin-compatible headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headers {
+    /// X-Spam-Status, X-Spam-Score and X-Spam-Level on every message, ham included.
+    pub status: bool,
+    /// X-Spam-Report with each symbol and its score.
+    pub report: bool,
+    /// Remove X-Spam-* headers that arrive from outside, so senders cannot forge a verdict.
+    pub remove_incoming: bool,
+}
+
+/// How a class of trusted sender is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustMode {
+    /// Not scanned at all: accepted as is.
+    Skip,
+    /// Scanned, with the class's symbol and score added.
+    Scan,
+}
+
+/// `[trust]`: senders scored differently or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trust {
+    pub networks: Vec<IpNetwork>,
+    pub networks_mode: TrustMode,
+    pub networks_score: f64,
+    pub authenticated_mode: TrustMode,
+    pub authenticated_score: f64,
+}
+
+/// `[rules]`: signature files (a later stage).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    pub paths: Vec<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub milter: MilterConfig,
+    pub actions: Thresholds,
+    pub policy: Policy,
+    pub headers: Headers,
+    pub trust: Trust,
+    /// `[scores]`: per-symbol score overrides (`GTUBE = 1000.0`).
+    pub scores: BTreeMap<String, f64>,
+    pub rules: Rules,
+    /// `[log] level`: a tracing filter such as `info` or `repmilter=debug`.
+    pub log_level: String,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), list(problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Largest `max_message_size`: the body is held in memory per message.
+const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: PathBuf::new(),
+            milter: MilterConfig {
+                listen: Listen::Inet(SocketAddr::from(([127, 0, 0, 1], 11330))),
+                socket_mode: 0o660,
+                max_connections: 1000,
+                max_message_size: 10 * 1024 * 1024,
+                message_timeout: Duration::from_secs(20),
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            actions: Thresholds {
+                add_header: Some(5.0),
+                rewrite_subject: Some(8.0),
+                reject: Some(15.0),
+                ..Thresholds::default()
+            },
+            policy: Policy {
+                reject_text: "Message rejected as spam".into(),
+                soft_reject_text: "Message deferred, try again later".into(),
+                subject_prefix: "[SPAM] ".into(),
+                quarantine_reason: "held as spam by repmilter".into(),
+            },
+            headers: Headers {
+                status: true,
+                report: true,
+                remove_incoming: true,
+            },
+            trust: Trust {
+                networks: Vec::new(),
+                networks_mode: TrustMode::Skip,
+                networks_score: 0.0,
+                authenticated_mode: TrustMode::Scan,
+                authenticated_score: 0.0,
+            },
+            scores: BTreeMap::new(),
+            rules: Rules { paths: Vec::new() },
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&src, path)
+    }
+
+    /// Validates config text; `path` names the file in messages and anchors relative paths.
+    pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut r = Reader::new(src, path);
+        let doc = match toml::de::DeTable::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let at = e.span().map(|s| s.start).unwrap_or(0);
+                r.problem_at(at, "", e.message().trim().to_string());
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    problems: r.problems,
+                });
+            }
+        };
+        let mut c = Config {
+            path: path.to_path_buf(),
+            ..Config::default()
+        };
+        let root = doc.get_ref();
+        r.known_keys(
+            root,
+            "",
+            &["milter", "actions", "policy", "headers", "trust", "scores", "rules", "log"],
+        );
+        if let Some(t) = r.table(root, "", "milter") {
+            read_milter(&mut r, t, &mut c.milter);
+        }
+        if let Some(t) = r.table(root, "", "actions") {
+            read_actions(&mut r, t, &mut c.actions);
+        }
+        if let Some(t) = r.table(root, "", "policy") {
+            read_policy(&mut r, t, &mut c.policy);
+        }
+        if let Some(t) = r.table(root, "", "headers") {
+            let p = "headers";
+            r.known_keys(t, p, &["status", "report", "remove_incoming"]);
+            let h = &mut c.headers;
+            h.status = r.bool(t, p, "status").unwrap_or(h.status);
+            h.report = r.bool(t, p, "report").unwrap_or(h.report);
+            h.remove_incoming = r.bool(t, p, "remove_incoming").unwrap_or(h.remove_incoming);
+        }
+        if let Some(t) = r.table(root, "", "trust") {
+            read_trust(&mut r, t, &mut c.trust);
+        }
+        if let Some(t) = r.table(root, "", "scores") {
+            for (k, v) in t.iter() {
+                let name = k.get_ref().to_string();
+                let key = format!("scores.{name}");
+                if !is_symbol_name(&name) {
+                    r.problem_at(
+                        k.span().start,
+                        &key,
+                        "a symbol name is A-Z, 0-9 and _, starting with a letter",
+                    );
+                    continue;
+                }
+                if let Some(x) = r.number_value(v, &key) {
+                    c.scores.insert(name, x);
+                }
+            }
+        }
+        if let Some(t) = r.table(root, "", "rules") {
+            r.known_keys(t, "rules", &["paths"]);
+            if let Some(paths) = r.string_list(t, "rules", "paths") {
+                let base = path.parent().unwrap_or(Path::new("."));
+                c.rules.paths = paths.into_iter().map(|(p, _)| base.join(p)).collect();
+            }
+        }
+        if let Some(t) = r.table(root, "", "log") {
+            r.known_keys(t, "log", &["level"]);
+            if let Some(level) = r.string(t, "log", "level") {
+                if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                    let v = t.get("level").expect("key was just read");
+                    r.problem(v, "log.level", format!("{level:?} is not a log filter such as \"info\" or \"repmilter=debug\""));
+                } else {
+                    c.log_level = level;
+                }
+            }
+        }
+        if r.problems.is_empty() {
+            Ok(c)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: r.problems,
+            })
+        }
+    }
+
+    /// Keys that differ between `self` (running) and `new` but take effect only on restart.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.milter.listen != new.milter.listen {
+            v.push("milter.listen");
+        }
+        if self.milter.socket_mode != new.milter.socket_mode {
+            v.push("milter.socket_mode");
+        }
+        if self.milter.max_connections != new.milter.max_connections {
+            v.push("milter.max_connections");
+        }
+        if self.log_level != new.log_level {
+            v.push("log.level");
+        }
+        v
+    }
+
+    /// The score of a symbol: the `[scores]` override, or the stage's default.
+    pub fn score(&self, symbol: &str, default: f64) -> f64 {
+        self.scores.get(symbol).copied().unwrap_or(default)
+    }
+}
+
+pub fn is_symbol_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
+    let p = "milter";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "listen",
+            "socket_mode",
+            "max_connections",
+            "max_message_size",
+            "message_timeout",
+            "shutdown_timeout",
+        ],
+    );
+    if let Some(s) = r.string(t, p, "listen") {
+        match s.parse::<Listen>() {
+            Ok(l) => m.listen = l,
+            Err(e) => {
+                let v = t.get("listen").expect("key was just read");
+                r.problem(v, "milter.listen", e);
+            }
+        }
+    }
+    if let Some(s) = r.string(t, p, "socket_mode") {
+        match u32::from_str_radix(&s, 8) {
+            Ok(mode) if mode <= 0o777 => m.socket_mode = mode,
+            _ => {
+                let v = t.get("socket_mode").expect("key was just read");
+                r.problem(v, "milter.socket_mode", format!("{s:?} is not an octal mode such as \"0660\""));
+            }
+        }
+    }
+    if let Some(n) = r.integer(t, p, "max_connections", 1_000_000) {
+        if n == 0 {
+            let v = t.get("max_connections").expect("key was just read");
+            r.problem(v, "milter.max_connections", "must be at least 1");
+        } else {
+            m.max_connections = n as usize;
+        }
+    }
+    if let Some(n) = r.integer(t, p, "max_message_size", MAX_MESSAGE_SIZE_LIMIT) {
+        m.max_message_size = n as usize;
+    }
+    if let Some(d) = r.duration(t, p, "message_timeout") {
+        m.message_timeout = d;
+    }
+    if let Some(d) = r.duration(t, p, "shutdown_timeout") {
+        m.shutdown_timeout = d;
+    }
+}
+
+fn read_actions(r: &mut Reader<'_>, t: &Table<'_>, a: &mut Thresholds) {
+    let p = "actions";
+    r.known_keys(
+        t,
+        p,
+        &["add_header", "rewrite_subject", "quarantine", "soft_reject", "discard", "reject"],
+    );
+    // An absent key turns the action off, so the defaults do not carry over.
+    *a = Thresholds {
+        add_header: r.number(t, p, "add_header"),
+        rewrite_subject: r.number(t, p, "rewrite_subject"),
+        quarantine: r.number(t, p, "quarantine"),
+        soft_reject: r.number(t, p, "soft_reject"),
+        discard: r.number(t, p, "discard"),
+        reject: r.number(t, p, "reject"),
+    };
+}
+
+fn read_policy(r: &mut Reader<'_>, t: &Table<'_>, pol: &mut Policy) {
+    let p = "policy";
+    r.known_keys(
+        t,
+        p,
+        &["reject_text", "soft_reject_text", "subject_prefix", "quarantine_reason"],
+    );
+    for (key, field) in [
+        ("reject_text", &mut pol.reject_text),
+        ("soft_reject_text", &mut pol.soft_reject_text),
+        ("subject_prefix", &mut pol.subject_prefix),
+        ("quarantine_reason", &mut pol.quarantine_reason),
+    ] {
+        if let Some(s) = r.string(t, p, key) {
+            if s.contains(['\r', '\n', '\0']) {
+                let v = t.get(key).expect("key was just read");
+                r.problem(v, &format!("policy.{key}"), "must be one line without NUL");
+            } else {
+                *field = s;
+            }
+        }
+    }
+}
+
+fn read_trust(r: &mut Reader<'_>, t: &Table<'_>, tr: &mut Trust) {
+    let p = "trust";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "networks",
+            "networks_mode",
+            "networks_score",
+            "authenticated_mode",
+            "authenticated_score",
+        ],
+    );
+    if let Some(items) = r.string_list(t, p, "networks") {
+        tr.networks.clear();
+        for (s, at) in items {
+            match s.parse::<IpNetwork>() {
+                Ok(n) => tr.networks.push(n),
+                Err(_) => r.problem_at(
+                    at,
+                    "trust.networks",
+                    format!("{s:?} is not an address or network such as 192.0.2.0/24"),
+                ),
+            }
+        }
+    }
+    for (key, field) in [
+        ("networks_mode", &mut tr.networks_mode),
+        ("authenticated_mode", &mut tr.authenticated_mode),
+    ] {
+        if let Some(s) = r.string(t, p, key) {
+            match s.as_str() {
+                "skip" => *field = TrustMode::Skip,
+                "scan" => *field = TrustMode::Scan,
+                _ => {
+                    let v = t.get(key).expect("key was just read");
+                    r.problem(v, &format!("trust.{key}"), format!("{s:?}: expected \"skip\" or \"scan\""));
+                }
+            }
+        }
+    }
+    if let Some(x) = r.number(t, p, "networks_score") {
+        tr.networks_score = x;
+    }
+    if let Some(x) = r.number(t, p, "authenticated_score") {
+        tr.authenticated_score = x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/repmilter/test.toml"))
+    }
+
+    #[test]
+    fn the_fixed_keys_parse() {
+        let c = parse(
+            r#"
+[milter]
+listen = "inet:127.0.0.1:11330"
+[actions]
+add_header = 5.0
+rewrite_subject = 8.0
+reject = 15
+[rules]
+paths = ["rules"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.actions.reject, Some(15.0));
+        assert_eq!(c.actions.quarantine, None);
+        assert_eq!(c.rules.paths, vec![PathBuf::from("/etc/repmilter/rules")]);
+    }
+
+    #[test]
+    fn listen_spellings() {
+        let ok = [
+            ("inet:127.0.0.1:11330", "inet:127.0.0.1:11330"),
+            ("inet:11330@127.0.0.1", "inet:127.0.0.1:11330"),
+            ("inet:localhost:25", "inet:127.0.0.1:25"),
+            ("inet6:[::1]:11330", "inet6:[::1]:11330"),
+            ("inet6:11330@::1", "inet6:[::1]:11330"),
+            ("unix:/run/repmilter/sock", "unix:/run/repmilter/sock"),
+            ("local:/run/repmilter/sock", "unix:/run/repmilter/sock"),
+        ];
+        for (input, shown) in ok {
+            assert_eq!(input.parse::<Listen>().unwrap().to_string(), shown, "{input}");
+        }
+        for bad in ["127.0.0.1:25", "inet:mx.example:25", "inet:127.0.0.1:99999", "inet6:[127.0.0.1]:1", "tcp:1", "unix:"] {
+            assert!(bad.parse::<Listen>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_key() {
+        let err = parse(
+            r#"[milter]
+listen = "tcp:foo"
+max_conections = 10
+message_timeout = 30
+
+[actions]
+reject = "high"
+
+[trust]
+networks = ["10.0.0.0/8", "not-a-net"]
+authenticated_mode = "maybe"
+
+[bogus]
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let got: Vec<String> = problems.iter().map(|p| format!("{}:{} {}", p.line, p.key, p.message)).collect();
+        let want_starts = [
+            "2:milter.listen unknown scheme \"tcp\"",
+            "3:milter.max_conections unknown key",
+            "4:milter.message_timeout expected a duration",
+            "7:actions.reject expected a number, found string",
+            "10:trust.networks \"not-a-net\" is not",
+            "11:trust.authenticated_mode \"maybe\": expected",
+            "13:bogus unknown key",
+        ];
+        for w in want_starts {
+            assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), want_starts.len(), "{got:#?}");
+        assert!(err.to_string().contains("/etc/repmilter/test.toml:3:1: milter.max_conections"));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = parse("[milter]\nlisten = \n").unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 2);
+    }
+
+    #[test]
+    fn scores_take_symbol_names() {
+        let c = parse("[scores]\nGTUBE = 500\n").unwrap();
+        assert_eq!(c.score("GTUBE", 1000.0), 500.0);
+        assert!(parse("[scores]\ngtube = 1\n").is_err());
+    }
+
+    #[test]
+    fn restart_only_keys_are_named() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.milter.listen = "inet:127.0.0.1:1".parse().unwrap();
+        b.actions.reject = Some(20.0);
+        assert_eq!(a.restart_only_changes(&b), vec!["milter.listen"]);
+    }
+}

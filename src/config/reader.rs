@@ -1,0 +1,265 @@
+//! Reads typed values out of a spanned TOML tree, collecting every problem with its line.
+//!
+//! serde's `deny_unknown_fields` stops at the first problem and loses the position of bad
+//! values; an operator fixing a file wants all of them at once, each with file, line and key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key, such as `milter.listen`; empty for a syntax error.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+pub(crate) struct Reader<'s> {
+    src: &'s str,
+    file: &'s Path,
+    pub problems: Vec<Problem>,
+}
+
+pub(crate) type Table<'i> = DeTable<'i>;
+pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
+
+impl<'s> Reader<'s> {
+    pub fn new(src: &'s str, file: &'s Path) -> Self {
+        Self {
+            src,
+            file,
+            problems: Vec::new(),
+        }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.src[..offset.min(self.src.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+        (line, column)
+    }
+
+    pub fn problem_at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        let (line, column) = self.position(offset);
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn problem(&mut self, value: &Value<'_>, key: &str, message: impl Into<String>) {
+        self.problem_at(value.span().start, key, message);
+    }
+
+    /// Reports every key of `table` not in `known`.
+    pub fn known_keys(&mut self, table: &Table<'_>, prefix: &str, known: &[&str]) {
+        for (k, _) in table.iter() {
+            if !known.contains(&k.get_ref().as_ref()) {
+                let key = join(prefix, k.get_ref());
+                let hint = if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (known keys: {})", known.join(", "))
+                };
+                self.problem_at(k.span().start, &key, format!("unknown key{hint}"));
+            }
+        }
+    }
+
+    /// A sub-table, or None (with a problem if the key holds something else).
+    pub fn table<'t, 'i>(
+        &mut self,
+        parent: &'t Table<'i>,
+        prefix: &str,
+        name: &str,
+    ) -> Option<&'t Table<'i>> {
+        let v = parent.get(name)?;
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                let msg = format!("expected a table, found {}", other.type_str());
+                self.problem(v, &join(prefix, name), msg);
+                None
+            }
+        }
+    }
+
+    pub fn string(&mut self, t: &Table<'_>, prefix: &str, name: &str) -> Option<String> {
+        let v = t.get(name)?;
+        match v.get_ref().as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                let msg = format!("expected a string, found {}", v.get_ref().type_str());
+                self.problem(v, &join(prefix, name), msg);
+                None
+            }
+        }
+    }
+
+    pub fn bool(&mut self, t: &Table<'_>, prefix: &str, name: &str) -> Option<bool> {
+        let v = t.get(name)?;
+        match v.get_ref().as_bool() {
+            Some(b) => Some(b),
+            None => {
+                let msg = format!("expected true or false, found {}", v.get_ref().type_str());
+                self.problem(v, &join(prefix, name), msg);
+                None
+            }
+        }
+    }
+
+    /// A number; integers are accepted where a float is meant (`reject = 15`).
+    pub fn number(&mut self, t: &Table<'_>, prefix: &str, name: &str) -> Option<f64> {
+        let v = t.get(name)?;
+        self.number_value(v, &join(prefix, name))
+    }
+
+    pub fn number_value(&mut self, v: &Value<'_>, key: &str) -> Option<f64> {
+        let parsed = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) if i.radix() == 10 => i.as_str().replace('_', "").parse().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(x) if x.is_finite() => Some(x),
+            Some(_) => {
+                self.problem(v, key, "expected a finite number");
+                None
+            }
+            None => {
+                let msg = format!("expected a number, found {}", v.get_ref().type_str());
+                self.problem(v, key, msg);
+                None
+            }
+        }
+    }
+
+    /// A non-negative integer within `max`.
+    pub fn integer(&mut self, t: &Table<'_>, prefix: &str, name: &str, max: u64) -> Option<u64> {
+        let v = t.get(name)?;
+        let key = join(prefix, name);
+        let parsed = match v.get_ref() {
+            DeValue::Integer(i) => {
+                u64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(n) if n <= max => Some(n),
+            Some(n) => {
+                self.problem(v, &key, format!("{n} is larger than the maximum {max}"));
+                None
+            }
+            None => {
+                let msg = format!(
+                    "expected a non-negative integer, found {}",
+                    v.get_ref().type_str()
+                );
+                self.problem(v, &key, msg);
+                None
+            }
+        }
+    }
+
+    /// A duration written as `"30s"`, `"500ms"`, `"5m"` or `"1h"`.
+    pub fn duration(&mut self, t: &Table<'_>, prefix: &str, name: &str) -> Option<Duration> {
+        let v = t.get(name)?;
+        let key = join(prefix, name);
+        let Some(s) = v.get_ref().as_str() else {
+            let msg = format!(
+                "expected a duration such as \"30s\", found {}",
+                v.get_ref().type_str()
+            );
+            self.problem(v, &key, msg);
+            return None;
+        };
+        match parse_duration(s) {
+            Some(d) => Some(d),
+            None => {
+                let msg = format!("{s:?} is not a duration: write a number and ms, s, m or h");
+                self.problem(v, &key, msg);
+                None
+            }
+        }
+    }
+
+    pub fn string_list(&mut self, t: &Table<'_>, prefix: &str, name: &str) -> Option<Vec<(String, usize)>> {
+        let v = t.get(name)?;
+        let key = join(prefix, name);
+        let Some(items) = v.get_ref().as_array() else {
+            let msg = format!("expected a list of strings, found {}", v.get_ref().type_str());
+            self.problem(v, &key, msg);
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(s) => out.push((s.to_string(), item.span().start)),
+                None => {
+                    let msg = format!("expected a string, found {}", item.get_ref().type_str());
+                    self.problem(item, &key, msg);
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"1.5s"`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("10 parsecs"), None);
+    }
+}

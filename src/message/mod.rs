@@ -1,0 +1,183 @@
+//! A message as the pipeline sees it: the envelope, the headers as the MTA passed them, the
+//! body bytes kept (up to the configured size), and a decoded view of its text.
+//!
+//! The full MIME view (HTML rendering, URLs, attachments) grows here with the content stage.
+
+use std::net::IpAddr;
+
+/// What the SMTP conversation said about a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The connecting client, when the MTA knows it (not for local submission).
+    pub client_ip: Option<IpAddr>,
+    pub client_name: String,
+    pub helo: String,
+    /// Envelope sender without angle brackets; empty for the null sender.
+    pub from: String,
+    pub rcpts: Vec<String>,
+    /// SASL login name (`{auth_authen}`), when the client authenticated.
+    pub auth_user: Option<String>,
+    /// The MTA's queue id (`i`), for log lines.
+    pub queue_id: Option<String>,
+}
+
+/// Headers and body of one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Names and raw values in arrival order. Folded values keep their line breaks.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// The body was longer than the size kept; only the start is scanned.
+    pub truncated: bool,
+}
+
+impl Message {
+    /// Splits a message file (RFC 5322, LF or CRLF line ends) into headers and body the way an
+    /// MTA presents them: one entry per header, the single space after the colon removed.
+    pub fn from_raw(raw: &[u8], max_body: usize) -> Message {
+        let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut pos = 0;
+        let mut body_start = raw.len();
+        while pos < raw.len() {
+            let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i + 1);
+            let line = &raw[pos..end];
+            let content = line
+                .strip_suffix(b"\n")
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .unwrap_or(line);
+            if content.is_empty() {
+                body_start = end;
+                break;
+            }
+            if content[0] == b' ' || content[0] == b'\t' {
+                // A continuation line: Postfix passes folded values with "\n" before the fold.
+                if let Some((_, v)) = headers.last_mut() {
+                    v.push(b'\n');
+                    v.extend_from_slice(content);
+                }
+            } else if let Some(colon) = memchr::memchr(b':', content) {
+                let name = String::from_utf8_lossy(&content[..colon]).trim_end().to_string();
+                let value = &content[colon + 1..];
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                headers.push((name, value.to_vec()));
+            } else {
+                // Not a header: treat the rest as body, as MTAs do with a missing blank line.
+                body_start = pos;
+                break;
+            }
+            pos = end;
+        }
+        let body = &raw[body_start.min(raw.len())..];
+        let truncated = body.len() > max_body;
+        Message {
+            headers,
+            body: body[..body.len().min(max_body)].to_vec(),
+            truncated,
+        }
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The message reassembled as bytes with CRLF line ends, for MIME parsing.
+    pub fn to_raw(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 64 * self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            for (i, line) in value.split(|&b| b == b'\n').enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Whether the message or one of its parts declares a Content-Transfer-Encoding, that is,
+    /// whether decoding could show text the raw bytes hide.
+    pub fn has_transfer_encoding(&self) -> bool {
+        const NAME: &str = "content-transfer-encoding";
+        if self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(NAME)) {
+            return true;
+        }
+        // Part headers live in the body; a case-insensitive search without copying it.
+        let body = &self.body;
+        memchr::memchr_iter(b':', body).any(|colon| {
+            colon >= NAME.len() && body[colon - NAME.len()..colon].eq_ignore_ascii_case(NAME.as_bytes())
+        })
+    }
+
+    /// The decoded text of every text part (transfer encoding and charset undone), or nothing
+    /// when the message does not parse as MIME.
+    pub fn decoded_texts(&self) -> Vec<String> {
+        let raw = self.to_raw();
+        let Some(parsed) = mail_parser::MessageParser::default().parse(&raw) else {
+            return Vec::new();
+        };
+        // A text-only message lists its one part as both the text and the HTML body.
+        let mut ids: Vec<u32> = parsed.text_body.iter().chain(&parsed.html_body).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| parsed.part(id)?.text_contents().map(str::to_string))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_headers_and_body_like_an_mta() {
+        let m = Message::from_raw(
+            b"Subject: hello\r\n  world\r\nFrom:a@b\r\nX-Empty:\r\n\r\nbody\r\nmore\r\n",
+            1000,
+        );
+        assert_eq!(
+            m.headers,
+            vec![
+                ("Subject".to_string(), b"hello\n  world".to_vec()),
+                ("From".to_string(), b"a@b".to_vec()),
+                ("X-Empty".to_string(), b"".to_vec()),
+            ]
+        );
+        assert_eq!(m.body, b"body\r\nmore\r\n");
+        assert!(!m.truncated);
+        assert_eq!(m.header("subject"), Some(&b"hello\n  world"[..]));
+    }
+
+    #[test]
+    fn bare_lf_files_and_truncation() {
+        let m = Message::from_raw(b"A: 1\n\n0123456789", 4);
+        assert_eq!(m.headers.len(), 1);
+        assert_eq!(m.body, b"0123");
+        assert!(m.truncated);
+    }
+
+    #[test]
+    fn no_blank_line_means_the_rest_is_body() {
+        let m = Message::from_raw(b"A: 1\nthis is not a header\n", 100);
+        assert_eq!(m.headers.len(), 1);
+        assert_eq!(m.body, b"this is not a header\n");
+    }
+
+    #[test]
+    fn decodes_base64_text() {
+        let m = Message::from_raw(
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n",
+            1000,
+        );
+        assert_eq!(m.decoded_texts(), vec!["hello world".to_string()]);
+    }
+}

@@ -1,0 +1,11 @@
+//! The milter protocol only; knows nothing about spam.
+//!
+//! - [`codec`]: frames to and from typed commands and replies; pure, no I/O.
+//! - [`state`]: which command may come next, negotiation, which commands want a reply.
+//! - [`server`]: listeners, connection permits, shutdown fan-out.
+//! - [`client`]: the MTA side, for tests, benches and load generation.
+
+pub mod client;
+pub mod codec;
+pub mod server;
+pub mod state;

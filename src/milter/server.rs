@@ -1,0 +1,170 @@
+//! Listeners (inet, inet6, unix), a permit per connection, and shutdown fan-out with a
+//! deadline to drain. Knows nothing of what a session does with its stream.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Listen;
+
+/// A connected stream of either kind.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix { listener: UnixListener, path: PathBuf },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {listen}")]
+    Bind {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} exists and is not a socket; refusing to replace it", path.display())]
+    NotASocket { path: PathBuf },
+}
+
+impl Listener {
+    /// Binds the configured address. A stale unix socket left by a crash is replaced; any
+    /// other file at that path is left alone.
+    pub async fn bind(listen: &Listen, socket_mode: u32) -> Result<Listener, BindError> {
+        let err = |source| BindError::Bind {
+            listen: listen.to_string(),
+            source,
+        };
+        match listen {
+            Listen::Inet(addr) => Ok(Listener::Tcp(TcpListener::bind(addr).await.map_err(err)?)),
+            Listen::Unix(path) => {
+                remove_stale_socket(path)?;
+                let listener = UnixListener::bind(path).map_err(err)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
+                    .map_err(err)?;
+                Ok(Listener::Unix {
+                    listener,
+                    path: path.clone(),
+                })
+            }
+        }
+    }
+
+    /// The bound address in config spelling (with the real port when 0 was asked for).
+    pub fn local(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => Listen::Inet(a).to_string(),
+                Err(_) => "inet:?".into(),
+            },
+            Listener::Unix { path, .. } => Listen::Unix(path.clone()).to_string(),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Box<dyn Stream>, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Box::new(s), peer.to_string()))
+            }
+            Listener::Unix { listener, path } => {
+                let (s, _) = listener.accept().await?;
+                Ok((Box::new(s), format!("unix:{}", path.display())))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+        Ok(_) => Err(BindError::NotASocket {
+            path: path.to_path_buf(),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts connections until `stop` turns true, running `handle` for each under a permit;
+/// then tells sessions to finish (through the receiver each one gets) and waits up to
+/// `drain` for them before cutting the rest off.
+pub async fn serve<F, Fut>(
+    listener: Listener,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+    handle: F,
+) where
+    F: Fn(Box<dyn Stream>, String, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let (tell_sessions, sessions_hear) = watch::channel(false);
+    let mut sessions = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = stop.changed() => continue,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => continue,
+        };
+        // Reap finished sessions so the set does not grow with the connections served.
+        while sessions.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let fut = handle(stream, peer, sessions_hear.clone());
+                sessions.spawn(async move {
+                    fut.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = tell_sessions.send(true);
+    let in_flight = sessions.len();
+    if in_flight > 0 {
+        tracing::info!(sessions = in_flight, deadline = ?drain, "draining sessions");
+    }
+    let drained = tokio::time::timeout(drain, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(sessions = sessions.len(), "shutdown deadline passed; closing remaining sessions");
+        sessions.shutdown().await;
+    }
+}

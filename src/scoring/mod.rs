@@ -1,0 +1,222 @@
+//! Scoring: stages add named symbols with scores; the pipeline runs them under a deadline;
+//! the policy turns the total into an action.
+
+pub mod policy;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::message::{Envelope, Message};
+
+/// A named finding with a score.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Symbol {
+    pub name: String,
+    pub score: f64,
+    /// Why it fired, for the report header and `check`.
+    pub detail: String,
+}
+
+impl Symbol {
+    pub fn new(name: impl Into<String>, score: f64, detail: impl Into<String>) -> Self {
+        Symbol {
+            name: name.into(),
+            score,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The total score and the symbols that make it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Verdict {
+    pub score: f64,
+    pub symbols: Vec<Symbol>,
+}
+
+impl Verdict {
+    pub fn add(&mut self, s: Symbol) {
+        self.score += s.score;
+        self.symbols.push(s);
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.symbols.iter().any(|s| s.name == name)
+    }
+}
+
+/// What a stage looks at.
+#[derive(Debug, Clone, Default)]
+pub struct ScanInput {
+    pub envelope: Envelope,
+    pub message: Message,
+}
+
+pub type StageFuture<'a> = Pin<Box<dyn Future<Output = Vec<Symbol>> + Send + 'a>>;
+
+/// One part of the pipeline. Stages are built once per config and shared by sessions.
+///
+/// A stage returns symbols with its default scores; the pipeline applies `[scores]`
+/// overrides, so no stage needs to know about them.
+pub trait Stage: Send + Sync {
+    /// Lower-case name, used in `*_TIMEOUT` symbols and logs.
+    fn name(&self) -> &'static str;
+    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a>;
+}
+
+/// Stages and the config they were built from.
+pub struct Pipeline {
+    config: Arc<Config>,
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Pipeline {
+    /// The standard pipeline for a config.
+    pub fn new(config: Arc<Config>) -> Pipeline {
+        let stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(TrustStage {
+                config: config.clone(),
+            }),
+            Box::new(crate::signatures::gtube::Gtube),
+        ];
+        Pipeline { config, stages }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Runs every stage; what has not finished by `deadline` counts as absent, with a
+    /// zero-score `<STAGE>_TIMEOUT` symbol saying so.
+    pub async fn run(&self, input: &ScanInput, deadline: Instant) -> Verdict {
+        let mut verdict = Verdict::default();
+        if input.message.truncated {
+            verdict.add(Symbol::new(
+                "MESSAGE_TRUNCATED",
+                self.config.score("MESSAGE_TRUNCATED", 0.0),
+                format!(
+                    "only the first {} body bytes were scanned",
+                    self.config.milter.max_message_size
+                ),
+            ));
+        }
+        for stage in &self.stages {
+            match tokio::time::timeout_at(deadline, stage.scan(input)).await {
+                Ok(symbols) => {
+                    for mut s in symbols {
+                        s.score = self.config.score(&s.name, s.score);
+                        verdict.add(s);
+                    }
+                }
+                Err(_) => verdict.add(Symbol::new(
+                    format!("{}_TIMEOUT", stage.name().to_ascii_uppercase()),
+                    0.0,
+                    "stage did not finish within milter.message_timeout",
+                )),
+            }
+        }
+        verdict
+    }
+}
+
+/// Senders from trusted networks or authenticated ones, when they are scanned, get a symbol
+/// (with a configurable, usually negative, score). Skipping them is the session's job.
+struct TrustStage {
+    config: Arc<Config>,
+}
+
+impl Stage for TrustStage {
+    fn name(&self) -> &'static str {
+        "trust"
+    }
+
+    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+        let t = &self.config.trust;
+        let mut out = Vec::new();
+        if let Some(ip) = input.envelope.client_ip
+            && t.networks.iter().any(|n| n.contains(ip))
+        {
+            out.push(Symbol::new(
+                "TRUSTED_NETWORK",
+                t.networks_score,
+                format!("client {ip} is in trust.networks"),
+            ));
+        }
+        if let Some(user) = &input.envelope.auth_user {
+            out.push(Symbol::new(
+                "AUTHENTICATED",
+                t.authenticated_score,
+                format!("sender authenticated as {user}"),
+            ));
+        }
+        Box::pin(std::future::ready(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    struct Slow;
+    impl Stage for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn scan<'a>(&'a self, _: &'a ScanInput) -> StageFuture<'a> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                vec![Symbol::new("NEVER", 1.0, "")]
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_past_the_deadline_counts_as_absent() {
+        let config = Arc::new(Config::default());
+        let mut p = Pipeline::new(config);
+        p.stages.push(Box::new(Slow));
+        let input = ScanInput::default();
+        let v = p.run(&input, Instant::now() + Duration::from_secs(1)).await;
+        assert!(v.has("SLOW_TIMEOUT"));
+        assert!(!v.has("NEVER"));
+        assert_eq!(v.score, 0.0);
+    }
+
+    #[tokio::test]
+    async fn score_overrides_apply_to_every_stage() {
+        let mut c = Config::default();
+        c.scores.insert("GTUBE".into(), 42.0);
+        let p = Pipeline::new(Arc::new(c));
+        let input = ScanInput {
+            message: Message::from_raw(crate::signatures::gtube::GTUBE.as_bytes(), 100),
+            ..ScanInput::default()
+        };
+        let v = p.run(&input, Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(v.score, 42.0);
+    }
+
+    #[tokio::test]
+    async fn trusted_and_authenticated_senders_get_their_symbols() {
+        let mut c = Config::default();
+        c.trust.networks = vec!["192.0.2.0/24".parse().unwrap()];
+        c.trust.networks_score = -3.0;
+        c.trust.authenticated_score = -1.5;
+        let p = Pipeline::new(Arc::new(c));
+        let input = ScanInput {
+            envelope: Envelope {
+                client_ip: Some("192.0.2.9".parse().unwrap()),
+                auth_user: Some("alice".into()),
+                ..Envelope::default()
+            },
+            ..ScanInput::default()
+        };
+        let v = p.run(&input, Instant::now() + Duration::from_secs(5)).await;
+        assert!(v.has("TRUSTED_NETWORK") && v.has("AUTHENTICATED"));
+        assert_eq!(v.score, -4.5);
+    }
+}

@@ -1,0 +1,535 @@
+//! One MTA connection: turns protocol events into a scan input, runs the pipeline at end of
+//! message, and turns the decision into replies. The one place that knows both milter and
+//! scoring.
+//!
+//! Connection data (client, HELO, connection macros) lives apart from message data; ABORT or
+//! a new MAIL resets the message only. Each message takes a snapshot of the engine (config and
+//! pipeline) at MAIL, so a reload never changes a message half-way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{Config, TrustMode};
+use crate::message::{Envelope, Message};
+use crate::milter::codec::{
+    self, Command, ConnectAddr, FrameError, MacroStage, PayloadError, Reply, action, cmd, proto,
+};
+use crate::milter::state::{self, Effect, Negotiated, NegotiateError, OutOfOrder, Phase, Wants};
+use crate::scoring::policy::{self, Action, Decision};
+use crate::scoring::{Pipeline, ScanInput, Verdict};
+
+/// A config and the pipeline built from it; replaced as a whole on reload.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub pipeline: Pipeline,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        let config = Arc::new(config);
+        Engine {
+            pipeline: Pipeline::new(config.clone()),
+            config,
+        }
+    }
+
+    /// Scores a message and decides what to do with it, as at end of message.
+    pub async fn judge(&self, input: &ScanInput) -> (Verdict, Decision) {
+        let deadline = Instant::now() + self.config.milter.message_timeout;
+        let verdict = self.pipeline.run(input, deadline).await;
+        let decision = policy::decide(&self.config, &verdict);
+        (verdict, decision)
+    }
+}
+
+/// How long a connection may stay silent. Postfix keeps a milter connection for one SMTP
+/// session, whose own commands time out after 300 s; an hour of silence means the peer is gone
+/// and only holds a connection permit.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Bytes asked of the socket per read: one maximal body chunk and its frame header.
+const READ_CHUNK: usize = codec::MAX_BODY_CHUNK + 16;
+
+/// Why a connection was closed by us. Each is logged; none affects other connections.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("i/o error")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame")]
+    Frame(#[from] FrameError),
+    #[error("bad command")]
+    Payload(#[from] PayloadError),
+    #[error("protocol violation")]
+    OutOfOrder(#[from] OutOfOrder),
+    #[error("negotiation failed")]
+    Negotiate(#[from] NegotiateError),
+    #[error("connection closed in the middle of a frame ({0} bytes pending)")]
+    Truncated(usize),
+    #[error("no command for {0:?}")]
+    Idle(Duration),
+}
+
+/// What the filter asks for: the steps it needs and no-reply for the ones it never answers.
+fn wants() -> Wants {
+    Wants {
+        actions: action::ADDHDRS | action::CHGHDRS | action::QUARANTINE,
+        // CONNECT and MAIL keep their replies: trusted clients and authenticated senders can
+        // be accepted there without a scan. BODY keeps its reply so that SKIP can end it.
+        protocol: proto::NODATA
+            | proto::NOUNKNOWN
+            | proto::NR_HELO
+            | proto::NR_RCPT
+            | proto::NR_HDR
+            | proto::NR_EOH
+            | proto::NR_DATA
+            | proto::NR_UNKN
+            | proto::SKIP,
+        macros: vec![
+            (MacroStage::Connect, "j {daemon_name} {client_name}".into()),
+            (MacroStage::Mail, "i {auth_type} {auth_authen}".into()),
+            (MacroStage::Eoh, "i".into()),
+            (MacroStage::Eom, "i".into()),
+        ],
+    }
+}
+
+/// Macro stages that belong to the message, cleared when it ends.
+const MESSAGE_MACRO_STAGES: [u8; 7] = [
+    cmd::MAIL,
+    cmd::RCPT,
+    cmd::DATA,
+    cmd::HEADER,
+    cmd::EOH,
+    cmd::BODY,
+    cmd::BODYEOB,
+];
+
+/// Order in which stages' macros are searched: the most recent stage first.
+const MACRO_LOOKUP_ORDER: [u8; 9] = [
+    cmd::BODYEOB,
+    cmd::BODY,
+    cmd::EOH,
+    cmd::HEADER,
+    cmd::DATA,
+    cmd::RCPT,
+    cmd::MAIL,
+    cmd::HELO,
+    cmd::CONNECT,
+];
+
+#[derive(Default)]
+struct Connection {
+    client_ip: Option<std::net::IpAddr>,
+    client_name: String,
+    helo: String,
+    /// Accepted as a whole at CONNECT (trusted network, skip mode).
+    skip: bool,
+}
+
+struct MessageState {
+    engine: Arc<Engine>,
+    envelope: Envelope,
+    message: Message,
+    /// Bytes of headers and body kept so far, against `max_message_size`.
+    kept: usize,
+    /// Accepted without a scan at MAIL.
+    skip: bool,
+    /// Headers named X-Spam or X-Spam-*: first spelling seen and how many, for removal.
+    spam_headers: Vec<(String, u32)>,
+    has_subject: Option<Vec<u8>>,
+}
+
+/// The protocol-facing session, without sockets: commands in, replies out.
+pub struct Session {
+    phase: Phase,
+    negotiated: Negotiated,
+    engines: watch::Receiver<Arc<Engine>>,
+    conn: Connection,
+    msg: Option<MessageState>,
+    macros: HashMap<u8, HashMap<String, String>>,
+    peer: String,
+}
+
+fn strip_brackets(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(s)
+}
+
+fn is_spam_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("X-Spam")
+        || (name.len() > 7 && name[..7].eq_ignore_ascii_case("X-Spam-"))
+}
+
+impl Session {
+    pub fn new(engines: watch::Receiver<Arc<Engine>>, peer: impl Into<String>) -> Session {
+        Session {
+            phase: Phase::Negotiate,
+            negotiated: Negotiated::NONE,
+            engines,
+            conn: Connection::default(),
+            msg: None,
+            macros: HashMap::new(),
+            peer: peer.into(),
+        }
+    }
+
+    /// True when no message is in progress, so closing loses nothing.
+    pub fn idle(&self) -> bool {
+        self.msg.is_none()
+    }
+
+    pub fn closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    fn macro_value(&self, name: &str) -> Option<&str> {
+        MACRO_LOOKUP_ORDER.iter().find_map(|stage| {
+            self.macros
+                .get(stage)
+                .and_then(|m| m.get(name))
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        })
+    }
+
+    fn reply_if_expected(&self, code: u8, reply: Reply) -> Vec<Reply> {
+        if self.negotiated.expects_reply(code) {
+            vec![reply]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Handles one command and returns the replies to send, in order.
+    pub async fn handle(&mut self, command: Command) -> Result<Vec<Reply>, SessionError> {
+        let (phase, effect) = state::next(self.phase, &command)?;
+        self.phase = phase;
+        match effect {
+            Effect::None => {}
+            Effect::ResetMessage => self.msg = None,
+            Effect::ResetConnection => {
+                self.msg = None;
+                self.conn = Connection::default();
+                self.macros.retain(|stage, _| *stage == cmd::CONNECT && command.code() == cmd::CONNECT);
+            }
+        }
+        let code = command.code();
+        let replies = match command {
+            Command::Optneg(offer) => {
+                let (negotiated, reply) = state::negotiate(offer, &wants())?;
+                self.negotiated = negotiated;
+                vec![reply]
+            }
+            Command::Macro { stage, pairs } => {
+                let map = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.trim_start_matches('{').trim_end_matches('}').to_string(), v))
+                    .collect();
+                self.macros.insert(stage, map);
+                Vec::new()
+            }
+            Command::Connect { hostname, addr } => self.on_connect(hostname, addr),
+            Command::Helo(name) => {
+                self.conn.helo = name;
+                self.reply_if_expected(code, Reply::Continue)
+            }
+            Command::Mail { sender, .. } => self.on_mail(&sender),
+            Command::Rcpt { recipient, .. } => {
+                if let Some(m) = &mut self.msg {
+                    m.envelope.rcpts.push(strip_brackets(&recipient).to_string());
+                }
+                self.reply_if_expected(code, Reply::Continue)
+            }
+            Command::Header { name, value } => {
+                if let Some(m) = &mut self.msg {
+                    m.add_header(name, value);
+                }
+                self.reply_if_expected(code, Reply::Continue)
+            }
+            Command::Body(chunk) => {
+                let full = match &mut self.msg {
+                    Some(m) => m.add_body(&chunk),
+                    None => false,
+                };
+                // SKIP spares the MTA sending the rest; only version 6 MTAs that offered it.
+                let reply = if full && self.negotiated.has(proto::SKIP) {
+                    Reply::Skip
+                } else {
+                    Reply::Continue
+                };
+                self.reply_if_expected(code, reply)
+            }
+            Command::EndOfBody(chunk) => self.on_end_of_message(&chunk).await,
+            Command::Abort => {
+                self.end_message();
+                Vec::new()
+            }
+            Command::Data | Command::Eoh | Command::Unknown(_) => {
+                self.reply_if_expected(code, Reply::Continue)
+            }
+            Command::Quit | Command::QuitNc => Vec::new(),
+        };
+        Ok(replies)
+    }
+
+    fn on_connect(&mut self, hostname: String, addr: ConnectAddr) -> Vec<Reply> {
+        self.conn.client_name = hostname;
+        if let ConnectAddr::Inet { ip, .. } = addr {
+            self.conn.client_ip = Some(ip);
+        }
+        let engine = self.engines.borrow().clone();
+        let trust = &engine.config.trust;
+        let trusted = self
+            .conn
+            .client_ip
+            .is_some_and(|ip| trust.networks.iter().any(|n| n.contains(ip)));
+        if trusted && trust.networks_mode == TrustMode::Skip && self.negotiated.expects_reply(cmd::CONNECT) {
+            self.conn.skip = true;
+            tracing::debug!(peer = %self.peer, client = ?self.conn.client_ip, "trusted network: connection accepted without scanning");
+            return vec![Reply::Accept];
+        }
+        self.reply_if_expected(cmd::CONNECT, Reply::Continue)
+    }
+
+    fn on_mail(&mut self, sender: &str) -> Vec<Reply> {
+        let engine = self.engines.borrow().clone();
+        let auth_user = self.macro_value("auth_authen").map(str::to_string);
+        let skip = auth_user.is_some()
+            && engine.config.trust.authenticated_mode == TrustMode::Skip
+            && self.negotiated.expects_reply(cmd::MAIL);
+        let envelope = Envelope {
+            client_ip: self.conn.client_ip,
+            client_name: self.conn.client_name.clone(),
+            helo: self.conn.helo.clone(),
+            from: strip_brackets(sender).to_string(),
+            rcpts: Vec::new(),
+            auth_user,
+            queue_id: self.macro_value("i").map(str::to_string),
+        };
+        self.msg = Some(MessageState {
+            engine,
+            envelope,
+            message: Message::default(),
+            kept: 0,
+            skip,
+            spam_headers: Vec::new(),
+            has_subject: None,
+        });
+        if skip {
+            tracing::debug!(peer = %self.peer, "authenticated sender: message accepted without scanning");
+            return vec![Reply::Accept];
+        }
+        self.reply_if_expected(cmd::MAIL, Reply::Continue)
+    }
+
+    fn end_message(&mut self) {
+        self.msg = None;
+        for stage in MESSAGE_MACRO_STAGES {
+            self.macros.remove(&stage);
+        }
+    }
+
+    async fn on_end_of_message(&mut self, chunk: &[u8]) -> Vec<Reply> {
+        let Some(mut m) = self.msg.take() else {
+            // End of a message we never saw begin (MAIL accepted it, or the MTA skipped MAIL).
+            self.end_message();
+            return vec![Reply::Continue];
+        };
+        if m.skip || self.conn.skip {
+            self.end_message();
+            return vec![Reply::Accept];
+        }
+        m.add_body(chunk);
+        if let Some(id) = self.macro_value("i") {
+            m.envelope.queue_id = Some(id.to_string());
+        }
+        let started = std::time::Instant::now();
+        let input = ScanInput {
+            envelope: std::mem::take(&mut m.envelope),
+            message: std::mem::take(&mut m.message),
+        };
+        let (verdict, decision) = m.engine.judge(&input).await;
+        let replies = eom_replies(&self.negotiated, &m, &decision);
+        let symbols: Vec<String> = verdict
+            .symbols
+            .iter()
+            .map(|s| format!("{}({:.1})", s.name, s.score))
+            .collect();
+        tracing::info!(
+            queue_id = input.envelope.queue_id.as_deref().unwrap_or("-"),
+            client = %input.envelope.client_ip.map_or("-".to_string(), |ip| ip.to_string()),
+            from = %input.envelope.from,
+            score = format_args!("{:.1}", verdict.score),
+            action = %decision.action,
+            symbols = %symbols.join(","),
+            elapsed_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            "message scored"
+        );
+        self.end_message();
+        replies
+    }
+}
+
+impl MessageState {
+    fn limit(&self) -> usize {
+        self.engine.config.milter.max_message_size
+    }
+
+    fn add_header(&mut self, name: String, value: Vec<u8>) {
+        if is_spam_header(&name) {
+            match self
+                .spam_headers
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            {
+                Some((_, count)) => *count += 1,
+                None => self.spam_headers.push((name.clone(), 1)),
+            }
+        }
+        if self.has_subject.is_none() && name.eq_ignore_ascii_case("Subject") {
+            self.has_subject = Some(value.clone());
+        }
+        let size = name.len() + value.len() + 4;
+        if self.kept + size > self.limit() {
+            self.message.truncated = true;
+            return;
+        }
+        self.kept += size;
+        self.message.headers.push((name, value));
+    }
+
+    /// Keeps what fits under the size limit; returns true once the limit is reached.
+    fn add_body(&mut self, chunk: &[u8]) -> bool {
+        let room = self.limit().saturating_sub(self.kept);
+        let take = chunk.len().min(room);
+        self.message.body.extend_from_slice(&chunk[..take]);
+        self.kept += take;
+        if take < chunk.len() {
+            self.message.truncated = true;
+        }
+        self.kept >= self.limit()
+    }
+}
+
+/// The modifications and final reply for a decision, within what negotiation allows.
+fn eom_replies(n: &Negotiated, m: &MessageState, d: &Decision) -> Vec<Reply> {
+    let config = &m.engine.config;
+    let mut out = Vec::new();
+    if d.action.delivers() {
+        if config.headers.remove_incoming && n.can(action::CHGHDRS) {
+            for (name, count) in &m.spam_headers {
+                // From the last down: deleting occurrence 1 would renumber the others.
+                for index in (1..=*count).rev() {
+                    out.push(Reply::ChgHeader {
+                        index,
+                        name: name.clone(),
+                        value: Vec::new(),
+                    });
+                }
+            }
+        }
+        if n.can(action::ADDHDRS) {
+            for (name, value) in &d.add_headers {
+                out.push(Reply::AddHeader {
+                    name: name.clone(),
+                    value: value.clone().into_bytes(),
+                });
+            }
+        }
+        if let Some(prefix) = &d.subject_prefix {
+            match &m.has_subject {
+                Some(old) if old.starts_with(prefix.as_bytes()) => {}
+                Some(old) if n.can(action::CHGHDRS) => {
+                    let mut value = prefix.as_bytes().to_vec();
+                    value.extend_from_slice(old);
+                    out.push(Reply::ChgHeader {
+                        index: 1,
+                        name: "Subject".into(),
+                        value,
+                    });
+                }
+                None if n.can(action::ADDHDRS) => out.push(Reply::AddHeader {
+                    name: "Subject".into(),
+                    value: prefix.trim_end().as_bytes().to_vec(),
+                }),
+                _ => {}
+            }
+        }
+        if let Some(reason) = &d.quarantine_reason {
+            if n.can(action::QUARANTINE) {
+                out.push(Reply::Quarantine(reason.clone()));
+            } else {
+                tracing::warn!("quarantine decided but the MTA did not offer it; message delivered with headers");
+            }
+        }
+    }
+    out.push(match d.action {
+        Action::Reject | Action::SoftReject => {
+            let (code, enhanced, text) = d.smtp_reply.as_ref().expect("reject decisions carry a reply");
+            Reply::ReplyCode(codec::smtp_reply(*code, enhanced, text))
+        }
+        Action::Discard => Reply::Discard,
+        _ => Reply::Accept,
+    });
+    out
+}
+
+/// Runs a session over a stream until the MTA quits, an error closes it, or a shutdown
+/// arrives while no message is in progress.
+pub async fn run<S>(
+    mut stream: S,
+    engines: watch::Receiver<Arc<Engine>>,
+    mut shutdown: watch::Receiver<bool>,
+    peer: String,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session::new(engines, peer);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut start = 0;
+    let mut out = Vec::new();
+    let mut draining = *shutdown.borrow();
+    loop {
+        while let Some((frame, used)) = codec::parse_frame(&buf[start..])? {
+            let command = Command::parse(frame)?;
+            start += used;
+            tracing::trace!(command = command.name(), "milter command");
+            for reply in session.handle(command).await? {
+                reply.encode(&mut out);
+            }
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+            if session.closed() || (draining && session.idle()) {
+                return Ok(());
+            }
+        }
+        // Keep the unparsed tail at the front so the buffer stays one frame long at most.
+        buf.drain(..start);
+        start = 0;
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => {
+                if read? == 0 {
+                    return if buf.is_empty() { Ok(()) } else { Err(SessionError::Truncated(buf.len())) };
+                }
+            }
+            changed = shutdown.changed(), if !draining => {
+                draining = changed.is_err() || *shutdown.borrow();
+                if draining && session.idle() {
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep(IDLE_TIMEOUT) => return Err(SessionError::Idle(IDLE_TIMEOUT)),
+        }
+    }
+}
