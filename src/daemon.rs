@@ -1,6 +1,6 @@
 //! `repmilter serve`: bind, serve sessions, reload on SIGHUP, drain on SIGTERM.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,10 +86,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let engines = engine_rx.clone();
         let limiter = limiter.clone();
         async move {
-            if let Err(e) = session::run(stream, engines, shutdown, peer.clone()).await {
-                if let Some(suppressed) = limiter.allow() {
-                    tracing::warn!(%peer, suppressed, "closing milter connection: {}", ErrorChain(&e));
-                }
+            if let Err(e) = session::run(stream, engines, shutdown, peer.clone()).await
+                && let Some(suppressed) = limiter.allow()
+            {
+                tracing::warn!(%peer, suppressed, "closing milter connection: {}", ErrorChain(&e));
             }
         }
     })
@@ -100,11 +100,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
 /// Loads the config again and swaps the engine. A broken file keeps the running config;
 /// keys that need a restart keep their running values, with a warning.
-fn reload(path: &PathBuf, engines: &watch::Sender<Arc<Engine>>) {
+fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
     let mut new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("reload refused, keeping the running config: {}", ErrorChain(&e));
+            tracing::error!(
+                "reload refused, keeping the running config: {}",
+                ErrorChain(&e)
+            );
             return;
         }
     };

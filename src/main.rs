@@ -25,7 +25,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "repmilter", version, about = "Email reputation filter for Postfix and Sendmail (milter)")]
+#[command(
+    name = "repmilter",
+    version,
+    about = "Email reputation filter for Postfix and Sendmail (milter)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -87,10 +91,11 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("repmilter: {}", ErrorChain(&e));
         ExitCode::from(exit::CONFIG)
@@ -120,10 +125,12 @@ fn main() -> ExitCode {
 fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config)?;
     init_logging(&config.log_level);
-    runtime().block_on(repmilter::daemon::run(config)).map_err(|e| {
-        tracing::error!("{}", ErrorChain(&e));
-        ExitCode::from(exit::RUNTIME)
-    })?;
+    runtime()
+        .block_on(repmilter::daemon::run(config))
+        .map_err(|e| {
+            tracing::error!("{}", ErrorChain(&e));
+            ExitCode::from(exit::RUNTIME)
+        })?;
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -137,7 +144,10 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         std::fs::read(&a.message)
     }
     .map_err(|e| {
-        eprintln!("repmilter: cannot read message {}: {e}", a.message.display());
+        eprintln!(
+            "repmilter: cannot read message {}: {e}",
+            a.message.display()
+        );
         ExitCode::from(exit::INPUT)
     })?;
     let input = ScanInput {

@@ -19,7 +19,7 @@ use crate::message::{Envelope, Message};
 use crate::milter::codec::{
     self, Command, ConnectAddr, FrameError, MacroStage, PayloadError, Reply, action, cmd, proto,
 };
-use crate::milter::state::{self, Effect, Negotiated, NegotiateError, OutOfOrder, Phase, Wants};
+use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
 use crate::scoring::policy::{self, Action, Decision};
 use crate::scoring::{Pipeline, ScanInput, Verdict};
 
@@ -152,6 +152,9 @@ pub struct Session {
     conn: Connection,
     msg: Option<MessageState>,
     macros: HashMap<u8, HashMap<String, String>>,
+    /// MAIL-stage macros arrived since the last MAIL. An MTA may send none for a message
+    /// (nothing defined), and the previous sender's login must not carry over.
+    mail_macros_fresh: bool,
     peer: String,
 }
 
@@ -176,6 +179,7 @@ impl Session {
             conn: Connection::default(),
             msg: None,
             macros: HashMap::new(),
+            mail_macros_fresh: false,
             peer: peer.into(),
         }
     }
@@ -217,7 +221,8 @@ impl Session {
             Effect::ResetConnection => {
                 self.msg = None;
                 self.conn = Connection::default();
-                self.macros.retain(|stage, _| *stage == cmd::CONNECT && command.code() == cmd::CONNECT);
+                self.macros
+                    .retain(|stage, _| *stage == cmd::CONNECT && command.code() == cmd::CONNECT);
             }
         }
         let code = command.code();
@@ -230,9 +235,17 @@ impl Session {
             Command::Macro { stage, pairs } => {
                 let map = pairs
                     .into_iter()
-                    .map(|(k, v)| (k.trim_start_matches('{').trim_end_matches('}').to_string(), v))
+                    .map(|(k, v)| {
+                        (
+                            k.trim_start_matches('{').trim_end_matches('}').to_string(),
+                            v,
+                        )
+                    })
                     .collect();
                 self.macros.insert(stage, map);
+                if stage == cmd::MAIL {
+                    self.mail_macros_fresh = true;
+                }
                 Vec::new()
             }
             Command::Connect { hostname, addr } => self.on_connect(hostname, addr),
@@ -243,7 +256,9 @@ impl Session {
             Command::Mail { sender, .. } => self.on_mail(&sender),
             Command::Rcpt { recipient, .. } => {
                 if let Some(m) = &mut self.msg {
-                    m.envelope.rcpts.push(strip_brackets(&recipient).to_string());
+                    m.envelope
+                        .rcpts
+                        .push(strip_brackets(&recipient).to_string());
                 }
                 self.reply_if_expected(code, Reply::Continue)
             }
@@ -290,7 +305,10 @@ impl Session {
             .conn
             .client_ip
             .is_some_and(|ip| trust.networks.iter().any(|n| n.contains(ip)));
-        if trusted && trust.networks_mode == TrustMode::Skip && self.negotiated.expects_reply(cmd::CONNECT) {
+        if trusted
+            && trust.networks_mode == TrustMode::Skip
+            && self.negotiated.expects_reply(cmd::CONNECT)
+        {
             self.conn.skip = true;
             tracing::debug!(peer = %self.peer, client = ?self.conn.client_ip, "trusted network: connection accepted without scanning");
             return vec![Reply::Accept];
@@ -299,6 +317,9 @@ impl Session {
     }
 
     fn on_mail(&mut self, sender: &str) -> Vec<Reply> {
+        if !std::mem::take(&mut self.mail_macros_fresh) {
+            self.macros.remove(&cmd::MAIL);
+        }
         let engine = self.engines.borrow().clone();
         let auth_user = self.macro_value("auth_authen").map(str::to_string);
         let skip = auth_user.is_some()
@@ -466,13 +487,18 @@ fn eom_replies(n: &Negotiated, m: &MessageState, d: &Decision) -> Vec<Reply> {
             if n.can(action::QUARANTINE) {
                 out.push(Reply::Quarantine(reason.clone()));
             } else {
-                tracing::warn!("quarantine decided but the MTA did not offer it; message delivered with headers");
+                tracing::warn!(
+                    "quarantine decided but the MTA did not offer it; message delivered with headers"
+                );
             }
         }
     }
     out.push(match d.action {
         Action::Reject | Action::SoftReject => {
-            let (code, enhanced, text) = d.smtp_reply.as_ref().expect("reject decisions carry a reply");
+            let (code, enhanced, text) = d
+                .smtp_reply
+                .as_ref()
+                .expect("reject decisions carry a reply");
             Reply::ReplyCode(codec::smtp_reply(*code, enhanced, text))
         }
         Action::Discard => Reply::Discard,

@@ -39,9 +39,9 @@ impl std::str::FromStr for Listen {
     /// `inet6:PORT@HOST` (Sendmail), `unix:/path` and `local:/path`. HOST is an IP address or
     /// `localhost`; names are not resolved, so the address cannot change behind an operator's back.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (scheme, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?} has no scheme: write inet:HOST:PORT, inet6:[HOST]:PORT or unix:/path"))?;
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| {
+            format!("{s:?} has no scheme: write inet:HOST:PORT, inet6:[HOST]:PORT or unix:/path")
+        })?;
         match scheme {
             "unix" | "local" => {
                 if rest.is_empty() {
@@ -73,9 +73,7 @@ impl std::str::FromStr for Listen {
                 }
                 Ok(Listen::Inet(SocketAddr::new(ip, port)))
             }
-            other => Err(format!(
-                "unknown scheme {other:?}: use inet, inet6 or unix"
-            )),
+            other => Err(format!("unknown scheme {other:?}: use inet, inet6 or unix")),
         }
     }
 }
@@ -181,7 +179,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), list(problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -270,7 +271,9 @@ impl Config {
         r.known_keys(
             root,
             "",
-            &["milter", "actions", "policy", "headers", "trust", "scores", "rules", "log"],
+            &[
+                "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log",
+            ],
         );
         if let Some(t) = r.table(root, "", "milter") {
             read_milter(&mut r, t, &mut c.milter);
@@ -321,7 +324,13 @@ impl Config {
             if let Some(level) = r.string(t, "log", "level") {
                 if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
                     let v = t.get("level").expect("key was just read");
-                    r.problem(v, "log.level", format!("{level:?} is not a log filter such as \"info\" or \"repmilter=debug\""));
+                    r.problem(
+                        v,
+                        "log.level",
+                        format!(
+                            "{level:?} is not a log filter such as \"info\" or \"repmilter=debug\""
+                        ),
+                    );
                 } else {
                     c.log_level = level;
                 }
@@ -395,7 +404,11 @@ fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
             Ok(mode) if mode <= 0o777 => m.socket_mode = mode,
             _ => {
                 let v = t.get("socket_mode").expect("key was just read");
-                r.problem(v, "milter.socket_mode", format!("{s:?} is not an octal mode such as \"0660\""));
+                r.problem(
+                    v,
+                    "milter.socket_mode",
+                    format!("{s:?} is not an octal mode such as \"0660\""),
+                );
             }
         }
     }
@@ -423,7 +436,14 @@ fn read_actions(r: &mut Reader<'_>, t: &Table<'_>, a: &mut Thresholds) {
     r.known_keys(
         t,
         p,
-        &["add_header", "rewrite_subject", "quarantine", "soft_reject", "discard", "reject"],
+        &[
+            "add_header",
+            "rewrite_subject",
+            "quarantine",
+            "soft_reject",
+            "discard",
+            "reject",
+        ],
     );
     // An absent key turns the action off, so the defaults do not carry over.
     *a = Thresholds {
@@ -441,7 +461,12 @@ fn read_policy(r: &mut Reader<'_>, t: &Table<'_>, pol: &mut Policy) {
     r.known_keys(
         t,
         p,
-        &["reject_text", "soft_reject_text", "subject_prefix", "quarantine_reason"],
+        &[
+            "reject_text",
+            "soft_reject_text",
+            "subject_prefix",
+            "quarantine_reason",
+        ],
     );
     for (key, field) in [
         ("reject_text", &mut pol.reject_text),
@@ -496,7 +521,11 @@ fn read_trust(r: &mut Reader<'_>, t: &Table<'_>, tr: &mut Trust) {
                 "scan" => *field = TrustMode::Scan,
                 _ => {
                     let v = t.get(key).expect("key was just read");
-                    r.problem(v, &format!("trust.{key}"), format!("{s:?}: expected \"skip\" or \"scan\""));
+                    r.problem(
+                        v,
+                        &format!("trust.{key}"),
+                        format!("{s:?}: expected \"skip\" or \"scan\""),
+                    );
                 }
             }
         }
@@ -549,9 +578,20 @@ paths = ["rules"]
             ("local:/run/repmilter/sock", "unix:/run/repmilter/sock"),
         ];
         for (input, shown) in ok {
-            assert_eq!(input.parse::<Listen>().unwrap().to_string(), shown, "{input}");
+            assert_eq!(
+                input.parse::<Listen>().unwrap().to_string(),
+                shown,
+                "{input}"
+            );
         }
-        for bad in ["127.0.0.1:25", "inet:mx.example:25", "inet:127.0.0.1:99999", "inet6:[127.0.0.1]:1", "tcp:1", "unix:"] {
+        for bad in [
+            "127.0.0.1:25",
+            "inet:mx.example:25",
+            "inet:127.0.0.1:99999",
+            "inet6:[127.0.0.1]:1",
+            "tcp:1",
+            "unix:",
+        ] {
             assert!(bad.parse::<Listen>().is_err(), "{bad}");
         }
     }
@@ -578,7 +618,10 @@ authenticated_mode = "maybe"
         let ConfigError::Invalid { problems, .. } = &err else {
             panic!("{err}")
         };
-        let got: Vec<String> = problems.iter().map(|p| format!("{}:{} {}", p.line, p.key, p.message)).collect();
+        let got: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.key, p.message))
+            .collect();
         let want_starts = [
             "2:milter.listen unknown scheme \"tcp\"",
             "3:milter.max_conections unknown key",
@@ -589,10 +632,16 @@ authenticated_mode = "maybe"
             "13:bogus unknown key",
         ];
         for w in want_starts {
-            assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
         }
         assert_eq!(got.len(), want_starts.len(), "{got:#?}");
-        assert!(err.to_string().contains("/etc/repmilter/test.toml:3:1: milter.max_conections"));
+        assert!(
+            err.to_string()
+                .contains("/etc/repmilter/test.toml:3:1: milter.max_conections")
+        );
     }
 
     #[test]

@@ -202,11 +202,19 @@ impl<'s> Reader<'s> {
         }
     }
 
-    pub fn string_list(&mut self, t: &Table<'_>, prefix: &str, name: &str) -> Option<Vec<(String, usize)>> {
+    pub fn string_list(
+        &mut self,
+        t: &Table<'_>,
+        prefix: &str,
+        name: &str,
+    ) -> Option<Vec<(String, usize)>> {
         let v = t.get(name)?;
         let key = join(prefix, name);
         let Some(items) = v.get_ref().as_array() else {
-            let msg = format!("expected a list of strings, found {}", v.get_ref().type_str());
+            let msg = format!(
+                "expected a list of strings, found {}",
+                v.get_ref().type_str()
+            );
             self.problem(v, &key, msg);
             return None;
         };

@@ -56,7 +56,9 @@ impl Message {
                     v.extend_from_slice(content);
                 }
             } else if let Some(colon) = memchr::memchr(b':', content) {
-                let name = String::from_utf8_lossy(&content[..colon]).trim_end().to_string();
+                let name = String::from_utf8_lossy(&content[..colon])
+                    .trim_end()
+                    .to_string();
                 let value = &content[colon + 1..];
                 let value = value.strip_prefix(b" ").unwrap_or(value);
                 headers.push((name, value.to_vec()));
@@ -107,13 +109,18 @@ impl Message {
     /// whether decoding could show text the raw bytes hide.
     pub fn has_transfer_encoding(&self) -> bool {
         const NAME: &str = "content-transfer-encoding";
-        if self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(NAME)) {
+        if self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(NAME))
+        {
             return true;
         }
         // Part headers live in the body; a case-insensitive search without copying it.
         let body = &self.body;
         memchr::memchr_iter(b':', body).any(|colon| {
-            colon >= NAME.len() && body[colon - NAME.len()..colon].eq_ignore_ascii_case(NAME.as_bytes())
+            colon >= NAME.len()
+                && body[colon - NAME.len()..colon].eq_ignore_ascii_case(NAME.as_bytes())
         })
     }
 
@@ -125,7 +132,12 @@ impl Message {
             return Vec::new();
         };
         // A text-only message lists its one part as both the text and the HTML body.
-        let mut ids: Vec<u32> = parsed.text_body.iter().chain(&parsed.html_body).copied().collect();
+        let mut ids: Vec<u32> = parsed
+            .text_body
+            .iter()
+            .chain(&parsed.html_body)
+            .copied()
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter()

@@ -118,7 +118,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    pub async fn connect(&mut self, hostname: &str, addr: ConnectAddr) -> Result<Vec<Reply>, ClientError> {
+    pub async fn connect(
+        &mut self,
+        hostname: &str,
+        addr: ConnectAddr,
+    ) -> Result<Vec<Reply>, ClientError> {
         self.command(&Command::Connect {
             hostname: hostname.into(),
             addr,
@@ -130,14 +134,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// to skip are not sent, and the body goes in chunks of at most 64 KiB. Returns the replies
     /// of the first step that did not continue (for instance an accept at MAIL), or those of
     /// end of message.
-    pub async fn message(&mut self, env: &Envelope<'_>, raw: &[u8]) -> Result<Vec<Reply>, ClientError> {
+    pub async fn message(
+        &mut self,
+        env: &Envelope<'_>,
+        raw: &[u8],
+    ) -> Result<Vec<Reply>, ClientError> {
         use super::codec::proto;
         let n = self.negotiated;
         let stops = |r: &[Reply]| r.iter().any(|r| r.is_final() && *r != Reply::Continue);
         if !env.mail_macros.is_empty() {
             self.send(&Command::Macro {
                 stage: cmd::MAIL,
-                pairs: env.mail_macros.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                pairs: env
+                    .mail_macros
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             })
             .await?;
         }

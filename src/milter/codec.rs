@@ -338,7 +338,8 @@ impl<'a> Fields<'a> {
     /// Protocol strings are bytes; non-UTF-8 is replaced rather than refused, since a sender's
     /// HELO or address in 8-bit garbage is the sender's problem, not a reason to drop the session.
     fn string(&mut self) -> Result<String, PayloadError> {
-        self.bytes().map(|b| String::from_utf8_lossy(b).into_owned())
+        self.bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
     fn u32(&mut self) -> Result<u32, PayloadError> {
@@ -650,10 +651,9 @@ impl Reply {
                     put_str(&mut d, names.as_bytes());
                 }
             }
-            Reply::ReplyCode(s)
-            | Reply::Quarantine(s)
-            | Reply::AddRcpt(s)
-            | Reply::DelRcpt(s) => put_str(&mut d, s.as_bytes()),
+            Reply::ReplyCode(s) | Reply::Quarantine(s) | Reply::AddRcpt(s) | Reply::DelRcpt(s) => {
+                put_str(&mut d, s.as_bytes())
+            }
             Reply::AddHeader { name, value } => {
                 put_str(&mut d, name.as_bytes());
                 put_str(&mut d, value);
@@ -735,7 +735,11 @@ impl Reply {
             }
             rep::CHGFROM => {
                 let sender = f.string()?;
-                let args = if f.is_empty() { None } else { Some(f.string()?) };
+                let args = if f.is_empty() {
+                    None
+                } else {
+                    Some(f.string()?)
+                };
                 Reply::ChgFrom { sender, args }
             }
             rep::ADDRCPT_PAR => Reply::AddRcptPar {
@@ -974,18 +978,42 @@ mod tests {
     #[test]
     fn malformed_payloads_name_the_problem() {
         let cases: &[(u8, &[u8], &str)] = &[
-            (cmd::OPTNEG, &[0, 0, 0, 6, 0, 0], "OPTNEG frame: truncated 32-bit field"),
-            (cmd::HELO, b"no-nul", "HELO frame: string is not NUL-terminated"),
+            (
+                cmd::OPTNEG,
+                &[0, 0, 0, 6, 0, 0],
+                "OPTNEG frame: truncated 32-bit field",
+            ),
+            (
+                cmd::HELO,
+                b"no-nul",
+                "HELO frame: string is not NUL-terminated",
+            ),
             (cmd::CONNECT, b"host\0", "CONNECT frame: missing byte"),
-            (cmd::CONNECT, b"host\0X\0\0x\0", "CONNECT frame: unknown address family"),
+            (
+                cmd::CONNECT,
+                b"host\0X\0\0x\0",
+                "CONNECT frame: unknown address family",
+            ),
             (
                 cmd::CONNECT,
                 b"host\x004\x00\x19not-an-ip\0",
                 "CONNECT frame: address is not an IP address",
             ),
-            (cmd::CONNECT, b"host\x004\x00", "CONNECT frame: truncated 16-bit field"),
-            (cmd::HEADER, b"Subject\0", "HEADER frame: string is not NUL-terminated"),
-            (cmd::HELO, b"a\0b\0", "HELO frame: trailing bytes after the last field"),
+            (
+                cmd::CONNECT,
+                b"host\x004\x00",
+                "CONNECT frame: truncated 16-bit field",
+            ),
+            (
+                cmd::HEADER,
+                b"Subject\0",
+                "HEADER frame: string is not NUL-terminated",
+            ),
+            (
+                cmd::HELO,
+                b"a\0b\0",
+                "HELO frame: trailing bytes after the last field",
+            ),
             (b'Z', b"", "unknown command code 0x5a"),
             (0, b"", "unknown command code 0x00"),
         ];

@@ -20,7 +20,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 pub enum Listener {
     Tcp(TcpListener),
-    Unix { listener: UnixListener, path: PathBuf },
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +167,10 @@ pub async fn serve<F, Fut>(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(sessions = sessions.len(), "shutdown deadline passed; closing remaining sessions");
+        tracing::warn!(
+            sessions = sessions.len(),
+            "shutdown deadline passed; closing remaining sessions"
+        );
         sessions.shutdown().await;
     }
 }

@@ -222,7 +222,10 @@ mod tests {
             protocol: 0,
         };
         assert_eq!(negotiate(offer(7), &wants()).unwrap().0.version, 6);
-        assert_eq!(negotiate(offer(1), &wants()), Err(NegotiateError::Version(1)));
+        assert_eq!(
+            negotiate(offer(1), &wants()),
+            Err(NegotiateError::Version(1))
+        );
     }
 
     #[test]
@@ -307,13 +310,22 @@ mod tests {
     fn out_of_order_commands_are_refused() {
         let cases: Vec<(Vec<Command>, &str)> = vec![
             (vec![connect()], "CONNECT is not allowed in phase Negotiate"),
-            (vec![optneg(), mail()], "MAIL is not allowed in phase AwaitConnect"),
+            (
+                vec![optneg(), mail()],
+                "MAIL is not allowed in phase AwaitConnect",
+            ),
             (
                 vec![optneg(), connect(), Command::Body(vec![])],
                 "BODY is not allowed in phase Connected",
             ),
             (
-                vec![optneg(), connect(), mail(), Command::Eoh, Command::Helo("x".into())],
+                vec![
+                    optneg(),
+                    connect(),
+                    mail(),
+                    Command::Eoh,
+                    Command::Helo("x".into()),
+                ],
                 "HELO is not allowed in phase Body",
             ),
             (

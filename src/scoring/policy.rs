@@ -129,13 +129,19 @@ pub fn decide(config: &Config, verdict: &Verdict) -> Decision {
         d.add_headers.push(("X-Spam-Flag".into(), "YES".into()));
     }
     if is_spam || config.headers.status {
-        d.add_headers.push(("X-Spam-Score".into(), format!("{:.1}", verdict.score)));
+        d.add_headers
+            .push(("X-Spam-Score".into(), format!("{:.1}", verdict.score)));
         let stars = (verdict.score.max(0.0) as usize).min(MAX_STARS);
-        d.add_headers.push(("X-Spam-Level".into(), "*".repeat(stars)));
-        d.add_headers.push(("X-Spam-Status".into(), status_value(verdict, required, is_spam)));
+        d.add_headers
+            .push(("X-Spam-Level".into(), "*".repeat(stars)));
+        d.add_headers.push((
+            "X-Spam-Status".into(),
+            status_value(verdict, required, is_spam),
+        ));
     }
     if is_spam && config.headers.report {
-        d.add_headers.push(("X-Spam-Report".into(), report_value(verdict, action)));
+        d.add_headers
+            .push(("X-Spam-Report".into(), report_value(verdict, action)));
     }
     d
 }
@@ -247,8 +253,20 @@ mod tests {
 
     #[test]
     fn required_is_add_header_or_the_lowest() {
-        assert_eq!(required(&thresholds(&[(Action::AddHeader, 6.0), (Action::Reject, 2.0)])), Some(6.0));
-        assert_eq!(required(&thresholds(&[(Action::Quarantine, 9.0), (Action::Reject, 20.0)])), Some(9.0));
+        assert_eq!(
+            required(&thresholds(&[
+                (Action::AddHeader, 6.0),
+                (Action::Reject, 2.0)
+            ])),
+            Some(6.0)
+        );
+        assert_eq!(
+            required(&thresholds(&[
+                (Action::Quarantine, 9.0),
+                (Action::Reject, 20.0)
+            ])),
+            Some(9.0)
+        );
         assert_eq!(required(&Thresholds::default()), None);
     }
 
@@ -274,7 +292,10 @@ mod tests {
         assert_eq!(names, ["X-Spam-Score", "X-Spam-Level", "X-Spam-Status"]);
         assert_eq!(d.add_headers[0].1, "1.2");
         assert_eq!(d.add_headers[1].1, "*");
-        assert!(unfold(&d.add_headers[2].1).starts_with("No, score=1.2 required=5.0 tests=SOME_RULE version=repmilter-"));
+        assert!(
+            unfold(&d.add_headers[2].1)
+                .starts_with("No, score=1.2 required=5.0 tests=SOME_RULE version=repmilter-")
+        );
     }
 
     #[test]
@@ -282,13 +303,23 @@ mod tests {
         let c = Config::default();
         let d = decide(&c, &verdict(&[("B_RULE", 3.0), ("A_RULE", 3.5)]));
         assert_eq!(d.action, Action::AddHeader);
-        let get = |n: &str| d.add_headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| {
+            d.add_headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("X-Spam-Flag"), Some("YES"));
         assert_eq!(get("X-Spam-Level"), Some("******"));
-        assert!(unfold(get("X-Spam-Status").unwrap()).starts_with("Yes, score=6.5 required=5.0 tests=A_RULE,B_RULE "));
+        assert!(
+            unfold(get("X-Spam-Status").unwrap())
+                .starts_with("Yes, score=6.5 required=5.0 tests=A_RULE,B_RULE ")
+        );
         assert_eq!(
             get("X-Spam-Report"),
-            Some("action=add_header score=6.5\n\t*    3.5 A_RULE because\n\t*    3.0 B_RULE because")
+            Some(
+                "action=add_header score=6.5\n\t*    3.5 A_RULE because\n\t*    3.0 B_RULE because"
+            )
         );
     }
 
@@ -297,7 +328,10 @@ mod tests {
         let c = Config::default();
         let d = decide(&c, &verdict(&[("GTUBE", 1000.0)]));
         assert_eq!(d.action, Action::Reject);
-        assert_eq!(d.smtp_reply, Some((550, "5.7.1".into(), "Message rejected as spam".into())));
+        assert_eq!(
+            d.smtp_reply,
+            Some((550, "5.7.1".into(), "Message rejected as spam".into()))
+        );
         assert!(d.add_headers.is_empty());
         let d = decide(&c, &verdict(&[("X", 9.0)]));
         assert_eq!(d.subject_prefix.as_deref(), Some("[SPAM] "));
@@ -305,16 +339,27 @@ mod tests {
 
     #[test]
     fn long_test_lists_fold_under_the_line_limit() {
-        let names: Vec<String> = (0..30).map(|i| format!("A_FAIRLY_LONG_RULE_NAME_{i}")).collect();
+        let names: Vec<String> = (0..30)
+            .map(|i| format!("A_FAIRLY_LONG_RULE_NAME_{i}"))
+            .collect();
         let syms: Vec<(&str, f64)> = names.iter().map(|n| (n.as_str(), 0.1)).collect();
         let d = decide(&Config::default(), &verdict(&syms));
-        let status = &d.add_headers.iter().find(|(k, _)| k == "X-Spam-Status").unwrap().1;
+        let status = &d
+            .add_headers
+            .iter()
+            .find(|(k, _)| k == "X-Spam-Status")
+            .unwrap()
+            .1;
         let full = format!("X-Spam-Status: {status}");
         for line in full.split('\n') {
             assert!(line.len() <= FOLD_AT + 1, "{line:?} is {} long", line.len());
         }
         assert!(full.contains("A_FAIRLY_LONG_RULE_NAME_29"));
         // Unfolding gives back the plain list.
-        assert!(status.replace("\n\t", "").contains("A_FAIRLY_LONG_RULE_NAME_0,A_FAIRLY_LONG_RULE_NAME_1,"));
+        assert!(
+            status
+                .replace("\n\t", "")
+                .contains("A_FAIRLY_LONG_RULE_NAME_0,A_FAIRLY_LONG_RULE_NAME_1,")
+        );
     }
 }

@@ -37,7 +37,11 @@ impl Stage for Gtube {
 
     fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
         let hit = Gtube::found(input).then(|| {
-            Symbol::new("GTUBE", GTUBE_SCORE, "Generic Test for Unsolicited Bulk Email")
+            Symbol::new(
+                "GTUBE",
+                GTUBE_SCORE,
+                "Generic Test for Unsolicited Bulk Email",
+            )
         });
         Box::pin(std::future::ready(hit.into_iter().collect()))
     }
@@ -57,7 +61,9 @@ mod tests {
 
     #[test]
     fn finds_gtube_plain_and_encoded() {
-        assert!(Gtube::found(&input(&format!("Subject: t\r\n\r\nhello\r\n{GTUBE}\r\n"))));
+        assert!(Gtube::found(&input(&format!(
+            "Subject: t\r\n\r\nhello\r\n{GTUBE}\r\n"
+        ))));
         // The same string in base64, inside a multipart message.
         let b64 = "WEpTKkM0SkRCUUFETjEuTlNCTjMqMklETkVOKkdUVUJFLVNUQU5EQVJELUFOVEktVUJFLVRFU1QtRU1BSUwqQy4zNFg=";
         let mime = format!(
@@ -70,6 +76,8 @@ mod tests {
     fn near_misses_do_not_fire() {
         assert!(!Gtube::found(&input("Subject: t\r\n\r\nhello\r\n")));
         let cut = &GTUBE[..GTUBE.len() - 1];
-        assert!(!Gtube::found(&input(&format!("Subject: t\r\n\r\n{cut}\r\n"))));
+        assert!(!Gtube::found(&input(&format!(
+            "Subject: t\r\n\r\n{cut}\r\n"
+        ))));
     }
 }

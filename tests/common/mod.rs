@@ -1,0 +1,183 @@
+//! Shared by the integration tests: a real daemon on a loopback port, and tool checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+/// Whether an external tool is installed. Under CI=true a missing tool fails the test; on a
+/// developer machine the test is skipped with a loud message.
+pub fn require_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name} || test -x /usr/sbin/{name}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{name} is not installed: .ci/run must install it");
+    }
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: {name} is not installed; install it (see .ci/run) to run this test !!!!!!!!\n"
+    );
+    false
+}
+
+/// A running `repmilter serve` with its own config in a temp dir.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    /// `inet:127.0.0.1:PORT` or `unix:/path`, as logged by the daemon.
+    pub listen: String,
+    pub port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `[milter] listen = inet:127.0.0.1:0` and `extra` appended to
+    /// the config (extra may add tables; milter keys go through `milter_extra`).
+    pub fn start(milter_extra: &str, extra: &str) -> Daemon {
+        Self::start_listening("inet:127.0.0.1:0", milter_extra, extra)
+    }
+
+    pub fn start_listening(listen: &str, milter_extra: &str, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("repmilter.toml");
+        let listen = listen.replace("$DIR", dir.path().to_str().unwrap());
+        std::fs::write(&config_path, config_text(&listen, milter_extra, extra)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_repmilter"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "repmilter=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start repmilter");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on ") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.to_string());
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let listen = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "daemon did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
+        let port = listen
+            .strip_prefix("inet:127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        Daemon {
+            child,
+            dir,
+            config_path,
+            listen,
+            port,
+            log,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn rewrite_config(&self, listen: &str, milter_extra: &str, extra: &str) {
+        std::fs::write(&self.config_path, config_text(listen, milter_extra, extra)).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn config_text(listen: &str, milter_extra: &str, extra: &str) -> String {
+    format!("[milter]\nlisten = \"{listen}\"\n{milter_extra}\n{extra}\n")
+}
+
+pub fn repmilter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_repmilter"))
+}
+
+pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+pub fn ham() -> String {
+    "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: lunch\r\nMessage-ID: <1@example.org>\r\n\r\nShall we meet at noon?\r\n".to_string()
+}
+
+pub fn gtube_mail() -> String {
+    format!(
+        "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: test\r\n\r\nThis is the GTUBE:\r\n{GTUBE}\r\n"
+    )
+}
+
+/// A body of about `n` bytes of plain text lines.
+pub fn filler(n: usize) -> String {
+    let line = "The quick brown fox jumps over the lazy dog, again and again.\r\n";
+    line.repeat(n / line.len() + 1)
+}

@@ -1,0 +1,227 @@
+//! The binary as an operator runs it: config check, check, reload on SIGHUP, drain on SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, GTUBE, config_text, gtube_mail, ham, repmilter, write};
+use repmilter::milter::client::{Client, Envelope, POSTFIX_OFFER};
+use repmilter::milter::codec::{Command, ConnectAddr, Reply};
+use tokio::net::TcpStream;
+
+const ENV: Envelope<'static> = Envelope {
+    from: "alice@example.org",
+    rcpts: &["bob@example.net"],
+    mail_macros: &[],
+};
+
+async fn client(addr: &str) -> Client<TcpStream> {
+    let mut c = Client::new(TcpStream::connect(addr).await.unwrap());
+    c.negotiate(POSTFIX_OFFER).await.unwrap();
+    c.connect(
+        "c.example",
+        ConnectAddr::Inet {
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 1,
+        },
+    )
+    .await
+    .unwrap();
+    c
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let out = repmilter()
+        .args([
+            "config",
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/repmilter.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_check_reports_every_problem_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "bad.toml",
+        "[milter]\nlisten = \"inet:nowhere:1\"\nmessage_timeout = \"soon\"\n[actions]\nrejct = 15\n",
+    );
+    let out = repmilter()
+        .args(["config", "check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = p.display().to_string();
+    for want in [
+        format!("{file}:2:10: milter.listen: host \"nowhere\" is not an IP address"),
+        format!("{file}:3:19: milter.message_timeout: \"soon\" is not a duration"),
+        format!("{file}:5:1: actions.rejct: unknown key"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    let out = repmilter()
+        .args(["config", "check", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read config file /nonexistent.toml: No such file")
+    );
+}
+
+#[test]
+fn check_scores_a_message_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &config_text("inet:127.0.0.1:0", "", ""),
+    );
+    let spam = write(dir.path(), "spam.eml", &gtube_mail());
+    let out = repmilter()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .args(["--ip", "192.0.2.1", "--json"])
+        .arg(&spam)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"], "reject");
+    assert_eq!(v["symbols"][0]["name"], "GTUBE");
+    assert_eq!(v["smtp_reply"], "550 5.7.1 Message rejected as spam");
+
+    let ham_file = write(dir.path(), "ham.eml", &ham());
+    let out = repmilter()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg(&ham_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("action: accept") && text.contains("X-Spam-Status: No, score=0.0"),
+        "{text}"
+    );
+
+    let out = repmilter()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg(dir.path().join("missing.eml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[tokio::test]
+async fn sighup_reloads_scores_and_refuses_restart_only_keys() {
+    let d = Daemon::start("", "");
+    let mut c = client(&d.addr()).await;
+    let r = c.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
+    assert!(matches!(r.last(), Some(Reply::ReplyCode(_))));
+
+    // Lower GTUBE below every threshold, and try to move the listener.
+    d.rewrite_config("inet:127.0.0.1:1", "", "[scores]\nGTUBE = 1.0\n");
+    d.signal("HUP");
+    assert!(
+        d.wait_log("config reloaded", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("milter.listen"), "{}", d.log());
+
+    // The open connection is kept and its next message uses the new config.
+    let r = c.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
+    // The listener did not move.
+    let mut c2 = client(&d.addr()).await;
+    let r = c2.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+
+    // A broken file is refused and the running config stays.
+    std::fs::write(&d.config_path, "[milter\n").unwrap();
+    d.signal("HUP");
+    assert!(
+        d.wait_log("reload refused", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    let r = c.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_message_in_flight_then_exits() {
+    let mut d = Daemon::start("shutdown_timeout = \"20s\"", "");
+    let mut busy = client(&d.addr()).await;
+    let idle = client(&d.addr()).await;
+    // Half a message: MAIL and a header, no end yet.
+    busy.command(&Command::Mail {
+        sender: "<a@example.org>".into(),
+        args: vec![],
+    })
+    .await
+    .unwrap();
+    busy.command(&Command::Header {
+        name: "Subject".into(),
+        value: b"x".to_vec(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    d.signal("TERM");
+    assert!(
+        d.wait_log("shutting down", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    // The message in flight still gets its verdict.
+    busy.command(&Command::Body(format!("{GTUBE}\r\n").into_bytes()))
+        .await
+        .unwrap();
+    let r = busy.command(&Command::EndOfBody(vec![])).await.unwrap();
+    assert!(matches!(r.last(), Some(Reply::ReplyCode(_))), "{r:?}");
+    drop(idle);
+    let code = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(20)));
+    assert_eq!(code, Some(0), "{}", d.log());
+    // No new connections once stopped.
+    assert!(TcpStream::connect(d.addr()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_off_sessions_stuck_past_the_deadline() {
+    let mut d = Daemon::start("shutdown_timeout = \"1s\"", "");
+    let mut stuck = client(&d.addr()).await;
+    stuck
+        .command(&Command::Mail {
+            sender: "<a@example.org>".into(),
+            args: vec![],
+        })
+        .await
+        .unwrap();
+    d.signal("TERM");
+    let start = std::time::Instant::now();
+    let code = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(20)));
+    assert_eq!(code, Some(0));
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert!(d.log().contains("shutdown deadline passed"), "{}", d.log());
+}
