@@ -158,6 +158,7 @@ pub async fn serve<F, Fut>(
     }
     drop(listener);
     let _ = tell_sessions.send(true);
+    while sessions.try_join_next().is_some() {}
     let in_flight = sessions.len();
     if in_flight > 0 {
         tracing::info!(sessions = in_flight, deadline = ?drain, "draining sessions");

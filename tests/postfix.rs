@@ -1,0 +1,314 @@
+//! End to end through a real Postfix: a private instance started by the test in a temp dir
+//! (its own config and queue directories, listening on a loopback port), relaying to
+//! smtp-sink, with smtpd_milters pointing at the daemon. swaks is the SMTP client.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, GTUBE, require_tool};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Postfix {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    smtp_port: u16,
+    sink: Child,
+    sink_dir: PathBuf,
+}
+
+impl Postfix {
+    fn start(milter_port: u16) -> Postfix {
+        let dir = tempfile::tempdir().unwrap();
+        // Postfix's daemons and smtp-sink run as the postfix user and must reach their files.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.path().join("conf");
+        let queue = dir.path().join("queue");
+        let data = dir.path().join("data");
+        let sink_dir = dir.path().join("sink");
+        for d in [&conf, &queue, &data, &sink_dir] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::set_permissions(&sink_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let chown = Command::new("chown")
+            .arg("postfix:postfix")
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown of the data directory failed");
+        let smtp_port = free_port();
+        let sink_port = free_port();
+
+        let sink = Command::new("smtp-sink")
+            .args(["-u", "postfix", "-d"])
+            .arg(format!("{}/msg.", sink_dir.display()))
+            .arg(format!("127.0.0.1:{sink_port}"))
+            .arg("64")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start smtp-sink");
+
+        let main_cf = format!(
+            r#"compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mx.repmilter.test
+mydomain = repmilter.test
+mydestination =
+local_recipient_maps =
+relay_domains =
+relayhost = [127.0.0.1]:{sink_port}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+alias_maps =
+alias_database =
+biff = no
+smtputf8_enable = no
+smtp_dns_support_level = disabled
+maillog_file = {log}
+maillog_file_prefixes = {dir}
+syslog_name = postfix-repmilter-test
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+smtpd_milters = inet:127.0.0.1:{milter_port}
+non_smtpd_milters =
+milter_protocol = 6
+milter_default_action = tempfail
+milter_connect_timeout = 5s
+milter_command_timeout = 10s
+milter_content_timeout = 30s
+"#,
+            queue = queue.display(),
+            data = data.display(),
+            log = dir.path().join("maillog").display(),
+            dir = dir.path().display(),
+        );
+        std::fs::write(conf.join("main.cf"), main_cf).unwrap();
+        let master_cf = format!(
+            "127.0.0.1:{smtp_port} inet n - n - - smtpd\n\
+             pickup unix n - n 60 1 pickup\n\
+             cleanup unix n - n - 0 cleanup\n\
+             qmgr unix n - n 300 1 qmgr\n\
+             rewrite unix - - n - - trivial-rewrite\n\
+             bounce unix - - n - 0 bounce\n\
+             defer unix - - n - 0 bounce\n\
+             trace unix - - n - 0 bounce\n\
+             verify unix - - n - 1 verify\n\
+             flush unix n - n 1000? 0 flush\n\
+             proxymap unix - - n - - proxymap\n\
+             smtp unix - - n - - smtp\n\
+             relay unix - - n - - smtp\n\
+             showq unix n - n - - showq\n\
+             error unix - - n - - error\n\
+             retry unix - - n - - error\n\
+             discard unix - - n - - discard\n\
+             anvil unix - - n - 1 anvil\n\
+             scache unix - - n - 1 scache\n\
+             postlog unix-dgram n - n - 1 postlogd\n"
+        );
+        std::fs::write(conf.join("master.cf"), master_cf).unwrap();
+
+        let out = postfix_cmd(&conf, &["start"]);
+        assert!(
+            out.status.success(),
+            "postfix start failed:\n{}{}\nmaillog:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default()
+        );
+        let pf = Postfix {
+            dir,
+            conf,
+            smtp_port,
+            sink,
+            sink_dir,
+        };
+        pf.wait_for_smtp();
+        pf
+    }
+
+    fn wait_for_smtp(&self) {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "postfix smtpd did not come up:\n{}",
+                self.maillog()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// Sends one message with swaks; returns its output and whether it exited 0.
+    fn swaks(&self, subject: &str, body: &str, extra_header: Option<&str>) -> (String, bool) {
+        let mut cmd = Command::new("swaks");
+        cmd.args(["--server", &format!("127.0.0.1:{}", self.smtp_port)])
+            .args(["--from", "alice@example.org", "--to", "bob@example.net"])
+            .args(["--helo", "client.example"])
+            .args(["--header", &format!("Subject: {subject}")])
+            .args(["--body", body])
+            .args(["--timeout", "60"]);
+        if let Some(h) = extra_header {
+            cmd.args(["--add-header", h]);
+        }
+        let out: Output = cmd.output().expect("run swaks");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (text, out.status.success())
+    }
+
+    /// Waits for a delivered message containing `needle`; returns its text.
+    fn delivered(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            for entry in std::fs::read_dir(&self.sink_dir).unwrap() {
+                let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+                if text.contains(needle) {
+                    return Some(text);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    fn queue_listing(&self) -> String {
+        let out = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-p")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = postfix_cmd(&self.conf, &["stop"]);
+        let _ = self.sink.kill();
+        let _ = self.sink.wait();
+    }
+}
+
+fn postfix_cmd(conf: &Path, args: &[&str]) -> Output {
+    Command::new("postfix")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("run postfix")
+}
+
+fn tools_present() -> bool {
+    let tools = ["postfix", "smtp-sink", "postqueue", "swaks"];
+    if !tools.iter().all(|t| require_tool(t)) {
+        return false;
+    }
+    // A private Postfix instance starts as root.
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the Postfix test needs root to start a private instance");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: the Postfix end-to-end test needs root !!!!!!!!\n");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn through_a_real_postfix() {
+    if !tools_present() {
+        return;
+    }
+    let mut daemon = Daemon::start("", "");
+    let pf = Postfix::start(daemon.port);
+
+    // GTUBE is refused at end of data with 550 5.7.1.
+    let (out, ok) = pf.swaks("gtube", &format!("Hello\n{GTUBE}\n"), None);
+    assert!(!ok, "swaks succeeded for GTUBE:\n{out}");
+    assert!(
+        out.contains("550 5.7.1 Message rejected as spam"),
+        "{out}\nmaillog:\n{}",
+        pf.maillog()
+    );
+
+    // A clean message is delivered with X-Spam-Status: No, and a forged flag is gone.
+    let (out, ok) = pf.swaks(
+        "clean message",
+        "Shall we meet at noon?",
+        Some("X-Spam-Flag: YES"),
+    );
+    assert!(
+        ok,
+        "swaks failed for ham:\n{out}\nmaillog:\n{}",
+        pf.maillog()
+    );
+    let msg = pf
+        .delivered("Subject: clean message", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("ham not delivered to smtp-sink\nmaillog:\n{}", pf.maillog()));
+    assert!(
+        msg.contains("X-Spam-Status: No, score=0.0 required=5.0"),
+        "{msg}"
+    );
+    assert!(msg.contains("X-Spam-Score: 0.0"), "{msg}");
+    assert!(
+        !msg.contains("X-Spam-Flag"),
+        "forged X-Spam-Flag survived:\n{msg}"
+    );
+    assert!(daemon.wait_log("message scored", Duration::from_secs(5)));
+    // The info line carries Postfix's queue id.
+    let line = daemon
+        .log()
+        .lines()
+        .find(|l| l.contains("message scored") && l.contains("action=accept"))
+        .unwrap()
+        .to_string();
+    assert!(
+        !line.contains("queue_id=-") && line.contains("queue_id="),
+        "{line}"
+    );
+
+    // With the daemon stopped, Postfix answers 4xx: mail is neither accepted unfiltered nor lost.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0));
+    let (out, ok) = pf.swaks("while down", "Shall we meet at one?", None);
+    assert!(!ok, "swaks succeeded with the milter down:\n{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("<** 4")),
+        "no 4xx answer with the milter down:\n{out}\nmaillog:\n{}",
+        pf.maillog()
+    );
+    assert!(
+        pf.delivered("Subject: while down", Duration::from_secs(3))
+            .is_none()
+    );
+    let queue = pf.queue_listing();
+    assert!(queue.contains("Mail queue is empty"), "{queue}");
+}
