@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::message::{Envelope, Message};
 use crate::milter::codec::{
     self, Command, ConnectAddr, FrameError, MacroStage, PayloadError, Reply, action, cmd, proto,
 };
+use crate::milter::server::Stream;
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
 use crate::scoring::policy::{self, Action, Decision};
 use crate::scoring::{Pipeline, ScanInput, Verdict};
@@ -516,7 +517,7 @@ pub async fn run<S>(
     peer: String,
 ) -> Result<(), SessionError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Stream,
 {
     let mut session = Session::new(engines, peer);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -545,6 +546,7 @@ where
         buf.reserve(READ_CHUNK);
         tokio::select! {
             read = stream.read_buf(&mut buf) => {
+                stream.ack_now();
                 if read? == 0 {
                     return if buf.is_empty() { Ok(()) } else { Err(SessionError::Truncated(buf.len())) };
                 }

@@ -15,8 +15,29 @@ use tokio::task::JoinSet;
 use crate::config::Listen;
 
 /// A connected stream of either kind.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Called after each read. On TCP it asks the kernel to acknowledge at once instead of
+    /// delaying the ACK up to 40 ms: MTAs write several small packets before waiting for a
+    /// reply (a MACRO then its command; commands negotiated as no-reply), and Postfix leaves
+    /// Nagle's algorithm on for milter sockets, so each delayed ACK would stall the next packet.
+    /// Linux clears the flag by itself, hence once per read.
+    fn ack_now(&self) {}
+}
+
+impl Stream for tokio::net::TcpStream {
+    fn ack_now(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(self).set_tcp_quickack(true);
+    }
+}
+
+impl Stream for tokio::net::UnixStream {}
+
+impl<T: Stream + ?Sized> Stream for Box<T> {
+    fn ack_now(&self) {
+        (**self).ack_now()
+    }
+}
 
 pub enum Listener {
     Tcp(TcpListener),
