@@ -434,3 +434,29 @@ async fn unix_socket_with_configured_mode() {
     let r = c.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
     assert!(matches!(r.last(), Some(Reply::ReplyCode(_))));
 }
+
+#[tokio::test]
+async fn inet6_loopback_listener() {
+    // Some build sandboxes have no IPv6 at all; that is the machine's limit, not ours.
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("\n!!!!!!!! SKIPPED: this machine has no IPv6 loopback (::1) !!!!!!!!\n");
+        return;
+    }
+    let d = Daemon::start_listening("inet6:[::1]:0", "", "");
+    let port: u16 = d.listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(d.listen.starts_with("inet6:[::1]:"), "{}", d.listen);
+    let s = TcpStream::connect(("::1", port)).await.unwrap();
+    let mut c = Client::new(s);
+    c.negotiate(POSTFIX_OFFER).await.unwrap();
+    c.connect(
+        "v6.example",
+        ConnectAddr::Inet {
+            ip: "2001:db8::25".parse().unwrap(),
+            port: 2,
+        },
+    )
+    .await
+    .unwrap();
+    let r = c.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
+    assert!(matches!(r.last(), Some(Reply::ReplyCode(_))));
+}

@@ -480,9 +480,12 @@ impl Command {
                     b'4' | b'6' => {
                         let port = f.u16()?;
                         let text = f.string()?;
-                        let ip = parse_ip(family, &text)
-                            .ok_or_else(|| malformed(what, "address is not an IP address"))?;
-                        ConnectAddr::Inet { ip, port }
+                        // An address the MTA could not render ("unknown") is not worth
+                        // closing the session over: that would defer the client's mail.
+                        match parse_ip(family, &text) {
+                            Some(ip) => ConnectAddr::Inet { ip, port },
+                            None => ConnectAddr::Unknown,
+                        }
                     }
                     _ => return Err(malformed(what, "unknown address family")),
                 };
@@ -996,11 +999,6 @@ mod tests {
             ),
             (
                 cmd::CONNECT,
-                b"host\x004\x00\x19not-an-ip\0",
-                "CONNECT frame: address is not an IP address",
-            ),
-            (
-                cmd::CONNECT,
                 b"host\x004\x00",
                 "CONNECT frame: truncated 16-bit field",
             ),
@@ -1021,6 +1019,22 @@ mod tests {
             let err = Command::parse(Frame { code: *code, data }).unwrap_err();
             assert_eq!(err.to_string(), *want);
         }
+    }
+
+    #[test]
+    fn an_unreadable_client_address_is_unknown_not_an_error() {
+        let c = Command::parse(Frame {
+            code: cmd::CONNECT,
+            data: b"host\x004\x00\x19unknown\0",
+        })
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::Connect {
+                hostname: "host".into(),
+                addr: ConnectAddr::Unknown
+            }
+        );
     }
 
     #[test]
