@@ -150,8 +150,8 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         );
         ExitCode::from(exit::INPUT)
     })?;
-    let input = ScanInput {
-        envelope: Envelope {
+    let input = ScanInput::new(
+        Envelope {
             client_ip: a.ip,
             helo: a.helo,
             from: a.from,
@@ -159,8 +159,8 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             auth_user: a.auth,
             ..Envelope::default()
         },
-        message: Message::from_raw(&raw, config.milter.max_message_size),
-    };
+        Message::from_raw(&raw, config.milter.max_message_size),
+    );
     let engine = Engine::new(config);
     let (verdict, decision) = runtime().block_on(engine.judge(&input));
     if a.json {
@@ -171,6 +171,8 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             "symbols": verdict.symbols,
             "smtp_reply": decision.smtp_reply.as_ref().map(|(c, e, t)| format!("{c} {e} {t}")),
             "add_headers": decision.add_headers,
+            "urls": input.view().urls,
+            "attachments": input.view().attachments,
         });
         println!("{out:#}");
     } else {

@@ -373,10 +373,10 @@ impl Session {
             m.envelope.queue_id = Some(id.to_string());
         }
         let started = std::time::Instant::now();
-        let input = ScanInput {
-            envelope: std::mem::take(&mut m.envelope),
-            message: std::mem::take(&mut m.message),
-        };
+        let input = ScanInput::new(
+            std::mem::take(&mut m.envelope),
+            std::mem::take(&mut m.message),
+        );
         let (verdict, decision) = m.engine.judge(&input).await;
         let replies = eom_replies(&self.negotiated, &m, &decision);
         let symbols: Vec<String> = verdict

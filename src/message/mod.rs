@@ -1,7 +1,11 @@
 //! A message as the pipeline sees it: the envelope, the headers as the MTA passed them, the
 //! body bytes kept (up to the configured size), and a decoded view of its text.
 //!
-//! The full MIME view (HTML rendering, URLs, attachments) grows here with the content stage.
+//! [`mime::MimeView`] is the decoded view that content rules and domain lists look at.
+
+pub mod html;
+pub mod mime;
+pub mod urls;
 
 use std::net::IpAddr;
 
@@ -104,46 +108,6 @@ impl Message {
         out.extend_from_slice(&self.body);
         out
     }
-
-    /// Whether the message or one of its parts declares a Content-Transfer-Encoding, that is,
-    /// whether decoding could show text the raw bytes hide.
-    pub fn has_transfer_encoding(&self) -> bool {
-        const NAME: &str = "content-transfer-encoding";
-        if self
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(NAME))
-        {
-            return true;
-        }
-        // Part headers live in the body; a case-insensitive search without copying it.
-        let body = &self.body;
-        memchr::memchr_iter(b':', body).any(|colon| {
-            colon >= NAME.len()
-                && body[colon - NAME.len()..colon].eq_ignore_ascii_case(NAME.as_bytes())
-        })
-    }
-
-    /// The decoded text of every text part (transfer encoding and charset undone), or nothing
-    /// when the message does not parse as MIME.
-    pub fn decoded_texts(&self) -> Vec<String> {
-        let raw = self.to_raw();
-        let Some(parsed) = mail_parser::MessageParser::default().parse(&raw) else {
-            return Vec::new();
-        };
-        // A text-only message lists its one part as both the text and the HTML body.
-        let mut ids: Vec<u32> = parsed
-            .text_body
-            .iter()
-            .chain(&parsed.html_body)
-            .copied()
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.into_iter()
-            .filter_map(|id| parsed.part(id)?.text_contents().map(str::to_string))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -182,14 +146,5 @@ mod tests {
         let m = Message::from_raw(b"A: 1\nthis is not a header\n", 100);
         assert_eq!(m.headers.len(), 1);
         assert_eq!(m.body, b"this is not a header\n");
-    }
-
-    #[test]
-    fn decodes_base64_text() {
-        let m = Message::from_raw(
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n",
-            1000,
-        );
-        assert_eq!(m.decoded_texts(), vec!["hello world".to_string()]);
     }
 }

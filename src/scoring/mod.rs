@@ -5,11 +5,12 @@ pub mod policy;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::message::mime::MimeView;
 use crate::message::{Envelope, Message};
 
 /// A named finding with a score.
@@ -54,6 +55,23 @@ impl Verdict {
 pub struct ScanInput {
     pub envelope: Envelope,
     pub message: Message,
+    /// Built on first use and shared by every stage of this message.
+    view: OnceLock<MimeView>,
+}
+
+impl ScanInput {
+    pub fn new(envelope: Envelope, message: Message) -> ScanInput {
+        ScanInput {
+            envelope,
+            message,
+            view: OnceLock::new(),
+        }
+    }
+
+    /// The decoded MIME view of the message.
+    pub fn view(&self) -> &MimeView {
+        self.view.get_or_init(|| MimeView::build(&self.message))
+    }
 }
 
 pub type StageFuture<'a> = Pin<Box<dyn Future<Output = Vec<Symbol>> + Send + 'a>>;
@@ -81,6 +99,7 @@ impl Pipeline {
             Box::new(TrustStage {
                 config: config.clone(),
             }),
+            Box::new(MimeStage),
             Box::new(crate::signatures::gtube::Gtube),
         ];
         Pipeline { config, stages }
@@ -120,6 +139,28 @@ impl Pipeline {
             }
         }
         verdict
+    }
+}
+
+/// Structural anomalies of the MIME view (too many parts, too deep, bad encoding) as symbols.
+struct MimeStage;
+
+impl Stage for MimeStage {
+    fn name(&self) -> &'static str {
+        "mime"
+    }
+
+    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+        let out = input
+            .view()
+            .anomalies
+            .iter()
+            .map(|a| {
+                let (name, score) = a.symbol();
+                Symbol::new(name, score, format!("{a:?}"))
+            })
+            .collect();
+        Box::pin(std::future::ready(out))
     }
 }
 
@@ -192,10 +233,10 @@ mod tests {
         let mut c = Config::default();
         c.scores.insert("GTUBE".into(), 42.0);
         let p = Pipeline::new(Arc::new(c));
-        let input = ScanInput {
-            message: Message::from_raw(crate::signatures::gtube::GTUBE.as_bytes(), 100),
-            ..ScanInput::default()
-        };
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(crate::signatures::gtube::GTUBE.as_bytes(), 100),
+        );
         let v = p.run(&input, Instant::now() + Duration::from_secs(5)).await;
         assert_eq!(v.score, 42.0);
     }
@@ -207,14 +248,14 @@ mod tests {
         c.trust.networks_score = -3.0;
         c.trust.authenticated_score = -1.5;
         let p = Pipeline::new(Arc::new(c));
-        let input = ScanInput {
-            envelope: Envelope {
+        let input = ScanInput::new(
+            Envelope {
                 client_ip: Some("192.0.2.9".parse().unwrap()),
                 auth_user: Some("alice".into()),
                 ..Envelope::default()
             },
-            ..ScanInput::default()
-        };
+            Message::default(),
+        );
         let v = p.run(&input, Instant::now() + Duration::from_secs(5)).await;
         assert!(v.has("TRUSTED_NETWORK") && v.has("AUTHENTICATED"));
         assert_eq!(v.score, -4.5);

@@ -18,15 +18,11 @@ impl Gtube {
         if finder.find(&input.message.body).is_some() {
             return true;
         }
-        // Parsing MIME costs far more than the search: only do it when something is encoded.
-        if !input.message.has_transfer_encoding() {
-            return false;
-        }
         input
-            .message
-            .decoded_texts()
+            .view()
+            .texts
             .iter()
-            .any(|t| finder.find(t.as_bytes()).is_some())
+            .any(|t| finder.find(t.text.as_bytes()).is_some())
     }
 }
 
@@ -50,13 +46,13 @@ impl Stage for Gtube {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Message;
+    use crate::message::{Envelope, Message};
 
     fn input(raw: &str) -> ScanInput {
-        ScanInput {
-            message: Message::from_raw(raw.as_bytes(), 1 << 20),
-            ..ScanInput::default()
-        }
+        ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(raw.as_bytes(), 1 << 20),
+        )
     }
 
     #[test]

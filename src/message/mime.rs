@@ -1,0 +1,349 @@
+//! The MIME view of a message: what content rules and domain lists look at.
+//!
+//! Built once per message with mail-parser: decoded headers (RFC 2047), the text of every
+//! text part (transfer encoding and charset undone, HTML rendered), every URL with its host
+//! and registered domain, and the attachments with their names, declared and sniffed types,
+//! sizes and SHA-256. Hostile structure is bounded by the named limits below; hitting one is
+//! recorded as an anomaly (which becomes a symbol), never a panic.
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use sha2::{Digest, Sha256};
+
+use super::Message;
+use super::html;
+use super::urls::{self, Url};
+
+/// Parts looked at. Postfix has no such limit, but 100k tiny parts have stalled filters;
+/// a real message rarely has more than a few dozen.
+pub const MAX_PARTS: usize = 1000;
+
+/// Nesting of multiparts followed; deeper parts are ignored. Postfix refuses mail nested
+/// deeper than `mime_nesting_limit` (100), so this is reached only by crafted mail.
+pub const MAX_DEPTH: usize = 32;
+
+/// Decoded text kept over all parts, so that a small compressed-looking message cannot
+/// expand into gigabytes of text to scan.
+pub const MAX_DECODED_TEXT: usize = 8 * 1024 * 1024;
+
+/// Something about the structure worth a symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Anomaly {
+    /// More than [`MAX_PARTS`] parts.
+    TooManyParts,
+    /// Multiparts nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// More than [`MAX_DECODED_TEXT`] bytes of decoded text; the rest is not scanned.
+    TextTooLong,
+    /// A part whose transfer encoding or charset could not be decoded cleanly.
+    BadEncoding,
+    /// mail-parser found no message at all.
+    Unparseable,
+}
+
+impl Anomaly {
+    /// The symbol name and its default score.
+    pub fn symbol(self) -> (&'static str, f64) {
+        match self {
+            Anomaly::TooManyParts => ("MIME_TOO_MANY_PARTS", 1.0),
+            Anomaly::TooDeep => ("MIME_TOO_DEEP", 1.0),
+            Anomaly::TextTooLong => ("MIME_TEXT_TRUNCATED", 0.0),
+            Anomaly::BadEncoding => ("MIME_BAD_ENCODING", 0.5),
+            Anomaly::Unparseable => ("MIME_UNPARSEABLE", 0.5),
+        }
+    }
+}
+
+/// One header with its decoded value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Header {
+    pub name: String,
+    /// RFC 2047 decoded, unfolded.
+    pub value: String,
+}
+
+/// Decoded text of one text part.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TextPart {
+    pub html: bool,
+    /// Rendered text (for HTML, markup removed).
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub name: Option<String>,
+    /// Content-Type as declared, `type/subtype` in lower case.
+    pub declared_type: String,
+    /// Type recognised from the first bytes, when known.
+    pub sniffed_type: Option<&'static str>,
+    pub size: usize,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MimeView {
+    pub headers: Vec<Header>,
+    pub texts: Vec<TextPart>,
+    pub urls: Vec<Url>,
+    pub attachments: Vec<Attachment>,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl MimeView {
+    pub fn build(message: &Message) -> MimeView {
+        let mut view = MimeView {
+            headers: message
+                .headers
+                .iter()
+                .map(|(name, raw)| Header {
+                    name: name.clone(),
+                    value: decode_header_value(raw),
+                })
+                .collect(),
+            ..MimeView::default()
+        };
+        let raw = message.to_raw();
+        let Some(parsed) = MessageParser::default().parse(&raw) else {
+            view.anomalies.push(Anomaly::Unparseable);
+            return view;
+        };
+        let mut text_budget = MAX_DECODED_TEXT;
+        // Walk the part tree from the root without recursion, to bound depth and count.
+        let mut stack: Vec<(u32, usize)> = vec![(0, 0)];
+        let mut visited = 0;
+        while let Some((id, depth)) = stack.pop() {
+            if visited == MAX_PARTS {
+                view.note(Anomaly::TooManyParts);
+                break;
+            }
+            visited += 1;
+            let Some(part) = parsed.part(id) else {
+                continue;
+            };
+            if part.is_encoding_problem {
+                view.note(Anomaly::BadEncoding);
+            }
+            match &part.body {
+                PartType::Multipart(children) => {
+                    if depth >= MAX_DEPTH {
+                        view.note(Anomaly::TooDeep);
+                        continue;
+                    }
+                    // Reversed so that parts are visited in document order.
+                    stack.extend(children.iter().rev().map(|&c| (c, depth + 1)));
+                }
+                PartType::Text(t) | PartType::Html(t) => {
+                    let is_html = matches!(part.body, PartType::Html(_));
+                    let is_attachment = part.attachment_name().is_some()
+                        || part
+                            .content_disposition()
+                            .is_some_and(|d| d.is_attachment());
+                    if is_attachment {
+                        view.attachment(part, t.as_bytes());
+                    }
+                    let text = if is_html {
+                        let r = html::render(t);
+                        for link in r.links {
+                            if view.urls.len() < urls::MAX_URLS
+                                && let Some(u) = urls::parse(&link)
+                            {
+                                view.urls.push(u);
+                            }
+                        }
+                        r.text
+                    } else {
+                        t.to_string()
+                    };
+                    if !is_html {
+                        urls::find_in_text(&text, &mut view.urls);
+                    }
+                    let text = cut_to_budget(text, &mut text_budget, &mut view);
+                    view.texts.push(TextPart {
+                        html: is_html,
+                        text,
+                    });
+                }
+                PartType::Binary(b) | PartType::InlineBinary(b) => view.attachment(part, b),
+                PartType::Message(inner) => {
+                    // An attached message: its texts count as text (forwarded spam), its
+                    // raw form as an attachment.
+                    view.attachment(part, inner.raw_message());
+                    for t in inner.text_bodies().filter_map(|p| p.text_contents()) {
+                        let text = cut_to_budget(t.to_string(), &mut text_budget, &mut view);
+                        urls::find_in_text(&text, &mut view.urls);
+                        view.texts.push(TextPart { html: false, text });
+                    }
+                }
+            }
+        }
+        view
+    }
+
+    fn note(&mut self, a: Anomaly) {
+        if !self.anomalies.contains(&a) {
+            self.anomalies.push(a);
+        }
+    }
+
+    fn attachment(&mut self, part: &mail_parser::MessagePart<'_>, bytes: &[u8]) {
+        let declared_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+                None => ct.ctype().to_ascii_lowercase(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let sha = Sha256::digest(bytes);
+        self.attachments.push(Attachment {
+            name: part.attachment_name().map(str::to_string),
+            declared_type,
+            sniffed_type: infer::get(bytes).map(|t| t.mime_type()),
+            size: bytes.len(),
+            sha256: sha.iter().map(|b| format!("{b:02x}")).collect(),
+        });
+    }
+
+    /// Header values by name (case-insensitive), decoded.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+}
+
+fn cut_to_budget(mut text: String, budget: &mut usize, view: &mut MimeView) -> String {
+    if text.len() > *budget {
+        let mut cut = *budget;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        view.note(Anomaly::TextTooLong);
+    }
+    *budget -= text.len();
+    text
+}
+
+/// RFC 2047 decoding and unfolding of one raw header value.
+pub fn decode_header_value(raw: &[u8]) -> String {
+    let mut owned = Vec::with_capacity(raw.len() + 2);
+    owned.extend_from_slice(raw);
+    // mail-parser reads a header value up to its line end.
+    owned.extend_from_slice(b"\r\n");
+    let mut stream = mail_parser::parsers::MessageStream::new(&owned);
+    match stream.parse_unstructured() {
+        mail_parser::HeaderValue::Text(t) => t.into_owned(),
+        mail_parser::HeaderValue::TextList(l) => l.join(" "),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(raw: &str) -> MimeView {
+        MimeView::build(&Message::from_raw(raw.as_bytes(), 1 << 24))
+    }
+
+    #[test]
+    fn decodes_headers_texts_urls_and_attachments() {
+        let v = view(concat!(
+            "From: =?utf-8?Q?J=C3=B6rg?= <jorg@example.org>\r\n",
+            "Subject: =?iso-8859-1?B?UHLkbWll?=\r\n\tnext line\r\n",
+            "MIME-Version: 1.0\r\n",
+            "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n",
+            "--b1\r\nContent-Type: multipart/alternative; boundary=\"b2\"\r\n\r\n",
+            "--b2\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
+            "Gr=C3=BC=C3=9Fe, see www.deals.example.com now\r\n",
+            "--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n",
+            "<p>Hello <a href=\"https://login.bank.example.co.uk/x\">here</a></p>\r\n",
+            "--b2--\r\n",
+            "--b1\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\n",
+            "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n",
+            "--b1--\r\n"
+        ));
+        assert_eq!(v.header_values("subject").next(), Some("Prämie next line"));
+        assert_eq!(
+            v.header_values("From").next(),
+            Some("Jörg <jorg@example.org>")
+        );
+        let texts: Vec<(&str, bool)> = v.texts.iter().map(|t| (t.text.trim(), t.html)).collect();
+        assert_eq!(
+            texts,
+            [
+                ("Grüße, see www.deals.example.com now", false),
+                ("Hello here", true)
+            ]
+        );
+        let domains: Vec<&str> = v.urls.iter().map(|u| u.domain.as_str()).collect();
+        assert_eq!(domains, ["example.com", "example.co.uk"]);
+        assert_eq!(v.attachments.len(), 1);
+        let a = &v.attachments[0];
+        assert_eq!(a.name.as_deref(), Some("invoice.pdf"));
+        assert_eq!(a.declared_type, "application/pdf");
+        assert_eq!(a.sniffed_type, Some("application/pdf"));
+        assert_eq!(a.size, 12);
+        assert_eq!(a.sha256.len(), 64);
+        assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+    }
+
+    #[test]
+    fn an_exe_named_as_a_pdf_is_sniffed() {
+        let v = view(concat!(
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n",
+            "--b\r\nContent-Type: application/pdf; name=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            "TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA4fug4AtAnNIbgBTM0hVGhpcyBwcm9ncmFtIGNhbm5vdCBiZSBydW4gaW4gRE9TIG1vZGUuDQ0KJAAAAAAAAABQRQAATAEDAA==\r\n",
+            "--b--\r\n"
+        ));
+        let a = &v.attachments[0];
+        assert_eq!(a.declared_type, "application/pdf");
+        assert_eq!(
+            a.sniffed_type,
+            Some("application/vnd.microsoft.portable-executable")
+        );
+    }
+
+    #[test]
+    fn hostile_structures_are_bounded() {
+        // 100k tiny parts.
+        let mut m = String::from("Content-Type: multipart/mixed; boundary=x\r\n\r\n");
+        for _ in 0..100_000 {
+            m.push_str("--x\r\nContent-Type: text/plain\r\n\r\na\r\n");
+        }
+        m.push_str("--x--\r\n");
+        let v = view(&m);
+        assert!(v.anomalies.contains(&Anomaly::TooManyParts));
+        assert!(v.texts.len() < MAX_PARTS);
+
+        // Thousands of nested multiparts.
+        let mut m = String::from("Content-Type: multipart/mixed; boundary=b0\r\n\r\n");
+        for i in 1..3000 {
+            m.push_str(&format!(
+                "--b{}\r\nContent-Type: multipart/mixed; boundary=b{i}\r\n\r\n",
+                i - 1
+            ));
+        }
+        m.push_str("--b2999\r\nContent-Type: text/plain\r\n\r\ndeep\r\n");
+        let v = view(&m);
+        assert!(v.anomalies.contains(&Anomaly::TooDeep), "{:?}", v.anomalies);
+
+        // Broken base64, an unknown charset, NUL bytes, a megabyte header line.
+        let m = format!(
+            "Subject: {}\r\nContent-Type: text/plain; charset=x-no-such\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!@@@\0\0\0===\r\n",
+            "A".repeat(1 << 20)
+        );
+        let v = view(&m);
+        assert_eq!(v.headers[0].value.len(), 1 << 20);
+
+        // Unclosed HTML.
+        let m = format!(
+            "Content-Type: text/html\r\n\r\n<a href=\"{}",
+            "y".repeat(1 << 20)
+        );
+        let v = view(&m);
+        assert!(v.urls.is_empty());
+    }
+}
