@@ -120,6 +120,7 @@ fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
         new.milter.max_connections = running.milter.max_connections;
         new.log_level = running.log_level.clone();
     }
-    engines.send_replace(Arc::new(Engine::new(new)));
+    let running_engine = engines.borrow().clone();
+    engines.send_replace(Arc::new(Engine::reload(new, &running_engine)));
     tracing::info!(config = %path.display(), "config reloaded");
 }

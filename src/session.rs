@@ -23,20 +23,47 @@ use crate::milter::server::Stream;
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
 use crate::scoring::policy::{self, Action, Decision};
 use crate::scoring::{Pipeline, ScanInput, Verdict};
+use crate::signatures::engine::RuleSet;
 
-/// A config and the pipeline built from it; replaced as a whole on reload.
+/// A config, its rule set and the pipeline built from them; replaced as a whole on reload.
 pub struct Engine {
     pub config: Arc<Config>,
+    pub rules: Arc<RuleSet>,
     pub pipeline: Pipeline,
 }
 
 impl Engine {
+    /// Loads and compiles the configured rule files (off the per-message path) and builds
+    /// the pipeline. Each bad rule is logged with file:line and left out.
     pub fn new(config: Config) -> Engine {
+        let rules = Arc::new(RuleSet::load(&config.rules.paths));
+        log_rule_problems(&rules);
+        Engine::with_rules(config, rules)
+    }
+
+    pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
         let config = Arc::new(config);
         Engine {
-            pipeline: Pipeline::new(config.clone()),
+            pipeline: Pipeline::new(config.clone(), rules.clone()),
+            rules,
             config,
         }
+    }
+
+    /// Builds the engine for a reloaded config. If the new rule files yield no rule at all
+    /// while reporting errors, the running rule set is kept: a half-saved file must not turn
+    /// the filter off.
+    pub fn reload(config: Config, running: &Engine) -> Engine {
+        let rules = Arc::new(RuleSet::load(&config.rules.paths));
+        log_rule_problems(&rules);
+        if rules.is_empty() && rules.errors() > 0 && !running.rules.is_empty() {
+            tracing::error!(
+                errors = rules.errors(),
+                "no rule compiled from the new rule files; keeping the running rule set"
+            );
+            return Engine::with_rules(config, running.rules.clone());
+        }
+        Engine::with_rules(config, rules)
     }
 
     /// Scores a message and decides what to do with it, as at end of message.
@@ -46,6 +73,20 @@ impl Engine {
         let decision = policy::decide(&self.config, &verdict);
         (verdict, decision)
     }
+}
+
+fn log_rule_problems(rules: &RuleSet) {
+    for p in &rules.problems {
+        match p.severity {
+            crate::signatures::parse::Severity::Error => tracing::warn!("rule skipped: {p}"),
+            crate::signatures::parse::Severity::Warning => tracing::info!("rule warning: {p}"),
+        }
+    }
+    tracing::info!(
+        rules = rules.len(),
+        errors = rules.errors(),
+        "rule set compiled"
+    );
 }
 
 /// How long a connection may stay silent. Postfix keeps a milter connection for one SMTP

@@ -67,6 +67,8 @@ pub struct TextPart {
     pub html: bool,
     /// Rendered text (for HTML, markup removed).
     pub text: String,
+    /// For HTML, the decoded markup before rendering (what `rawbody` rules read).
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -142,6 +144,7 @@ impl MimeView {
                     if is_attachment {
                         view.attachment(part, t.as_bytes());
                     }
+                    let source = is_html.then(|| t.to_string());
                     let text = if is_html {
                         let r = html::render(t);
                         for link in r.links {
@@ -162,6 +165,7 @@ impl MimeView {
                     view.texts.push(TextPart {
                         html: is_html,
                         text,
+                        source,
                     });
                 }
                 PartType::Binary(b) | PartType::InlineBinary(b) => view.attachment(part, b),
@@ -172,7 +176,11 @@ impl MimeView {
                     for t in inner.text_bodies().filter_map(|p| p.text_contents()) {
                         let text = cut_to_budget(t.to_string(), &mut text_budget, &mut view);
                         urls::find_in_text(&text, &mut view.urls);
-                        view.texts.push(TextPart { html: false, text });
+                        view.texts.push(TextPart {
+                            html: false,
+                            text,
+                            source: None,
+                        });
                     }
                 }
             }
@@ -224,6 +232,26 @@ fn cut_to_budget(mut text: String, budget: &mut usize, view: &mut MimeView) -> S
     }
     *budget -= text.len();
     text
+}
+
+/// The display names and addresses of an address header (From, To, Cc, Reply-To...).
+pub fn addresses(raw: &[u8]) -> Vec<(Option<String>, Option<String>)> {
+    let mut owned = Vec::with_capacity(raw.len() + 2);
+    owned.extend_from_slice(raw);
+    owned.extend_from_slice(b"\r\n");
+    let mut stream = mail_parser::parsers::MessageStream::new(&owned);
+    match stream.parse_address() {
+        mail_parser::HeaderValue::Address(a) => a
+            .iter()
+            .map(|x| {
+                (
+                    x.name.as_deref().map(str::to_string),
+                    x.address.as_deref().map(str::to_string),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// RFC 2047 decoding and unfolding of one raw header value.

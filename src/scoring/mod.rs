@@ -12,6 +12,8 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::message::mime::MimeView;
 use crate::message::{Envelope, Message};
+use crate::signatures::SignatureStage;
+use crate::signatures::engine::RuleSet;
 
 /// A named finding with a score.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -93,14 +95,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// The standard pipeline for a config.
-    pub fn new(config: Arc<Config>) -> Pipeline {
+    /// The standard pipeline for a config and a compiled rule set.
+    pub fn new(config: Arc<Config>, rules: Arc<RuleSet>) -> Pipeline {
         let stages: Vec<Box<dyn Stage>> = vec![
             Box::new(TrustStage {
                 config: config.clone(),
             }),
             Box::new(MimeStage),
             Box::new(crate::signatures::gtube::Gtube),
+            Box::new(SignatureStage { rules }),
         ];
         Pipeline { config, stages }
     }
@@ -219,7 +222,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stage_past_the_deadline_counts_as_absent() {
         let config = Arc::new(Config::default());
-        let mut p = Pipeline::new(config);
+        let mut p = Pipeline::new(config, Arc::new(RuleSet::load(&[])));
         p.stages.push(Box::new(Slow));
         let input = ScanInput::default();
         let v = p.run(&input, Instant::now() + Duration::from_secs(1)).await;
@@ -232,7 +235,7 @@ mod tests {
     async fn score_overrides_apply_to_every_stage() {
         let mut c = Config::default();
         c.scores.insert("GTUBE".into(), 42.0);
-        let p = Pipeline::new(Arc::new(c));
+        let p = Pipeline::new(Arc::new(c), Arc::new(RuleSet::load(&[])));
         let input = ScanInput::new(
             Envelope::default(),
             Message::from_raw(crate::signatures::gtube::GTUBE.as_bytes(), 100),
@@ -247,7 +250,7 @@ mod tests {
         c.trust.networks = vec!["192.0.2.0/24".parse().unwrap()];
         c.trust.networks_score = -3.0;
         c.trust.authenticated_score = -1.5;
-        let p = Pipeline::new(Arc::new(c));
+        let p = Pipeline::new(Arc::new(c), Arc::new(RuleSet::load(&[])));
         let input = ScanInput::new(
             Envelope {
                 client_ip: Some("192.0.2.9".parse().unwrap()),

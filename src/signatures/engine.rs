@@ -1,0 +1,1000 @@
+//! Rule definitions compiled into a rule set that scans each target of a message once.
+//!
+//! Every regex's required literals and every phrase go into one Aho-Corasick automaton per
+//! target; a regex runs only on the texts where one of its literals occurred. Regexes with no
+//! usable literal (and negated ones) run on every text of their target. Patterns the linear
+//! `regex` crate cannot express (look-around, back-references) run on fancy-regex under a
+//! step limit. A rule set is built once per config or rule change and shared (`Arc`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aho_corasick::AhoCorasick;
+
+use super::literals;
+use super::parse::{
+    self, Expr, HeaderPart, HeaderSel, Location, Op, Parsed, Problem, Severity, Target, Test,
+};
+use crate::scoring::ScanInput;
+
+/// Steps the backtracking engine may take per search before the rule counts as not matching.
+pub const FANCY_STEP_LIMIT: usize = 100_000;
+
+/// Compiled size allowed per regex (the `regex` crate's own default is 10 MiB; rules are many).
+const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Default `maxhits` for `tflags multiple` (SpamAssassin counts without limit; we do not).
+pub const DEFAULT_MAXHITS: u32 = 10;
+
+/// Characters of context shown around a match by `check --explain`.
+const CONTEXT: usize = 40;
+
+enum Matcher {
+    Fast(regex::Regex),
+    Fancy(fancy_regex::Regex),
+}
+
+enum Kind {
+    Regex {
+        matcher: Matcher,
+        negate: bool,
+        if_unset: Option<String>,
+    },
+    Exists(String),
+    Meta(Expr),
+    Phrases {
+        phrases: Vec<String>,
+        word: bool,
+        case: bool,
+        perhit: bool,
+    },
+}
+
+/// A compiled rule.
+pub struct Rule {
+    pub name: String,
+    pub score: f64,
+    pub describe: String,
+    pub at: Location,
+    pub target: &'static str,
+    multiple: bool,
+    maxhits: u32,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Owner {
+    Rule(usize),
+    Phrase(usize, usize),
+}
+
+/// The automaton and rule lists of one target.
+#[derive(Default)]
+struct Index {
+    literals: Vec<Vec<u8>>,
+    owners: Vec<Owner>,
+    ac: Option<AhoCorasick>,
+    /// Rules run on every text of the target.
+    always: Vec<usize>,
+}
+
+impl Index {
+    fn finish(&mut self) {
+        if !self.literals.is_empty() {
+            self.ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&self.literals)
+                .ok();
+        }
+    }
+}
+
+/// What a scan found for one rule, for symbols and `check --explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub rule: usize,
+    pub count: u32,
+    pub evidence: Option<Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub matched: String,
+    pub context: String,
+}
+
+/// Counts for `rules lint` and the compatibility report.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub by_kind: BTreeMap<&'static str, usize>,
+    pub fancy: usize,
+    pub prefiltered: usize,
+    pub unsupported: Vec<(String, String)>,
+    pub eval: usize,
+}
+
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    body: Index,
+    rawbody: Index,
+    full: Index,
+    uri: Index,
+    headers: Vec<(HeaderSel, Index)>,
+    exists: Vec<usize>,
+    /// Meta rules in an order where each comes after the rules it uses.
+    metas: Vec<usize>,
+    by_name: BTreeMap<String, usize>,
+    pub problems: Vec<Problem>,
+    pub stats: Stats,
+}
+
+/// Builds the pattern text with the modifiers as inline flags, rewriting the Perl escapes the
+/// `regex` crate lacks into equivalents.
+fn regex_source(p: &parse::Pattern, with_ci: bool) -> String {
+    let mut flags = String::new();
+    if with_ci && p.case_insensitive {
+        flags.push('i');
+    }
+    if p.dot_all {
+        flags.push('s');
+    }
+    if p.multi_line {
+        flags.push('m');
+    }
+    if p.extended {
+        flags.push('x');
+    }
+    let mut src = String::with_capacity(p.source.len() + 8);
+    if !flags.is_empty() {
+        src.push_str(&format!("(?{flags})"));
+    }
+    let mut chars = p.source.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            src.push(c);
+            continue;
+        }
+        match chars.next() {
+            // End of text or before a final newline.
+            Some('Z') => src.push_str(r"\n?\z"),
+            Some('h') => src.push_str(r"[\t\x20\xA0]"),
+            Some('H') => src.push_str(r"[^\t\x20\xA0]"),
+            Some(other) => {
+                src.push('\\');
+                src.push(other);
+            }
+            None => src.push('\\'),
+        }
+    }
+    src
+}
+
+/// Literals one of which every match contains (see [`literals::required`]).
+type Literals = Option<Vec<Vec<u8>>>;
+
+fn compile_regex(p: &parse::Pattern) -> Result<(Matcher, Literals), String> {
+    let src = regex_source(p, true);
+    match regex::RegexBuilder::new(&src)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(re) => {
+            let lits = regex_syntax::ParserBuilder::new()
+                .build()
+                .parse(&regex_source(p, false))
+                .ok()
+                .and_then(|hir| literals::required(&hir, p.case_insensitive));
+            Ok((Matcher::Fast(re), lits))
+        }
+        Err(fast_err) => {
+            let fancy = fancy_regex::RegexBuilder::new(&src)
+                .backtrack_limit(FANCY_STEP_LIMIT)
+                .build();
+            match fancy {
+                Ok(re) => Ok((Matcher::Fancy(re), None)),
+                Err(_) => Err(match fast_err {
+                    regex::Error::Syntax(s) => {
+                        let last = s.lines().last().unwrap_or("syntax error").trim();
+                        last.strip_prefix("error: ").unwrap_or(last).to_string()
+                    }
+                    other => other.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+impl RuleSet {
+    /// Reads and compiles rule files; bad rules are reported in `problems` and left out.
+    pub fn load(paths: &[PathBuf]) -> RuleSet {
+        RuleSet::compile(Parsed::load(paths))
+    }
+
+    pub fn compile(parsed: Parsed) -> RuleSet {
+        let mut set = RuleSet {
+            rules: Vec::new(),
+            body: Index::default(),
+            rawbody: Index::default(),
+            full: Index::default(),
+            uri: Index::default(),
+            headers: Vec::new(),
+            exists: Vec::new(),
+            metas: Vec::new(),
+            by_name: BTreeMap::new(),
+            problems: parsed.problems.clone(),
+            stats: Stats {
+                eval: parsed.stats.eval_rules,
+                ..Stats::default()
+            },
+        };
+        let mut header_index: BTreeMap<HeaderSel, Index> = BTreeMap::new();
+        for def in &parsed.rules {
+            let Some((test, at)) = &def.test else {
+                let msg = format!(
+                    "{} has a score, describe or tflags line but no test",
+                    def.name
+                );
+                set.problem(def.first_seen.clone(), Severity::Error, msg);
+                continue;
+            };
+            let score = match &def.score {
+                Some((s, _)) => *s,
+                None if def.is_sub() => 0.0,
+                None => {
+                    set.problem(
+                        at.clone(),
+                        Severity::Error,
+                        format!("{} has no score", def.name),
+                    );
+                    continue;
+                }
+            };
+            if score < 0.0 && !def.nice {
+                let msg = format!("{} has a negative score without tflags nice", def.name);
+                set.problem(at.clone(), Severity::Warning, msg);
+            }
+            let (kind, target, literals) = match test {
+                Test::Eval(_) => continue,
+                Test::Exists(h) => (Kind::Exists(h.clone()), None, None),
+                Test::Meta(e) => (Kind::Meta(e.clone()), None, None),
+                Test::Phrases {
+                    target,
+                    phrases,
+                    word,
+                    case,
+                    perhit,
+                } => (
+                    Kind::Phrases {
+                        phrases: phrases.clone(),
+                        word: *word,
+                        case: *case,
+                        perhit: *perhit,
+                    },
+                    Some(target.clone()),
+                    None,
+                ),
+                Test::Regex {
+                    target,
+                    pattern,
+                    negate,
+                    if_unset,
+                } => match compile_regex(pattern) {
+                    Ok((matcher, lits)) => {
+                        if matches!(matcher, Matcher::Fancy(_)) {
+                            set.stats.fancy += 1;
+                        }
+                        // A negated rule fires when its literals are absent: never prefilter it.
+                        let lits = if *negate { None } else { lits };
+                        (
+                            Kind::Regex {
+                                matcher,
+                                negate: *negate,
+                                if_unset: if_unset.clone(),
+                            },
+                            Some(target.clone()),
+                            lits,
+                        )
+                    }
+                    Err(reason) => {
+                        set.stats
+                            .unsupported
+                            .push((def.name.clone(), reason.clone()));
+                        let msg = format!("{}: unsupported regex: {reason}", def.name);
+                        set.problem(at.clone(), Severity::Error, msg);
+                        continue;
+                    }
+                },
+            };
+            let id = set.rules.len();
+            let kind_name = match (&kind, &target) {
+                (Kind::Exists(_), _) => "header",
+                (Kind::Meta(_), _) => "meta",
+                (_, Some(t)) => t.kind(),
+                (_, None) => "meta",
+            };
+            *set.stats.by_kind.entry(kind_name).or_default() += 1;
+            let index = match &target {
+                None => None,
+                Some(Target::Body) => Some(&mut set.body),
+                Some(Target::RawBody) => Some(&mut set.rawbody),
+                Some(Target::Full) => Some(&mut set.full),
+                Some(Target::Uri) => Some(&mut set.uri),
+                Some(Target::Header(sel)) => Some(header_index.entry(sel.clone()).or_default()),
+            };
+            match (&kind, index) {
+                (Kind::Exists(_), _) => set.exists.push(id),
+                (Kind::Meta(_), _) => {}
+                (Kind::Phrases { phrases, .. }, Some(ix)) => {
+                    for (i, p) in phrases.iter().enumerate() {
+                        ix.literals.push(p.to_ascii_lowercase().into_bytes());
+                        ix.owners.push(Owner::Phrase(id, i));
+                    }
+                }
+                (Kind::Regex { .. }, Some(ix)) => match literals {
+                    Some(lits) => {
+                        set.stats.prefiltered += 1;
+                        for l in lits {
+                            ix.literals.push(l);
+                            ix.owners.push(Owner::Rule(id));
+                        }
+                    }
+                    None => ix.always.push(id),
+                },
+                (_, None) => {}
+            }
+            set.by_name.insert(def.name.clone(), id);
+            set.rules.push(Rule {
+                name: def.name.clone(),
+                score,
+                describe: def.describe.clone().unwrap_or_default(),
+                at: at.clone(),
+                target: kind_name,
+                multiple: def.multiple,
+                maxhits: def
+                    .maxhits
+                    .unwrap_or(if def.multiple { DEFAULT_MAXHITS } else { 1 }),
+                kind,
+            });
+        }
+        for ix in [&mut set.body, &mut set.rawbody, &mut set.full, &mut set.uri] {
+            ix.finish();
+        }
+        set.headers = header_index
+            .into_iter()
+            .map(|(sel, mut ix)| {
+                ix.finish();
+                (sel, ix)
+            })
+            .collect();
+        set.order_metas();
+        set
+    }
+
+    fn problem(&mut self, at: Location, severity: Severity, message: String) {
+        self.problems.push(Problem {
+            at,
+            severity,
+            message,
+        });
+    }
+
+    /// Puts metas in dependency order; drops those that use unknown rules or form cycles.
+    fn order_metas(&mut self) {
+        let metas: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| matches!(self.rules[i].kind, Kind::Meta(_)))
+            .collect();
+        let mut dropped = vec![false; self.rules.len()];
+        for &m in &metas {
+            let Kind::Meta(e) = &self.rules[m].kind else {
+                unreachable!()
+            };
+            let mut refs = Vec::new();
+            parse::referenced(e, &mut refs);
+            let missing: Vec<String> = refs
+                .into_iter()
+                .filter(|r| !self.by_name.contains_key(r))
+                .collect();
+            if !missing.is_empty() {
+                let msg = format!(
+                    "meta {} refers to unknown rule(s) {}",
+                    self.rules[m].name,
+                    missing.join(", ")
+                );
+                self.problem(self.rules[m].at.clone(), Severity::Error, msg);
+                dropped[m] = true;
+            }
+        }
+        // Depth-first topological order; 0 = new, 1 = in progress, 2 = done.
+        let mut state = vec![0u8; self.rules.len()];
+        let mut order = Vec::new();
+        for &m in &metas {
+            let mut stack = vec![(m, false)];
+            while let Some((r, children_done)) = stack.pop() {
+                if children_done {
+                    state[r] = 2;
+                    if matches!(self.rules[r].kind, Kind::Meta(_)) {
+                        order.push(r);
+                    }
+                    continue;
+                }
+                if state[r] != 0 {
+                    continue;
+                }
+                state[r] = 1;
+                stack.push((r, true));
+                if let Kind::Meta(e) = &self.rules[r].kind {
+                    let mut refs = Vec::new();
+                    parse::referenced(e, &mut refs);
+                    for name in refs {
+                        if let Some(&d) = self.by_name.get(&name) {
+                            if state[d] == 1 {
+                                dropped[r] = true;
+                                dropped[d] = true;
+                            } else if state[d] == 0 {
+                                stack.push((d, false));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let cyclic: Vec<usize> = metas
+            .iter()
+            .copied()
+            .filter(|&m| dropped[m] && self.meta_in_cycle(m))
+            .collect();
+        for m in cyclic {
+            let msg = format!("meta {} is part of a cycle", self.rules[m].name);
+            self.problem(self.rules[m].at.clone(), Severity::Error, msg);
+        }
+        self.metas = order.into_iter().filter(|&m| !dropped[m]).collect();
+    }
+
+    fn meta_in_cycle(&self, start: usize) -> bool {
+        let mut seen = vec![false; self.rules.len()];
+        let mut stack = vec![start];
+        while let Some(r) = stack.pop() {
+            if let Kind::Meta(e) = &self.rules[r].kind {
+                let mut refs = Vec::new();
+                parse::referenced(e, &mut refs);
+                for name in refs {
+                    if let Some(&d) = self.by_name.get(&name) {
+                        if d == start {
+                            return true;
+                        }
+                        if !seen[d] {
+                            seen[d] = true;
+                            stack.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rule(&self, id: usize) -> &Rule {
+        &self.rules[id]
+    }
+
+    pub fn id(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn errors(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
+    }
+
+    /// Scans a message; returns the rules that fired (sub-rules included) and the names of
+    /// rules whose backtracking search hit the step limit.
+    pub fn scan(&self, input: &ScanInput) -> (Vec<Hit>, Vec<String>) {
+        let mut st = ScanState {
+            counts: vec![0; self.rules.len()],
+            evidence: vec![None; self.rules.len()],
+            limited: Vec::new(),
+        };
+        let view = input.view();
+        if !self.body.owners.is_empty() || !self.body.always.is_empty() {
+            let mut body = String::new();
+            for subject in view.header_values("Subject") {
+                body.push_str(subject);
+                body.push('\n');
+            }
+            for t in &view.texts {
+                body.push_str(&t.text);
+                body.push('\n');
+            }
+            self.scan_index(&self.body, &body, &mut st);
+        }
+        if !self.rawbody.owners.is_empty() || !self.rawbody.always.is_empty() {
+            let mut raw = String::new();
+            for t in &view.texts {
+                raw.push_str(t.source.as_deref().unwrap_or(&t.text));
+                raw.push('\n');
+            }
+            self.scan_index(&self.rawbody, &raw, &mut st);
+        }
+        if !self.full.owners.is_empty() || !self.full.always.is_empty() {
+            let full = String::from_utf8_lossy(&input.message.to_raw()).into_owned();
+            self.scan_index(&self.full, &full, &mut st);
+        }
+        for u in &view.urls {
+            self.scan_index(&self.uri, &u.url, &mut st);
+        }
+        for (sel, ix) in &self.headers {
+            match header_text(input, sel) {
+                Some(text) => self.scan_index(ix, &text, &mut st),
+                None => self.scan_unset(ix, &mut st),
+            }
+        }
+        for &r in &self.exists {
+            if let Kind::Exists(name) = &self.rules[r].kind
+                && input.message.header(name).is_some()
+            {
+                st.counts[r] = 1;
+            }
+        }
+        for &m in &self.metas {
+            if let Kind::Meta(e) = &self.rules[m].kind
+                && self.eval(e, &st.counts) != 0.0
+            {
+                st.counts[m] = 1;
+            }
+        }
+        let hits = st
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(rule, &count)| Hit {
+                rule,
+                count,
+                evidence: st.evidence[rule].take(),
+            })
+            .collect();
+        (hits, st.limited)
+    }
+
+    fn eval(&self, e: &Expr, counts: &[u32]) -> f64 {
+        let b = |x: bool| if x { 1.0 } else { 0.0 };
+        match e {
+            Expr::Num(n) => *n,
+            Expr::Rule(name) => self.by_name.get(name).map_or(0.0, |&i| counts[i] as f64),
+            Expr::Not(x) => b(self.eval(x, counts) == 0.0),
+            Expr::Neg(x) => -self.eval(x, counts),
+            Expr::Bin(l, op, r) => {
+                let a = self.eval(l, counts);
+                // Short-circuit like Perl, so a meta stays cheap.
+                match op {
+                    Op::And if a == 0.0 => return 0.0,
+                    Op::Or if a != 0.0 => return 1.0,
+                    _ => {}
+                }
+                let c = self.eval(r, counts);
+                match op {
+                    Op::Or | Op::And => b(c != 0.0),
+                    Op::Eq => b(a == c),
+                    Op::Ne => b(a != c),
+                    Op::Lt => b(a < c),
+                    Op::Le => b(a <= c),
+                    Op::Gt => b(a > c),
+                    Op::Ge => b(a >= c),
+                    Op::Add => a + c,
+                    Op::Sub => a - c,
+                    Op::Mul => a * c,
+                    Op::Div if c == 0.0 => 0.0,
+                    Op::Div => a / c,
+                }
+            }
+        }
+    }
+
+    fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut phrase_hits: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        if let Some(ac) = &ix.ac {
+            for m in ac.find_overlapping_iter(text) {
+                match ix.owners[m.pattern().as_usize()] {
+                    Owner::Rule(r) => candidates.push(r),
+                    Owner::Phrase(r, p) => {
+                        if self.phrase_ok(r, p, text, m.start(), m.end()) {
+                            let seen = phrase_hits.entry(r).or_default();
+                            if !seen.contains(&p) {
+                                seen.push(p);
+                                if st.evidence[r].is_none() {
+                                    st.evidence[r] = Some(evidence(text, m.start(), m.end()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for r in candidates.into_iter().chain(ix.always.iter().copied()) {
+            self.run_regex(r, text, st);
+        }
+        for (r, found) in phrase_hits {
+            let rule = &self.rules[r];
+            let Kind::Phrases { perhit, .. } = rule.kind else {
+                continue;
+            };
+            let n = if perhit || rule.multiple {
+                found.len() as u32
+            } else {
+                1
+            };
+            st.counts[r] = (st.counts[r] + n).min(rule.maxhits.max(1));
+        }
+    }
+
+    /// For a header absent from the message: rules with `[if-unset: X]` test X, the others
+    /// test the empty string (so `!~` rules fire), as SpamAssassin does.
+    fn scan_unset(&self, ix: &Index, st: &mut ScanState) {
+        let mut ids: Vec<usize> = ix
+            .owners
+            .iter()
+            .filter_map(|o| match o {
+                Owner::Rule(r) => Some(*r),
+                Owner::Phrase(..) => None,
+            })
+            .chain(ix.always.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for r in ids {
+            if let Kind::Regex { if_unset, .. } = &self.rules[r].kind {
+                let text = if_unset.clone().unwrap_or_default();
+                self.run_regex(r, &text, st);
+            }
+        }
+    }
+
+    fn phrase_ok(&self, r: usize, p: usize, text: &str, start: usize, end: usize) -> bool {
+        let Kind::Phrases {
+            phrases,
+            word,
+            case,
+            ..
+        } = &self.rules[r].kind
+        else {
+            return false;
+        };
+        if *case && &text[start..end] != phrases[p].as_str() {
+            return false;
+        }
+        if *word {
+            let before = text[..start].chars().next_back();
+            let after = text[end..].chars().next();
+            let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if is_word(before) || is_word(after) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn run_regex(&self, r: usize, text: &str, st: &mut ScanState) {
+        let rule = &self.rules[r];
+        let Kind::Regex {
+            matcher, negate, ..
+        } = &rule.kind
+        else {
+            return;
+        };
+        let want = if rule.multiple { rule.maxhits } else { 1 };
+        let room = want.saturating_sub(st.counts[r]);
+        if room == 0 {
+            return;
+        }
+        let mut found: Vec<(usize, usize)> = Vec::new();
+        match matcher {
+            Matcher::Fast(re) => {
+                for m in re.find_iter(text).take(room as usize) {
+                    found.push((m.start(), m.end()));
+                }
+            }
+            Matcher::Fancy(re) => {
+                for m in re.find_iter(text).take(room as usize) {
+                    match m {
+                        Ok(m) => found.push((m.start(), m.end())),
+                        Err(_) => {
+                            st.limited.push(rule.name.clone());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if *negate {
+            if found.is_empty() && !st.limited.contains(&rule.name) {
+                st.counts[r] = st.counts[r].max(1);
+            }
+            return;
+        }
+        if let Some(&(s, e)) = found.first()
+            && st.evidence[r].is_none()
+        {
+            st.evidence[r] = Some(evidence(text, s, e));
+        }
+        st.counts[r] += found.len() as u32;
+    }
+}
+
+struct ScanState {
+    counts: Vec<u32>,
+    evidence: Vec<Option<Evidence>>,
+    limited: Vec<String>,
+}
+
+fn evidence(text: &str, start: usize, end: usize) -> Evidence {
+    let mut a = start.saturating_sub(CONTEXT);
+    while !text.is_char_boundary(a) {
+        a -= 1;
+    }
+    let mut b = (end + CONTEXT).min(text.len());
+    while !text.is_char_boundary(b) {
+        b += 1;
+    }
+    let flat = |s: &str| s.replace(['\r', '\n', '\t'], " ");
+    Evidence {
+        matched: flat(&text[start..end]),
+        context: flat(&text[a..b]),
+    }
+}
+
+/// The text a header rule reads, or None when the message has no such header.
+fn header_text(input: &ScanInput, sel: &HeaderSel) -> Option<String> {
+    let view = input.view();
+    let join = |vals: Vec<String>| {
+        if vals.is_empty() {
+            None
+        } else {
+            Some(vals.join("\n"))
+        }
+    };
+    match sel {
+        HeaderSel::All => join(
+            view.headers
+                .iter()
+                .map(|h| format!("{}: {}", h.name, h.value))
+                .collect(),
+        ),
+        HeaderSel::ToCc(part) => {
+            let mut v = Vec::new();
+            for name in ["To", "Cc"] {
+                v.extend(values(input, name, *part));
+            }
+            join(v)
+        }
+        HeaderSel::Named(name, part) => join(values(input, name, *part)),
+    }
+}
+
+fn values(input: &ScanInput, name: &str, part: HeaderPart) -> Vec<String> {
+    match part {
+        HeaderPart::Raw => input
+            .message
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect(),
+        HeaderPart::Decoded => input
+            .view()
+            .header_values(name)
+            .map(str::to_string)
+            .collect(),
+        HeaderPart::Addr | HeaderPart::Name => {
+            let mut out = Vec::new();
+            for (n, raw) in &input.message.headers {
+                if !n.eq_ignore_ascii_case(name) {
+                    continue;
+                }
+                for (display, addr) in crate::message::mime::addresses(raw) {
+                    match part {
+                        HeaderPart::Addr => out.extend(addr),
+                        _ => out.extend(display),
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Envelope, Message};
+    use std::path::Path;
+
+    fn set(rules: &str) -> RuleSet {
+        let mut p = Parsed::default();
+        p.parse_text(Path::new("t.cf"), rules);
+        let s = RuleSet::compile(p);
+        assert_eq!(s.errors(), 0, "{:?}", s.problems);
+        s
+    }
+
+    fn fired(s: &RuleSet, msg: &str) -> Vec<(String, u32)> {
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(msg.as_bytes(), 1 << 20),
+        );
+        let (hits, _) = s.scan(&input);
+        let mut v: Vec<(String, u32)> = hits
+            .iter()
+            .map(|h| (s.rule(h.rule).name.clone(), h.count))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn names(s: &RuleSet, msg: &str) -> Vec<String> {
+        fired(s, msg).into_iter().map(|(n, _)| n).collect()
+    }
+
+    const RULES: &str = r#"
+header   SUBJ_FREE    Subject =~ /\bfree\b/i
+score    SUBJ_FREE    1
+header   SUBJ_CASE    Subject =~ /FREE/
+score    SUBJ_CASE    1
+header   FROM_BANK    From:name =~ /\bbank\b/i
+score    FROM_BANK    1
+header   FROM_ADDR    From:addr =~ /\@example\.com$/
+score    FROM_ADDR    1
+header   NO_DATE      Date !~ /./
+score    NO_DATE      1
+header   UNSET        X-Nope =~ /^missing$/ [if-unset: missing]
+score    UNSET        1
+header   HAS_MAILER   exists:X-Mailer
+score    HAS_MAILER   1
+header   FOLDED       X-Long =~ /one two/
+score    FOLDED       1
+body     BODY_CLICK   /click here/i
+score    BODY_CLICK   1
+body     BODY_LOOK    /money(?! back)/i
+score    BODY_LOOK    1
+body     BODY_MULTI   /win/i
+tflags   BODY_MULTI   multiple maxhits=3
+score    BODY_MULTI   0.5
+rawbody  RAW_FONT     /<font size=7/i
+score    RAW_FONT     1
+uri      URI_TOP      /^https?:\/\/[^\/]+\.top\//i
+score    URI_TOP      1
+full     FULL_HDR     /^X-Mailer: spamkit/m
+score    FULL_HDR     1
+phrases  PH_PHARMA    body word perhit "cheap pills" "no prescription" "rx"
+tflags   PH_PHARMA    maxhits=2
+score    PH_PHARMA    1
+phrases  PH_CASE      body case "ACT NOW"
+score    PH_CASE      1
+meta     META_BOTH    SUBJ_FREE && BODY_CLICK
+score    META_BOTH    2
+meta     __SUB        BODY_MULTI > 2
+meta     META_COUNT   __SUB || (URI_TOP + RAW_FONT >= 2)
+score    META_COUNT   1
+"#;
+
+    #[test]
+    fn matching_semantics() {
+        let s = set(RULES);
+        let spam = "From: Your Bank <alerts@example.com>\r\nSubject: =?utf-8?B?RlJFRSBvZmZlcg==?=\r\nX-Mailer: spamkit 1.0\r\nX-Long: one\r\n two\r\nContent-Type: text/html\r\n\r\n<p>Click   here to win, win, win, win!</p><font size=7>cheap pills, CHEAP PILLS, no prescription, rx</font> money now <a href=\"http://x.shop.top/a\">ACT NOW</a>\r\n";
+        let got = fired(&s, spam);
+        let want: Vec<(String, u32)> = [
+            ("BODY_CLICK", 1),
+            ("BODY_LOOK", 1),
+            ("BODY_MULTI", 3),
+            ("FOLDED", 1),
+            ("FROM_ADDR", 1),
+            ("FROM_BANK", 1),
+            ("FULL_HDR", 1),
+            ("HAS_MAILER", 1),
+            ("META_BOTH", 1),
+            ("META_COUNT", 1),
+            ("NO_DATE", 1),
+            ("PH_CASE", 1),
+            ("PH_PHARMA", 2),
+            ("RAW_FONT", 1),
+            ("SUBJ_CASE", 1),
+            ("SUBJ_FREE", 1),
+            ("UNSET", 1),
+            ("URI_TOP", 1),
+            ("__SUB", 1),
+        ]
+        .iter()
+        .map(|(n, c)| (n.to_string(), *c))
+        .collect();
+        assert_eq!(got, want);
+
+        let ham = "From: Alice <alice@example.org>\r\nDate: Mon, 1 Jan 2026 00:00:00 +0000\r\nSubject: freedom and prescriptions\r\n\r\nYour money back guarantee; act now. The rxjs library. See https://example.top.example.com/\r\n";
+        assert_eq!(names(&s, ham), ["UNSET"]);
+    }
+
+    #[test]
+    fn negated_rules_and_absent_headers() {
+        let s = set("header NEG Subject !~ /hello/\nscore NEG 1\n");
+        assert_eq!(names(&s, "Subject: hello\r\n\r\nx"), Vec::<String>::new());
+        assert_eq!(names(&s, "Subject: bye\r\n\r\nx"), ["NEG"]);
+        assert_eq!(names(&s, "From: a@b\r\n\r\nx"), ["NEG"]);
+    }
+
+    #[test]
+    fn problems_of_compilation() {
+        let mut p = Parsed::default();
+        p.parse_text(
+            Path::new("t.cf"),
+            "body A /(unclosed/\nscore A 1\nbody NOSCORE /x/\nmeta M1 A || MISSING\nscore M1 1\nmeta C1 C2\nmeta C2 C1\nscore C1 1\nscore C2 1\nscore ORPHAN 1\nbody NEG /y/\nscore NEG -1\n",
+        );
+        let s = RuleSet::compile(p);
+        let got: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
+        for want in [
+            "t.cf:1:8: A: unsupported regex: unclosed group",
+            "t.cf:3:14: NOSCORE has no score",
+            "t.cf:4:9: meta M1 refers to unknown rule(s) A, MISSING",
+            "t.cf:6:9: meta C1 is part of a cycle",
+            "t.cf:7:9: meta C2 is part of a cycle",
+            "t.cf:10:1: ORPHAN has a score, describe or tflags line but no test",
+            "t.cf:11:10: warning: NEG has a negative score without tflags nice",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "missing {want:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), 7, "{got:#?}");
+        // The good rules still run.
+        assert_eq!(names(&s, "Subject: x\r\n\r\ny"), ["NEG"]);
+    }
+
+    #[test]
+    fn backtracking_is_bounded() {
+        let s = set("body EVIL /(a+)+\\1b/\nscore EVIL 1\n");
+        assert_eq!(s.stats.fancy, 1);
+        let msg = format!("Subject: x\r\n\r\n{}c\r\n", "a".repeat(5000));
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(msg.as_bytes(), 1 << 20),
+        );
+        let (hits, limited) = s.scan(&input);
+        assert!(hits.is_empty());
+        assert_eq!(limited, ["EVIL"]);
+    }
+
+    #[test]
+    fn literal_prefilter_is_used() {
+        let s = set("body A /viagra/i\nscore A 1\nbody B /\\d{5}/\nscore B 1\n");
+        assert_eq!(s.stats.prefiltered, 1);
+        assert_eq!(s.body.always.len(), 1);
+        assert_eq!(names(&s, "Subject: x\r\n\r\nVIAGRA 12345"), ["A", "B"]);
+    }
+
+    #[test]
+    fn explain_evidence_has_context() {
+        let s = set("body A /lottery winner/i\nscore A 1\n");
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(
+                b"Subject: x\r\n\r\nDear friend, you are our Lottery Winner this week.\r\n",
+                1 << 20,
+            ),
+        );
+        let (hits, _) = s.scan(&input);
+        let ev = hits[0].evidence.as_ref().unwrap();
+        assert_eq!(ev.matched, "Lottery Winner");
+        assert!(ev.context.contains("you are our Lottery Winner this week"));
+    }
+}
