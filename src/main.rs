@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,6 +13,7 @@ use repmilter::message::{Envelope, Message};
 use repmilter::scoring::ScanInput;
 use repmilter::scoring::policy::Action;
 use repmilter::session::Engine;
+use repmilter::signatures::engine::RuleSet;
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -51,6 +53,36 @@ enum Cmd {
     Config(ConfigCmd),
     /// Score a message file through the same pipeline and print the verdict.
     Check(CheckArgs),
+    /// Tools for rule authors.
+    #[command(subcommand)]
+    Rules(RulesCmd),
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Report every problem in rule files as file:line:col: message; exit 1 on errors.
+    Lint(RulesArgs),
+    /// Run the examples kept next to the rules (NAME.spam.eml must hit NAME, NAME.ham.eml
+    /// must not) and print a pass/fail table; exit 1 on any failure.
+    Test(RulesTestArgs),
+}
+
+#[derive(Args)]
+struct RulesArgs {
+    /// Config file whose [rules] paths are used when no PATHS are given.
+    #[arg(long, short = 'c', default_value = "/etc/repmilter/repmilter.toml")]
+    config: PathBuf,
+    /// Rule files or directories (default: the config's [rules] paths).
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct RulesTestArgs {
+    #[command(flatten)]
+    rules: RulesArgs,
+    /// Directory of examples named RULE.spam.eml, RULE.ham.eml, RULE.spam.2.eml, ...
+    #[arg(long, default_value = "testdata/rules")]
+    examples: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +113,9 @@ struct CheckArgs {
     /// SASL login name, as if the client authenticated.
     #[arg(long)]
     auth: Option<String>,
+    /// For each rule that hit: its file:line, target and the matched text with context.
+    #[arg(long)]
+    explain: bool,
     /// The message (RFC 5322), or - for standard input.
     message: PathBuf,
 }
@@ -118,6 +153,8 @@ fn main() -> ExitCode {
             ExitCode::from(exit::OK)
         }),
         Cmd::Check(a) => check(a),
+        Cmd::Rules(RulesCmd::Lint(a)) => rules_lint(a),
+        Cmd::Rules(RulesCmd::Test(a)) => rules_test(a),
     };
     result.unwrap_or_else(|code| code)
 }
@@ -161,7 +198,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         },
         Message::from_raw(&raw, config.milter.max_message_size),
     );
-    let engine = Engine::new(config);
+    let engine = Engine::with_rules(config.clone(), Arc::new(load_rules(&config.rules.paths)?));
     let (verdict, decision) = runtime().block_on(engine.judge(&input));
     if a.json {
         let out = serde_json::json!({
@@ -185,6 +222,9 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         for s in &verdict.symbols {
             println!("  {:>7.1} {} {}", s.score, s.name, s.detail);
         }
+        if a.explain {
+            explain(&engine, &input);
+        }
         if !decision.add_headers.is_empty() {
             println!("headers:");
             for (n, v) in &decision.add_headers {
@@ -197,4 +237,139 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
     } else {
         exit::SPAM
     }))
+}
+
+/// Loads rules for a command-line tool: problems go to stderr, the good rules are used.
+fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, ExitCode> {
+    let rules = RuleSet::load(paths);
+    for p in &rules.problems {
+        eprintln!("{p}");
+    }
+    Ok(rules)
+}
+
+fn rule_paths(a: &RulesArgs) -> Result<Vec<PathBuf>, ExitCode> {
+    if a.paths.is_empty() {
+        Ok(load(&a.config)?.rules.paths)
+    } else {
+        Ok(a.paths.clone())
+    }
+}
+
+fn rules_lint(a: RulesArgs) -> Result<ExitCode, ExitCode> {
+    let paths = rule_paths(&a)?;
+    let rules = RuleSet::load(&paths);
+    for p in &rules.problems {
+        println!("{p}");
+    }
+    let errors = rules.errors();
+    let warnings = rules.problems.len() - errors;
+    let kinds: Vec<String> = rules
+        .stats
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    eprintln!(
+        "{} rules loaded ({}), {} prefiltered by literals, {} on the backtracking engine; {errors} error(s), {warnings} warning(s)",
+        rules.len(),
+        kinds.join(", "),
+        rules.stats.prefiltered,
+        rules.stats.fancy,
+    );
+    Ok(ExitCode::from(if errors > 0 {
+        exit::SPAM
+    } else {
+        exit::OK
+    }))
+}
+
+fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
+    let paths = rule_paths(&a.rules)?;
+    let rules = load_rules(&paths)?;
+    let mut examples: Vec<PathBuf> = match std::fs::read_dir(&a.examples) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect(),
+        Err(e) => {
+            eprintln!(
+                "repmilter: cannot read examples directory {}: {e}",
+                a.examples.display()
+            );
+            return Err(ExitCode::from(exit::INPUT));
+        }
+    };
+    examples.sort();
+    let (mut passed, mut failed) = (0, 0);
+    for path in &examples {
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        let (name, spam) = if let Some((n, _)) = file.split_once(".spam.") {
+            (n, true)
+        } else if let Some((n, _)) = file.split_once(".ham.") {
+            (n, false)
+        } else {
+            println!("SKIP  {file}: name it RULE.spam.eml or RULE.ham.eml");
+            continue;
+        };
+        let verdict = match (rules.id(name), std::fs::read(path)) {
+            (None, _) => Err(format!("no rule named {name}")),
+            (_, Err(e)) => Err(format!("cannot read: {e}")),
+            (Some(id), Ok(raw)) => {
+                let input =
+                    ScanInput::new(Envelope::default(), Message::from_raw(&raw, usize::MAX));
+                let hit = rules.scan(&input).0.iter().any(|h| h.rule == id);
+                if hit == spam {
+                    Ok(())
+                } else if spam {
+                    Err("did not fire".to_string())
+                } else {
+                    Err("fired on ham".to_string())
+                }
+            }
+        };
+        let kind = if spam { "spam" } else { "ham" };
+        match verdict {
+            Ok(()) => {
+                passed += 1;
+                println!("PASS  {name:<32} {kind:<4}  {}", path.display());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL  {name:<32} {kind:<4}  {}: {why}", path.display());
+            }
+        }
+    }
+    println!("rules: {passed} passed, {failed} failed");
+    if passed + failed == 0 {
+        eprintln!("repmilter: no examples in {}", a.examples.display());
+        return Ok(ExitCode::from(exit::SPAM));
+    }
+    Ok(ExitCode::from(if failed > 0 {
+        exit::SPAM
+    } else {
+        exit::OK
+    }))
+}
+
+fn explain(engine: &Engine, input: &ScanInput) {
+    let (hits, _) = engine.rules.scan(input);
+    if hits.is_empty() {
+        println!("explain: no signature rule hit");
+        return;
+    }
+    println!("explain:");
+    for h in hits {
+        let r = engine.rules.rule(h.rule);
+        println!(
+            "  {} ({:.1}) at {} [{}] hits={}",
+            r.name, r.score, r.at, r.target, h.count
+        );
+        if let Some(e) = &h.evidence {
+            println!("      matched {:?} in {:?}", e.matched, e.context);
+        }
+    }
 }

@@ -21,7 +21,10 @@ use crate::scoring::ScanInput;
 pub const FANCY_STEP_LIMIT: usize = 100_000;
 
 /// Compiled size allowed per regex (the `regex` crate's own default is 10 MiB; rules are many).
-const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Score of a rule without a `score` line, as in SpamAssassin.
+pub const DEFAULT_SCORE: f64 = 1.0;
 
 /// Default `maxhits` for `tflags multiple` (SpamAssassin counts without limit; we do not).
 pub const DEFAULT_MAXHITS: u32 = 10;
@@ -48,6 +51,8 @@ enum Kind {
         case: bool,
         perhit: bool,
     },
+    /// A SpamAssassin eval or plugin rule: known by name (metas may use it), never fires.
+    Inert,
 }
 
 /// A compiled rule.
@@ -111,6 +116,7 @@ pub struct Stats {
     pub prefiltered: usize,
     pub unsupported: Vec<(String, String)>,
     pub eval: usize,
+    pub plugin: usize,
 }
 
 pub struct RuleSet {
@@ -148,23 +154,76 @@ fn regex_source(p: &parse::Pattern, with_ci: bool) -> String {
     if !flags.is_empty() {
         src.push_str(&format!("(?{flags})"));
     }
-    let mut chars = p.source.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            src.push(c);
-            continue;
-        }
-        match chars.next() {
-            // End of text or before a final newline.
-            Some('Z') => src.push_str(r"\n?\z"),
-            Some('h') => src.push_str(r"[\t\x20\xA0]"),
-            Some('H') => src.push_str(r"[^\t\x20\xA0]"),
-            Some(other) => {
-                src.push('\\');
-                src.push(other);
+    // Perl lets `[` stand unescaped inside a class (`[({[<]`); the regex crate reads it as
+    // a nested class, so it is escaped unless it opens a POSIX class such as `[:alpha:]`.
+    let chars: Vec<char> = p.source.chars().collect();
+    let mut in_class = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                match chars.get(i + 1) {
+                    // End of text or before a final newline.
+                    Some('Z') => src.push_str(r"\n?\z"),
+                    Some('h') => src.push_str(r"[\t\x20\xA0]"),
+                    Some('H') => src.push_str(r"[^\t\x20\xA0]"),
+                    // Perl's octal escapes (`\015`, `\0`): a leading 0 or three digits.
+                    // A lone `\1`..`\9` stays a back-reference.
+                    Some(d) if d.is_digit(8) => {
+                        let digits: String = chars[i + 1..]
+                            .iter()
+                            .take(3)
+                            .take_while(|c| c.is_digit(8))
+                            .collect();
+                        if *d == '0' || digits.len() == 3 {
+                            let value = u32::from_str_radix(&digits, 8).unwrap_or(0);
+                            src.push_str(&format!("\\x{{{value:x}}}"));
+                            i += 1 + digits.len();
+                            continue;
+                        }
+                        src.push('\\');
+                        src.push(*d);
+                    }
+                    Some(&other) => {
+                        src.push('\\');
+                        src.push(other);
+                    }
+                    None => src.push('\\'),
+                }
+                i += 2;
+                continue;
             }
-            None => src.push('\\'),
+            '[' if !in_class => {
+                in_class = true;
+                src.push('[');
+                // A leading `^` and a leading `]` belong to the class.
+                if chars.get(i + 1) == Some(&'^') {
+                    src.push('^');
+                    i += 1;
+                }
+                if chars.get(i + 1) == Some(&']') {
+                    src.push_str(r"\]");
+                    i += 1;
+                }
+            }
+            '[' if chars.get(i + 1) == Some(&':') => {
+                // A POSIX class inside a class: copy through its closing `:]`.
+                let end = (i + 2..chars.len().saturating_sub(1))
+                    .find(|&k| chars[k] == ':' && chars[k + 1] == ']')
+                    .map_or(chars.len(), |k| k + 2);
+                src.extend(&chars[i..end]);
+                i = end;
+                continue;
+            }
+            '[' => src.push_str(r"\["),
+            ']' if in_class => {
+                in_class = false;
+                src.push(']');
+            }
+            c => src.push(c),
         }
+        i += 1;
     }
     src
 }
@@ -224,6 +283,7 @@ impl RuleSet {
             problems: parsed.problems.clone(),
             stats: Stats {
                 eval: parsed.stats.eval_rules,
+                plugin: parsed.stats.plugin_rules,
                 ..Stats::default()
             },
         };
@@ -237,24 +297,8 @@ impl RuleSet {
                 set.problem(def.first_seen.clone(), Severity::Error, msg);
                 continue;
             };
-            let score = match &def.score {
-                Some((s, _)) => *s,
-                None if def.is_sub() => 0.0,
-                None => {
-                    set.problem(
-                        at.clone(),
-                        Severity::Error,
-                        format!("{} has no score", def.name),
-                    );
-                    continue;
-                }
-            };
-            if score < 0.0 && !def.nice {
-                let msg = format!("{} has a negative score without tflags nice", def.name);
-                set.problem(at.clone(), Severity::Warning, msg);
-            }
             let (kind, target, literals) = match test {
-                Test::Eval(_) => continue,
+                Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None),
                 Test::Exists(h) => (Kind::Exists(h.clone()), None, None),
                 Test::Meta(e) => (Kind::Meta(e.clone()), None, None),
                 Test::Phrases {
@@ -301,12 +345,32 @@ impl RuleSet {
                             .push((def.name.clone(), reason.clone()));
                         let msg = format!("{}: unsupported regex: {reason}", def.name);
                         set.problem(at.clone(), Severity::Error, msg);
+                        if def.score.is_none() && !def.is_sub() {
+                            let msg = format!("{} has no score", def.name);
+                            set.problem(at.clone(), Severity::Error, msg);
+                        }
                         continue;
                     }
                 },
             };
+            let score = match &def.score {
+                Some((s, _)) => *s,
+                None if def.is_sub() || matches!(kind, Kind::Inert) => 0.0,
+                None => {
+                    // An error for lint, but the rule still runs with SpamAssassin's default
+                    // score, so SpamAssassin's own files behave as there.
+                    let msg = format!("{} has no score (using {DEFAULT_SCORE})", def.name);
+                    set.problem(at.clone(), Severity::Error, msg);
+                    DEFAULT_SCORE
+                }
+            };
+            if score < 0.0 && !def.nice {
+                let msg = format!("{} has a negative score without tflags nice", def.name);
+                set.problem(at.clone(), Severity::Warning, msg);
+            }
             let id = set.rules.len();
             let kind_name = match (&kind, &target) {
+                (Kind::Inert, _) => "eval/plugin (not run)",
                 (Kind::Exists(_), _) => "header",
                 (Kind::Meta(_), _) => "meta",
                 (_, Some(t)) => t.kind(),
@@ -323,7 +387,7 @@ impl RuleSet {
             };
             match (&kind, index) {
                 (Kind::Exists(_), _) => set.exists.push(id),
-                (Kind::Meta(_), _) => {}
+                (Kind::Meta(_) | Kind::Inert, _) => {}
                 (Kind::Phrases { phrases, .. }, Some(ix)) => {
                     for (i, p) in phrases.iter().enumerate() {
                         ix.literals.push(p.to_ascii_lowercase().into_bytes());
@@ -957,7 +1021,7 @@ score    META_COUNT   1
         }
         assert_eq!(got.len(), 7, "{got:#?}");
         // The good rules still run.
-        assert_eq!(names(&s, "Subject: x\r\n\r\ny"), ["NEG"]);
+        assert_eq!(names(&s, "Subject: x\r\n\r\ny"), ["NEG", "NOSCORE"]);
     }
 
     #[test]
@@ -980,6 +1044,30 @@ score    META_COUNT   1
         assert_eq!(s.stats.prefiltered, 1);
         assert_eq!(s.body.always.len(), 1);
         assert_eq!(names(&s, "Subject: x\r\n\r\nVIAGRA 12345"), ["A", "B"]);
+    }
+
+    #[test]
+    fn perl_syntax_the_regex_crate_lacks() {
+        let s = set(concat!(
+            "header OCT Subject:raw =~ /\\015\\012?x\\0/\nscore OCT 1\n",
+            "body BRACKET /[({[<]deal[)}\\]>]/\nscore BRACKET 1\n",
+            "body POSIX /[[:digit:]]{3}-[[:alpha:]]+\\Z/\nscore POSIX 1\n",
+            "body BACKREF /(\\w)\\1\\1/\nscore BACKREF 1\n",
+            "body HSPACE /a\\hb/\nscore HSPACE 1\n",
+        ));
+        assert_eq!(s.stats.fancy, 1);
+        let msg = "Subject: y\r\n\r\nbig [deal] today aaa a b 123-end";
+        assert_eq!(names(&s, msg), ["BACKREF", "BRACKET", "HSPACE", "POSIX"]);
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message {
+                headers: vec![("Subject".into(), b"a\rx\0".to_vec())],
+                ..Message::default()
+            },
+        );
+        let (hits, _) = s.scan(&input);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(s.rule(hits[0].rule).name, "OCT");
     }
 
     #[test]

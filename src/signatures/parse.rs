@@ -153,6 +153,8 @@ pub enum Test {
     },
     /// A SpamAssassin plugin test (`eval:...`): counted, never run.
     Eval(String),
+    /// A rule defined by a plugin directive (`askdns`, `mimeheader`...): never run.
+    Plugin(String),
 }
 
 /// Everything said about one rule name.
@@ -180,6 +182,7 @@ impl RuleDef {
 pub struct Stats {
     pub files: usize,
     pub eval_rules: usize,
+    pub plugin_rules: usize,
     pub ignored_directives: BTreeMap<String, usize>,
 }
 
@@ -192,8 +195,11 @@ pub struct Parsed {
     pub stats: Stats,
 }
 
-/// Directives SpamAssassin's config accepts that say nothing to our engine.
-const IGNORED: [&str; 22] = [
+/// SpamAssassin settings that say nothing to our engine (lists, report templates, plugin
+/// options): accepted and counted, so SpamAssassin's own files load.
+const IGNORED: [&str; 32] = [
+    "asn_lookup",
+    "asn_lookup_ipv6",
     "loadplugin",
     "tryplugin",
     "priority",
@@ -202,21 +208,59 @@ const IGNORED: [&str; 22] = [
     "require_version",
     "version_tag",
     "report",
-    "clear_report_template",
+    "report_safe",
     "report_contact",
+    "unsafe_report",
     "add_header",
     "remove_header",
     "required_score",
     "ok_locales",
-    "util_rb_tld",
-    "util_rb_2tld",
-    "util_rb_3tld",
+    "ok_languages",
     "redirector_pattern",
-    "uridnsbl_skip_domain",
-    "whitelist_from_rcvd",
-    "def_whitelist_from_rcvd",
     "enlist_uri_host",
+    "enlist_addrlist",
+    "freemail_domains",
+    "reuse",
+    "adsp_override",
+    "originating_ip_headers",
+    "dns_block_rule",
+    "dns_local_ports_avoid",
+    "fns_check",
+    "fns_ignore_headers",
+    "fns_ignore_dkim",
+    "url_shortener",
+    "url_shortener_get",
 ];
+
+/// Prefixes of further SpamAssassin settings of the same sort.
+const IGNORED_PREFIXES: [&str; 11] = [
+    "util_rb_",
+    "uridnsbl_skip",
+    "def_whitelist_",
+    "def_welcomelist_",
+    "whitelist_",
+    "welcomelist_",
+    "blacklist_",
+    "blocklist_",
+    "bayes_",
+    "replace_",
+    "clear_",
+];
+
+/// Directives that define a rule run by a SpamAssassin plugin (DNS lists, MIME part headers):
+/// the name exists (metas may use it) but the rule never fires here.
+const PLUGIN_RULES: [&str; 6] = [
+    "mimeheader",
+    "askdns",
+    "urirhssub",
+    "uridnssub",
+    "urirhsbl",
+    "uridnsbl",
+];
+
+fn ignored(directive: &str) -> bool {
+    IGNORED.contains(&directive) || IGNORED_PREFIXES.iter().any(|p| directive.starts_with(p))
+}
 
 impl Parsed {
     pub fn get(&self, name: &str) -> Option<&RuleDef> {
@@ -429,7 +473,18 @@ impl Parsed {
                         }
                     }
                 }
-                other if IGNORED.contains(&other) => {
+                plugin if PLUGIN_RULES.contains(&plugin) => {
+                    let (name, _) = split_word(rest);
+                    if !self.check_name(name, &at, col_of(name)) {
+                        continue;
+                    }
+                    self.stats.plugin_rules += 1;
+                    let entry = self.entry(name, &at);
+                    if entry.test.is_none() {
+                        entry.test = Some((Test::Plugin(plugin.to_string()), at.clone()));
+                    }
+                }
+                other if ignored(other) => {
                     *self
                         .stats
                         .ignored_directives
@@ -477,10 +532,15 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// `A-Z`, `0-9` and `_`, starting with a letter; sub-rules start with `__` and may then
+/// start with a digit (SpamAssassin's `__4BYTE_UTF8_WORD`).
 pub fn is_rule_name(s: &str) -> bool {
-    let body = s.strip_prefix("__").unwrap_or(s);
+    let (body, sub) = match s.strip_prefix("__") {
+        Some(b) => (b, true),
+        None => (s, false),
+    };
     let mut chars = body.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || (sub && c.is_ascii_digit()))
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -535,6 +595,12 @@ fn regex_test(target: Target, (pattern, rest): (Pattern, &str)) -> Test {
 }
 
 fn parse_header_sel(spec: &str) -> Result<Target, String> {
+    // `:raw` may follow `:addr` or `:name` (`From:name:raw`); the address or name is then
+    // taken from the undecoded value, which is what we do for them anyway.
+    let spec = spec
+        .strip_suffix(":raw")
+        .filter(|s| s.contains(':'))
+        .unwrap_or(spec);
     let (name, part) = match spec.rsplit_once(':') {
         Some((n, "raw")) => (n, HeaderPart::Raw),
         Some((n, "addr")) => (n, HeaderPart::Addr),
