@@ -1,6 +1,6 @@
 //! `repmilter serve`: bind, serve sessions, reload on SIGHUP, drain on SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,10 +67,26 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (engine_tx, engine_rx) = watch::channel(Arc::new(Engine::new(config)));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let mut rules_seen = rules_fingerprint(&engine_rx.borrow().config.rules.paths);
+    let mut poll = tokio::time::interval(RULES_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = hup.recv() => reload(&path, &engine_tx),
+                _ = hup.recv() => {
+                    reload(&path, &engine_tx);
+                    rules_seen = rules_fingerprint(&engine_tx.borrow().config.rules.paths);
+                }
+                _ = poll.tick() => {
+                    let now = rules_fingerprint(&engine_tx.borrow().config.rules.paths);
+                    if now != rules_seen {
+                        rules_seen = now;
+                        tracing::info!("rule files changed; recompiling");
+                        let running = engine_tx.borrow().clone();
+                        let next = Engine::reload((*running.config).clone(), &running);
+                        engine_tx.send_replace(Arc::new(next));
+                    }
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
@@ -96,6 +112,32 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often rule files are checked for changes (modification time and size).
+const RULES_POLL: Duration = Duration::from_secs(2);
+
+/// Modification times and sizes of every file under the rule paths, to notice an edit.
+fn rules_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    // Rule trees are small; the cap only guards against a path pointing at "/" by mistake.
+    while let Some(p) = stack.pop() {
+        if out.len() > 10_000 {
+            break;
+        }
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+                }
+            }
+            Ok(m) => out.push((p, m.modified().ok(), m.len())),
+            Err(_) => out.push((p, None, 0)),
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Loads the config again and swaps the engine. A broken file keeps the running config;

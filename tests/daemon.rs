@@ -225,3 +225,53 @@ async fn sigterm_cuts_off_sessions_stuck_past_the_deadline() {
     assert!(start.elapsed() < Duration::from_secs(15));
     assert!(d.log().contains("shutdown deadline passed"), "{}", d.log());
 }
+
+#[tokio::test]
+async fn rule_files_reload_when_they_change() {
+    let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
+    let rule_file = d.dir.path().join("rules/local.cf");
+    let spam = "Subject: offer\r\n\r\nThe zorglub deal of the year\r\n";
+    let write_rules = |score: &str| {
+        std::fs::write(&rule_file, format!("body LOCAL_ZORGLUB /zorglub/i\nscore LOCAL_ZORGLUB {score}\ndescribe LOCAL_ZORGLUB test\n")).unwrap()
+    };
+    let mut c = client(&d.addr()).await;
+    let r = c.message(&ENV, spam.as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept), "no rules yet");
+
+    write_rules("20");
+    assert!(
+        d.wait_log("rule files changed", Duration::from_secs(15)),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.wait_log("rules=1", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    let r = c.message(&ENV, spam.as_bytes()).await.unwrap();
+    assert!(
+        matches!(r.last(), Some(Reply::ReplyCode(t)) if t.starts_with("550")),
+        "{r:?}"
+    );
+
+    // A file that compiles to nothing keeps the running rule set.
+    std::fs::write(
+        &rule_file,
+        "body LOCAL_ZORGLUB /(unclosed/\nscore LOCAL_ZORGLUB 20\n",
+    )
+    .unwrap();
+    assert!(
+        d.wait_log("keeping the running rule set", Duration::from_secs(15)),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log()
+            .contains("local.cf:1:20: LOCAL_ZORGLUB: unsupported regex"),
+        "{}",
+        d.log()
+    );
+    let r = c.message(&ENV, spam.as_bytes()).await.unwrap();
+    assert!(matches!(r.last(), Some(Reply::ReplyCode(_))), "{r:?}");
+}

@@ -22,7 +22,10 @@ pub const MAX_URL_LEN: usize = 4096;
 pub fn parse(found: &str) -> Option<Url> {
     let found = found.trim();
     let with_scheme;
-    let candidate = if found.len() >= 4 && found[..4].eq_ignore_ascii_case("www.") {
+    let candidate = if found
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("www."))
+    {
         with_scheme = format!("http://{found}");
         &with_scheme
     } else {

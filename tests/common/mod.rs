@@ -44,7 +44,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts the daemon with `[milter] listen = inet:127.0.0.1:0` and `extra` appended to
-    /// the config (extra may add tables; milter keys go through `milter_extra`).
+    /// the config (extra may add tables; milter keys go through `milter_extra`). `$DIR` in
+    /// `listen` and `extra` is the daemon's temp dir, which has an empty `rules/` folder.
     pub fn start(milter_extra: &str, extra: &str) -> Daemon {
         Self::start_listening("inet:127.0.0.1:0", milter_extra, extra)
     }
@@ -52,8 +53,11 @@ impl Daemon {
     pub fn start_listening(listen: &str, milter_extra: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("repmilter.toml");
-        let listen = listen.replace("$DIR", dir.path().to_str().unwrap());
-        std::fs::write(&config_path, config_text(&listen, milter_extra, extra)).unwrap();
+        let d = dir.path().to_str().unwrap();
+        let listen = listen.replace("$DIR", d);
+        let extra = extra.replace("$DIR", d);
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::write(&config_path, config_text(&listen, milter_extra, &extra)).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_repmilter"))
             .args(["serve", "--config"])
             .arg(&config_path)
