@@ -76,7 +76,11 @@ fn text_with(size: usize, planted: &[&str], rng: &mut Rng) -> String {
     let mut planted_iter = planted.iter();
     while out.len() < size {
         out.push_str(COMMON[(rng.next() % COMMON.len() as u64) as usize]);
-        out.push(if rng.next() % 12 == 0 { '\n' } else { ' ' });
+        out.push(if rng.next().is_multiple_of(12) {
+            '\n'
+        } else {
+            ' '
+        });
         if out.len() >= next_plant {
             if let Some(p) = planted_iter.next() {
                 out.push_str(p);
