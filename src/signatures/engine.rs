@@ -88,6 +88,7 @@ impl Index {
         if !self.literals.is_empty() {
             self.ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(&self.literals)
                 .ok();
         }
