@@ -67,24 +67,38 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (engine_tx, engine_rx) = watch::channel(Arc::new(Engine::new(config)));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let mut rules_seen = rules_fingerprint(&engine_rx.borrow().config.rules.paths);
+    let rule_paths = |tx: &watch::Sender<Arc<Engine>>| tx.borrow().config.rules.paths.clone();
+    let mut rules_seen = rules_fingerprint(&rule_paths(&engine_tx));
     let mut poll = tokio::time::interval(RULES_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
+        // Reloads compile rules and walk the rule tree: blocking work, kept off the runtime's
+        // workers so that sessions never wait for it.
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    reload(&path, &engine_tx);
-                    rules_seen = rules_fingerprint(&engine_tx.borrow().config.rules.paths);
+                    let (tx, p) = (engine_tx.clone(), path.clone());
+                    let _ = tokio::task::spawn_blocking(move || reload(&p, &tx)).await;
+                    let paths = rule_paths(&engine_tx);
+                    rules_seen = tokio::task::spawn_blocking(move || rules_fingerprint(&paths))
+                        .await
+                        .unwrap_or_default();
                 }
                 _ = poll.tick() => {
-                    let now = rules_fingerprint(&engine_tx.borrow().config.rules.paths);
+                    let paths = rule_paths(&engine_tx);
+                    let now = tokio::task::spawn_blocking(move || rules_fingerprint(&paths))
+                        .await
+                        .unwrap_or_default();
                     if now != rules_seen {
                         rules_seen = now;
                         tracing::info!("rule files changed; recompiling");
-                        let running = engine_tx.borrow().clone();
-                        let next = Engine::reload((*running.config).clone(), &running);
-                        engine_tx.send_replace(Arc::new(next));
+                        let tx = engine_tx.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let running = tx.borrow().clone();
+                            let next = Engine::reload((*running.config).clone(), &running);
+                            tx.send_replace(Arc::new(next));
+                        })
+                        .await;
                     }
                 }
                 _ = term.recv() => break,
@@ -161,6 +175,7 @@ fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
         new.milter.socket_mode = running.milter.socket_mode;
         new.milter.max_connections = running.milter.max_connections;
         new.log_level = running.log_level.clone();
+        new.milter.shutdown_timeout = running.milter.shutdown_timeout;
     }
     let running_engine = engines.borrow().clone();
     engines.send_replace(Arc::new(Engine::reload(new, &running_engine)));

@@ -69,6 +69,10 @@ impl Engine {
     /// Scores a message and decides what to do with it, as at end of message.
     pub async fn judge(&self, input: &ScanInput) -> (Verdict, Decision) {
         let deadline = Instant::now() + self.config.milter.message_timeout;
+        self.judge_until(input, deadline).await
+    }
+
+    pub async fn judge_until(&self, input: &ScanInput, deadline: Instant) -> (Verdict, Decision) {
         let verdict = self.pipeline.run(input, deadline).await;
         let decision = policy::decide(&self.config, &verdict);
         (verdict, decision)
@@ -181,8 +185,11 @@ struct MessageState {
     kept: usize,
     /// Accepted without a scan at MAIL.
     skip: bool,
-    /// Headers named X-Spam or X-Spam-*: first spelling seen and how many, for removal.
-    spam_headers: Vec<(String, u32)>,
+    /// Headers named X-Spam or X-Spam-*, by lower-case name: the first spelling seen and how
+    /// many, for removal.
+    spam_headers: HashMap<String, (String, u32)>,
+    /// X-Spam* headers seen in all; deletions stop at [`MAX_HEADER_DELETIONS`].
+    spam_header_total: u32,
     has_subject: Option<Vec<u8>>,
 }
 
@@ -208,9 +215,15 @@ fn strip_brackets(s: &str) -> &str {
 }
 
 fn is_spam_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("X-Spam")
-        || (name.len() > 7 && name[..7].eq_ignore_ascii_case("X-Spam-"))
+    let b = name.as_bytes();
+    b.eq_ignore_ascii_case(b"X-Spam") || (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"X-Spam-"))
 }
+
+use crate::message::MAX_HEADER_DELETIONS;
+
+/// Most recipients kept per message (Postfix's `smtpd_recipient_limit` is 1000); only a
+/// rogue peer sends more, and they would only cost memory.
+pub const MAX_RCPTS: usize = 10_000;
 
 impl Session {
     pub fn new(engines: watch::Receiver<Arc<Engine>>, peer: impl Into<String>) -> Session {
@@ -233,6 +246,11 @@ impl Session {
 
     pub fn closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// Nothing received yet.
+    pub fn phase_is_initial(&self) -> bool {
+        self.phase == Phase::Negotiate
     }
 
     fn macro_value(&self, name: &str) -> Option<&str> {
@@ -297,7 +315,9 @@ impl Session {
             }
             Command::Mail { sender, .. } => self.on_mail(&sender),
             Command::Rcpt { recipient, .. } => {
-                if let Some(m) = &mut self.msg {
+                if let Some(m) = &mut self.msg
+                    && m.envelope.rcpts.len() < MAX_RCPTS
+                {
                     m.envelope
                         .rcpts
                         .push(strip_brackets(&recipient).to_string());
@@ -382,7 +402,8 @@ impl Session {
             message: Message::default(),
             kept: 0,
             skip,
-            spam_headers: Vec::new(),
+            spam_headers: HashMap::new(),
+            spam_header_total: 0,
             has_subject: None,
         });
         if skip {
@@ -414,11 +435,12 @@ impl Session {
             m.envelope.queue_id = Some(id.to_string());
         }
         let started = std::time::Instant::now();
+        let envelope = m.envelope.clone();
         let input = ScanInput::new(
             std::mem::take(&mut m.envelope),
             std::mem::take(&mut m.message),
         );
-        let (verdict, decision) = m.engine.judge(&input).await;
+        let (verdict, decision) = judge_off_runtime(m.engine.clone(), input).await;
         let replies = eom_replies(&self.negotiated, &m, &decision);
         let symbols: Vec<String> = verdict
             .symbols
@@ -426,9 +448,9 @@ impl Session {
             .map(|s| format!("{}({:.1})", s.name, s.score))
             .collect();
         tracing::info!(
-            queue_id = input.envelope.queue_id.as_deref().unwrap_or("-"),
-            client = %input.envelope.client_ip.map_or("-".to_string(), |ip| ip.to_string()),
-            from = %input.envelope.from,
+            queue_id = envelope.queue_id.as_deref().unwrap_or("-"),
+            client = %envelope.client_ip.map_or("-".to_string(), |ip| ip.to_string()),
+            from = %envelope.from,
             score = format_args!("{:.1}", verdict.score),
             action = %decision.action,
             symbols = %symbols.join(","),
@@ -447,13 +469,12 @@ impl MessageState {
 
     fn add_header(&mut self, name: String, value: Vec<u8>) {
         if is_spam_header(&name) {
-            match self
-                .spam_headers
-                .iter_mut()
-                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
-            {
-                Some((_, count)) => *count += 1,
-                None => self.spam_headers.push((name.clone(), 1)),
+            self.spam_header_total = self.spam_header_total.saturating_add(1);
+            if self.spam_header_total <= MAX_HEADER_DELETIONS {
+                self.spam_headers
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| (name.clone(), 0))
+                    .1 += 1;
             }
         }
         if self.has_subject.is_none() && name.eq_ignore_ascii_case("Subject") {
@@ -481,13 +502,44 @@ impl MessageState {
     }
 }
 
+/// Extra time past `message_timeout` before a scan that ignores its deadline is abandoned.
+const SCAN_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the pipeline on a blocking thread, so that a CPU-heavy scan never stalls the other
+/// sessions on the runtime's few workers, and abandons it (failing open, with the symbol
+/// `SCAN_TIMEOUT`) if it overruns `message_timeout`.
+async fn judge_off_runtime(engine: Arc<Engine>, input: ScanInput) -> (Verdict, Decision) {
+    let timeout = engine.config.milter.message_timeout;
+    let deadline = Instant::now() + timeout;
+    let handle = tokio::runtime::Handle::current();
+    let worker = engine.clone();
+    let task =
+        tokio::task::spawn_blocking(move || handle.block_on(worker.judge_until(&input, deadline)));
+    match tokio::time::timeout_at(deadline + SCAN_GRACE, task).await {
+        Ok(Ok(result)) => result,
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => format!("scan failed: {e}"),
+                _ => format!("scan did not finish within {timeout:?}"),
+            };
+            tracing::warn!("{why}; message judged without content symbols");
+            let mut verdict = Verdict::default();
+            verdict.add(crate::scoring::Symbol::new("SCAN_TIMEOUT", 0.0, why));
+            let decision = policy::decide(&engine.config, &verdict);
+            (verdict, decision)
+        }
+    }
+}
+
 /// The modifications and final reply for a decision, within what negotiation allows.
 fn eom_replies(n: &Negotiated, m: &MessageState, d: &Decision) -> Vec<Reply> {
     let config = &m.engine.config;
     let mut out = Vec::new();
     if d.action.delivers() {
         if config.headers.remove_incoming && n.can(action::CHGHDRS) {
-            for (name, count) in &m.spam_headers {
+            let mut names: Vec<&(String, u32)> = m.spam_headers.values().collect();
+            names.sort();
+            for (name, count) in names {
                 // From the last down: deleting occurrence 1 would renumber the others.
                 for index in (1..=*count).rev() {
                     out.push(Reply::ChgHeader {
@@ -565,6 +617,9 @@ where
     let mut start = 0;
     let mut out = Vec::new();
     let mut draining = *shutdown.borrow();
+    if draining {
+        return Ok(());
+    }
     loop {
         while let Some((frame, used)) = codec::parse_frame(&buf[start..])? {
             let command = Command::parse(frame)?;
@@ -577,7 +632,7 @@ where
                 stream.write_all(&out).await?;
                 out.clear();
             }
-            if session.closed() || (draining && session.idle()) {
+            if session.closed() {
                 return Ok(());
             }
         }
@@ -592,9 +647,12 @@ where
                     return if buf.is_empty() { Ok(()) } else { Err(SessionError::Truncated(buf.len())) };
                 }
             }
+                        // On shutdown, a session that has not started negotiating is closed; the others
+            // go on until the MTA quits (closing one between messages would make Postfix
+            // defer the client's next message) or the server's drain deadline cuts them off.
             changed = shutdown.changed(), if !draining => {
                 draining = changed.is_err() || *shutdown.borrow();
-                if draining && session.idle() {
+                if draining && session.phase_is_initial() {
                     return Ok(());
                 }
             }

@@ -200,6 +200,8 @@ async fn sigterm_finishes_the_message_in_flight_then_exits() {
         .unwrap();
     let r = busy.command(&Command::EndOfBody(vec![])).await.unwrap();
     assert!(matches!(r.last(), Some(Reply::ReplyCode(_))), "{r:?}");
+    // Sessions run until the MTA quits (closing between messages would defer mail).
+    busy.quit().await.unwrap();
     drop(idle);
     let code = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(20)));
     assert_eq!(code, Some(0), "{}", d.log());

@@ -398,6 +398,20 @@ async fn hostile_input_closes_only_that_connection() {
     c.send(&Command::Body(b"x".to_vec())).await.unwrap();
     assert!(c.recv().await.is_err());
 
+    // A header name with invalid UTF-8 right where "X-Spam-" would end.
+    let mut c = client(&d).await;
+    c.command(&Command::Mail {
+        sender: "<a@b>".into(),
+        args: vec![],
+    })
+    .await
+    .unwrap();
+    let mut frame = Vec::new();
+    repmilter::milter::codec::write_frame(b'L', b"X-Spam\xff\xff-x\0value\0", &mut frame);
+    c.send_raw(&frame).await.unwrap();
+    let r = c.command(&Command::EndOfBody(vec![])).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+
     // The healthy session and new ones still work.
     let r = healthy
         .message(&ENV, gtube_mail().as_bytes())

@@ -87,11 +87,11 @@ pub struct MilterConfig {
     pub socket_mode: u32,
     /// Concurrent MTA connections served; more wait in the kernel's backlog. Default 1000.
     pub max_connections: usize,
-    /// Body bytes kept for scanning; the rest is not scanned and `MESSAGE_TRUNCATED` says so.
-    /// Default 10 MiB, Postfix's default `message_size_limit`.
+    /// Bytes of each message (headers and body) kept for scanning; the rest is not scanned and
+    /// `MESSAGE_TRUNCATED` says so. Default 10 MiB, Postfix's default `message_size_limit`.
     pub max_message_size: usize,
-    /// Time from MAIL to the verdict. Past it, stages that have not answered count as absent.
-    /// Default 20 s, under Postfix's 30 s `milter_command_timeout`.
+    /// Time from end of message to the verdict. Past it, stages that have not answered count as
+    /// absent. Default 20 s, well under Postfix's 300 s `milter_content_timeout`.
     pub message_timeout: Duration,
     /// How long SIGTERM waits for sessions in flight. Default 30 s.
     pub shutdown_timeout: Duration,
@@ -195,6 +195,16 @@ fn list(problems: &[Problem]) -> String {
 
 /// Largest `max_message_size`: the body is held in memory per message.
 const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
+
+/// Smallest `max_message_size`: below this, headers alone fill it and nothing is scanned.
+const MIN_MESSAGE_SIZE: u64 = 16 * 1024;
+
+/// Longest `message_timeout` and `shutdown_timeout`: past this, the MTA has long given up.
+const MAX_MESSAGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Longest text in an SMTP reply: a reply line is at most 512 bytes (RFC 5321 4.5.3.1.5),
+/// and the code and enhanced code come first.
+const MAX_REPLY_TEXT: usize = 400;
 
 impl Default for Config {
     fn default() -> Self {
@@ -361,6 +371,9 @@ impl Config {
         if self.log_level != new.log_level {
             v.push("log.level");
         }
+        if self.milter.shutdown_timeout != new.milter.shutdown_timeout {
+            v.push("milter.shutdown_timeout");
+        }
         v
     }
 
@@ -421,13 +434,36 @@ fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
         }
     }
     if let Some(n) = r.integer(t, p, "max_message_size", MAX_MESSAGE_SIZE_LIMIT) {
-        m.max_message_size = n as usize;
+        if n < MIN_MESSAGE_SIZE {
+            let v = t.get("max_message_size").expect("key was just read");
+            let msg = format!("{n} is too small to scan anything: use at least {MIN_MESSAGE_SIZE}");
+            r.problem(v, "milter.max_message_size", msg);
+        } else {
+            m.max_message_size = n as usize;
+        }
     }
     if let Some(d) = r.duration(t, p, "message_timeout") {
-        m.message_timeout = d;
+        if d.is_zero() || d > MAX_MESSAGE_TIMEOUT {
+            let v = t.get("message_timeout").expect("key was just read");
+            let msg = format!(
+                "must be more than 0 and at most {MAX_MESSAGE_TIMEOUT:?} (the MTA gives up first: Postfix's milter_content_timeout is 300s)"
+            );
+            r.problem(v, "milter.message_timeout", msg);
+        } else {
+            m.message_timeout = d;
+        }
     }
     if let Some(d) = r.duration(t, p, "shutdown_timeout") {
-        m.shutdown_timeout = d;
+        if d > MAX_MESSAGE_TIMEOUT {
+            let v = t.get("shutdown_timeout").expect("key was just read");
+            r.problem(
+                v,
+                "milter.shutdown_timeout",
+                format!("must be at most {MAX_MESSAGE_TIMEOUT:?}"),
+            );
+        } else {
+            m.shutdown_timeout = d;
+        }
     }
 }
 
@@ -446,13 +482,25 @@ fn read_actions(r: &mut Reader<'_>, t: &Table<'_>, a: &mut Thresholds) {
         ],
     );
     // An absent key turns the action off, so the defaults do not carry over.
+    let mut positive = |key: &str| {
+        let x = r.number(t, p, key)?;
+        if x <= 0.0 {
+            let v = t.get(key).expect("key was just read");
+            let msg = format!(
+                "{x} would act on ordinary mail, which scores about 0: use a threshold above 0"
+            );
+            r.problem(v, &format!("actions.{key}"), msg);
+            return None;
+        }
+        Some(x)
+    };
     *a = Thresholds {
-        add_header: r.number(t, p, "add_header"),
-        rewrite_subject: r.number(t, p, "rewrite_subject"),
-        quarantine: r.number(t, p, "quarantine"),
-        soft_reject: r.number(t, p, "soft_reject"),
-        discard: r.number(t, p, "discard"),
-        reject: r.number(t, p, "reject"),
+        add_header: positive("add_header"),
+        rewrite_subject: positive("rewrite_subject"),
+        quarantine: positive("quarantine"),
+        soft_reject: positive("soft_reject"),
+        discard: positive("discard"),
+        reject: positive("reject"),
     };
 }
 
@@ -475,11 +523,24 @@ fn read_policy(r: &mut Reader<'_>, t: &Table<'_>, pol: &mut Policy) {
         ("quarantine_reason", &mut pol.quarantine_reason),
     ] {
         if let Some(s) = r.string(t, p, key) {
-            if s.contains(['\r', '\n', '\0']) {
-                let v = t.get(key).expect("key was just read");
-                r.problem(v, &format!("policy.{key}"), "must be one line without NUL");
+            // These go into SMTP replies and the Subject header as they are: 7-bit text only
+            // (a non-ASCII subject prefix would need RFC 2047 encoding).
+            let bad = if !s.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+                Some("must be printable ASCII on one line".to_string())
+            } else if s.len() > MAX_REPLY_TEXT {
+                Some(format!(
+                    "is {} characters; at most {MAX_REPLY_TEXT} fit an SMTP reply",
+                    s.len()
+                ))
             } else {
-                *field = s;
+                None
+            };
+            match bad {
+                Some(msg) => {
+                    let v = t.get(key).expect("key was just read");
+                    r.problem(v, &format!("policy.{key}"), msg);
+                }
+                None => *field = s,
             }
         }
     }
@@ -641,6 +702,30 @@ authenticated_mode = "maybe"
         assert!(
             err.to_string()
                 .contains("/etc/repmilter/test.toml:3:1: milter.max_conections")
+        );
+    }
+
+    #[test]
+    fn values_that_would_break_mail_are_refused() {
+        let err = parse(
+            "[milter]\nmax_message_size = 100\nmessage_timeout = \"0s\"\nshutdown_timeout = \"2h\"\n[actions]\nreject = 0\nadd_header = -1\n[policy]\nreject_text = \"Spam \u{e9}\"\nsubject_prefix = \"[SPAM]\\t\"\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "milter.max_message_size",
+                "milter.message_timeout",
+                "milter.shutdown_timeout",
+                "actions.add_header",
+                "actions.reject",
+                "policy.reject_text",
+                "policy.subject_prefix"
+            ]
         );
     }
 

@@ -9,6 +9,11 @@ pub mod urls;
 
 use std::net::IpAddr;
 
+/// Most X-Spam* header deletions sent for one message. Each is a frame the MTA must apply;
+/// a message with more forged verdict headers than this is abuse, flagged by the symbol
+/// `TOO_MANY_SPAM_HEADERS`.
+pub const MAX_HEADER_DELETIONS: u32 = 1000;
+
 /// What the SMTP conversation said about a message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Envelope {

@@ -400,7 +400,8 @@ fn parse_ip(family: u8, s: &str) -> Option<IpAddr> {
     } else {
         s
     };
-    s.parse().ok()
+    // Sendmail on a dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 impl Command {
@@ -1053,6 +1054,18 @@ mod tests {
                     port: 256
                 }
             }
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_become_ipv4() {
+        let c = Command::parse(Frame {
+            code: cmd::CONNECT,
+            data: b"h\x006\x00\x19IPv6:::ffff:192.0.2.1\0",
+        })
+        .unwrap();
+        assert!(
+            matches!(c, Command::Connect { addr: ConnectAddr::Inet { ip, .. }, .. } if ip == "192.0.2.1".parse::<IpAddr>().unwrap())
         );
     }
 

@@ -153,13 +153,15 @@ pub async fn serve<F, Fut>(
         if *stop.borrow() {
             break;
         }
+        // A dropped stop sender means nobody can tell us to stop any more: stop now rather
+        // than spin on a channel that is always ready.
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = stop.changed() => continue,
+            r = stop.changed() => if r.is_err() { break } else { continue },
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.changed() => continue,
+            r = stop.changed() => if r.is_err() { break } else { continue },
         };
         // Reap finished sessions so the set does not grow with the connections served.
         while sessions.try_join_next().is_some() {}

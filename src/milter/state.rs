@@ -69,6 +69,9 @@ pub fn next(phase: Phase, command: &Command) -> Result<(Phase, Effect), OutOfOrd
         (Connected, cmd::ABORT) => (Connected, Effect::ResetMessage),
         (Connected, cmd::MAIL) => (Envelope, Effect::ResetMessage),
         (Envelope, cmd::RCPT | cmd::DATA | cmd::UNKNOWN) => (Envelope, Effect::None),
+        // A client may send EHLO again after MAIL (RFC 5321 4.1.4); Postfix reports the HELO
+        // first and the ABORT that resets the transaction after it.
+        (Envelope, cmd::HELO) => (Envelope, Effect::None),
         // Postfix may send a new MAIL after a failed transaction without ABORT in between.
         (Envelope, cmd::MAIL) => (Envelope, Effect::ResetMessage),
         (Envelope | Headers, cmd::HEADER) => (Headers, Effect::None),
@@ -294,6 +297,7 @@ mod tests {
             Command::Body(b"x".to_vec()),
             Command::EndOfBody(vec![]),
             mail(),
+            Command::Helo("again".into()),
             Command::Abort,
             mail(),
             header,

@@ -154,14 +154,32 @@ impl Stage for MimeStage {
     }
 
     fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
-        let out = input
-            .view()
-            .anomalies
+        let forged = input
+            .message
+            .headers
             .iter()
-            .map(|a| {
+            .filter(|(n, _)| {
+                let b = n.as_bytes();
+                b.eq_ignore_ascii_case(b"X-Spam")
+                    || (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"X-Spam-"))
+            })
+            .count();
+        let excess = (forged > crate::message::MAX_HEADER_DELETIONS as usize).then(|| {
+            Symbol::new(
+                "TOO_MANY_SPAM_HEADERS",
+                3.0,
+                format!(
+                    "{forged} X-Spam headers arrived; only the first {} are removed",
+                    crate::message::MAX_HEADER_DELETIONS
+                ),
+            )
+        });
+        let out = excess
+            .into_iter()
+            .chain(input.view().anomalies.iter().map(|a| {
                 let (name, score) = a.symbol();
                 Symbol::new(name, score, format!("{a:?}"))
-            })
+            }))
             .collect();
         Box::pin(std::future::ready(out))
     }

@@ -816,7 +816,7 @@ fn evidence(text: &str, start: usize, end: usize) -> Evidence {
     let flat = |s: &str| s.replace(['\r', '\n', '\t'], " ");
     Evidence {
         matched: flat(&text[start..end]),
-        context: flat(&text[a..b]),
+                context: flat(&text[a..b]).trim().to_string(),
     }
 }
 
