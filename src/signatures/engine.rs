@@ -81,10 +81,25 @@ struct Index {
     ac: Option<AhoCorasick>,
     /// Rules run on every text of the target.
     always: Vec<usize>,
+    /// Linear-time rules without a usable literal: one RegexSet pass says which to run.
+    set_rules: Vec<(usize, String)>,
+    set: Option<regex::RegexSet>,
 }
 
 impl Index {
     fn finish(&mut self) {
+        if !self.set_rules.is_empty() {
+            let built = regex::RegexSetBuilder::new(self.set_rules.iter().map(|(_, src)| src))
+                .size_limit(REGEX_SIZE_LIMIT * 4)
+                .build();
+            match built {
+                Ok(set) => self.set = Some(set),
+                // Too large together: run them one by one instead.
+                Err(_) => self
+                    .always
+                    .extend(self.set_rules.drain(..).map(|(id, _)| id)),
+            }
+        }
         if !self.literals.is_empty() {
             self.ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
@@ -92,6 +107,13 @@ impl Index {
                 .build(&self.literals)
                 .ok();
         }
+    }
+}
+
+impl Index {
+    /// Whether any rule reads this target (building its text costs a copy).
+    fn wanted(&self) -> bool {
+        !self.owners.is_empty() || !self.always.is_empty() || !self.set_rules.is_empty()
     }
 }
 
@@ -403,7 +425,14 @@ impl RuleSet {
                             ix.owners.push(Owner::Rule(id));
                         }
                     }
-                    None => ix.always.push(id),
+                    None => match &kind {
+                        Kind::Regex {
+                            matcher: Matcher::Fast(re),
+                            negate: false,
+                            ..
+                        } => ix.set_rules.push((id, re.as_str().to_string())),
+                        _ => ix.always.push(id),
+                    },
                 },
                 (_, None) => {}
             }
@@ -570,7 +599,7 @@ impl RuleSet {
             limited: Vec::new(),
         };
         let view = input.view();
-        if !self.body.owners.is_empty() || !self.body.always.is_empty() {
+        if self.body.wanted() {
             let mut body = String::new();
             for subject in view.header_values("Subject") {
                 body.push_str(subject);
@@ -582,7 +611,7 @@ impl RuleSet {
             }
             self.scan_index(&self.body, &body, &mut st);
         }
-        if !self.rawbody.owners.is_empty() || !self.rawbody.always.is_empty() {
+        if self.rawbody.wanted() {
             let mut raw = String::new();
             for t in &view.texts {
                 raw.push_str(t.source.as_deref().unwrap_or(&t.text));
@@ -590,7 +619,7 @@ impl RuleSet {
             }
             self.scan_index(&self.rawbody, &raw, &mut st);
         }
-        if !self.full.owners.is_empty() || !self.full.always.is_empty() {
+        if self.full.wanted() {
             let full = String::from_utf8_lossy(&input.message.to_raw()).into_owned();
             self.scan_index(&self.full, &full, &mut st);
         }
@@ -688,6 +717,9 @@ impl RuleSet {
         }
         candidates.sort_unstable();
         candidates.dedup();
+        if let Some(set) = &ix.set {
+            candidates.extend(set.matches(text).iter().map(|i| ix.set_rules[i].0));
+        }
         for r in candidates.into_iter().chain(ix.always.iter().copied()) {
             self.run_regex(r, text, st);
         }
@@ -716,6 +748,7 @@ impl RuleSet {
                 Owner::Phrase(..) => None,
             })
             .chain(ix.always.iter().copied())
+            .chain(ix.set_rules.iter().map(|(id, _)| *id))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -816,7 +849,7 @@ fn evidence(text: &str, start: usize, end: usize) -> Evidence {
     let flat = |s: &str| s.replace(['\r', '\n', '\t'], " ");
     Evidence {
         matched: flat(&text[start..end]),
-                context: flat(&text[a..b]).trim().to_string(),
+        context: flat(&text[a..b]).trim().to_string(),
     }
 }
 
@@ -1043,7 +1076,8 @@ score    META_COUNT   1
     fn literal_prefilter_is_used() {
         let s = set("body A /viagra/i\nscore A 1\nbody B /\\d{5}/\nscore B 1\n");
         assert_eq!(s.stats.prefiltered, 1);
-        assert_eq!(s.body.always.len(), 1);
+        assert_eq!(s.body.set_rules.len(), 1);
+        assert!(s.body.always.is_empty());
         assert_eq!(names(&s, "Subject: x\r\n\r\nVIAGRA 12345"), ["A", "B"]);
     }
 

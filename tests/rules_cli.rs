@@ -1,0 +1,216 @@
+//! The rule author's tools: `rules lint`, `rules test`, `check --explain`, on temp rule files
+//! and on the shipped rule set with its examples.
+
+mod common;
+
+use std::path::Path;
+
+use common::{repmilter, write};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn lint_reports_every_problem_at_once_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.cf",
+        "body GOOD /lottery/i\nscore GOOD 1\nbodyy X /y/\nbody RE /(unclosed/\nscore RE 1\nbody NOSCORE /z/\nmeta M GOOD && MISSING\nscore M 1\nbody GOOD /dup/\nheader H Subject ~ /x/\n",
+    );
+    let out = repmilter()
+        .args(["rules", "lint"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let file = f.display().to_string();
+    for want in [
+        format!("{file}:3:1: unknown directive \"bodyy\""),
+        format!("{file}:4:9: RE: unsupported regex: unclosed group"),
+        format!("{file}:6:14: NOSCORE has no score"),
+        format!("{file}:7:8: meta M refers to unknown rule(s) MISSING"),
+        format!("{file}:9:1: duplicate rule GOOD (first defined at {file}:1:11)"),
+        format!("{file}:10:10: H: expected =~ or !~ after the header name, found \"~\""),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 6, "{text}");
+
+    let ok = write(dir.path(), "ok.cf", "body GOOD /lottery/i\nscore GOOD 1\n");
+    let out = repmilter()
+        .args(["rules", "lint"])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn hostile_rule_files_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    text.push_str(&format!(
+        "body HUGE /{}/\nscore HUGE 1\n",
+        "(a|b|c|d)".repeat(2000)
+    ));
+    text.push_str(&format!(
+        "meta DEEP {}A{}\nscore DEEP 1\n",
+        "(".repeat(500),
+        ")".repeat(500)
+    ));
+    text.push_str("body NUL /a\0b/\nscore NUL 1\n");
+    text.push_str(&"x".repeat(1 << 20));
+    text.push_str("\nbody FINE /fine/\nscore FINE 1\n");
+    let f = write(dir.path(), "hostile.cf", &text);
+    let out = repmilter()
+        .args(["rules", "lint"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("rules loaded"), "{report}");
+    let msg = write(dir.path(), "m.eml", "Subject: t\n\nall fine here\n");
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &format!("[rules]\npaths = [{:?}]\n", f.display().to_string()),
+    );
+    let out = repmilter()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FINE"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn check_explain_names_rule_file_line_and_match() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.cf",
+        "body LOTTO_WIN /lottery winner/i\nscore LOTTO_WIN 2.5\ndescribe LOTTO_WIN Says you won a lottery\n",
+    );
+    let cfg = write(dir.path(), "c.toml", "[rules]\npaths = [\"r.cf\"]\n");
+    let msg = write(
+        dir.path(),
+        "m.eml",
+        "Subject: news\n\nDear friend, you are our Lottery Winner this week.\n",
+    );
+    let out = repmilter()
+        .args(["check", "--explain", "--config"])
+        .arg(&cfg)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rule_file = dir.path().join("r.cf").display().to_string();
+    assert!(
+        text.contains(&format!(
+            "LOTTO_WIN (2.5) at {rule_file}:1:16 [body] hits=1"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("matched \"Lottery Winner\" in \"news Dear friend, you are our Lottery Winner this week.\""), "{text}");
+    assert!(
+        text.contains("2.5 LOTTO_WIN Says you won a lottery"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rules_test_fails_on_a_wrong_example_and_on_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write(
+        dir.path(),
+        "r.cf",
+        "body PILLS /cheap pills/i\nscore PILLS 1\n",
+    );
+    let ex = dir.path().join("ex");
+    std::fs::create_dir(&ex).unwrap();
+    let run = || {
+        repmilter()
+            .args(["rules", "test", "--examples"])
+            .arg(&ex)
+            .arg(&rules)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run().status.code(), Some(1), "zero examples must fail");
+    write(&ex, "PILLS.spam.eml", "Subject: x\n\nBuy cheap pills\n");
+    write(
+        &ex,
+        "PILLS.ham.eml",
+        "Subject: x\n\nTake your pills after lunch\n",
+    );
+    let out = run();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rules: 2 passed, 0 failed"));
+    write(
+        &ex,
+        "PILLS.ham.2.eml",
+        "Subject: x\n\nno more cheap pills for me\n",
+    );
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  PILLS") && text.contains("fired on ham"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shipped_rules_lint_clean_and_their_examples_pass() {
+    let rules = root().join("rules");
+    let out = repmilter()
+        .args(["rules", "lint"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    let loaded: usize = summary.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(loaded >= 30, "only {loaded} shipped rules: {summary}");
+
+    let out = repmilter()
+        .args(["rules", "test", "--examples"])
+        .arg(root().join("testdata/rules"))
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let passed: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rules: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(passed >= 40, "only {passed} examples passed:\n{text}");
+}
