@@ -11,7 +11,8 @@
 //! - [`message`]: the message as the stages see it.
 //! - [`scoring`]: symbols, the pipeline of stages under a deadline, and `policy`, which maps
 //!   a score to an action and the SpamAssassin-compatible headers.
-//! - [`signatures`]: content stages (for now the built-in GTUBE test).
+//! - [`signatures`]: content rules (SpamAssassin syntax, phrase lists) and the GTUBE test.
+//! - [`reputation`]: DNS lists (query names and answer meanings so far).
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
 //! - [`daemon`]: `repmilter serve`: listener, signals, reload, shutdown.
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod message;
 pub mod milter;
+pub mod reputation;
 pub mod scoring;
 pub mod session;
 pub mod signatures;
