@@ -214,12 +214,7 @@ fn strip_brackets(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-fn is_spam_header(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.eq_ignore_ascii_case(b"X-Spam") || (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"X-Spam-"))
-}
-
-use crate::message::MAX_HEADER_DELETIONS;
+use crate::message::{MAX_HEADER_DELETIONS, is_spam_header};
 
 /// Most recipients kept per message (Postfix's `smtpd_recipient_limit` is 1000); only a
 /// rogue peer sends more, and they would only cost memory.

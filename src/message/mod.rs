@@ -14,6 +14,13 @@ use std::net::IpAddr;
 /// `TOO_MANY_SPAM_HEADERS`.
 pub const MAX_HEADER_DELETIONS: u32 = 1000;
 
+/// Whether a header carries a spam verdict (`X-Spam` or `X-Spam-*`, any case): ours to write,
+/// never to be trusted from outside.
+pub fn is_spam_header(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.eq_ignore_ascii_case(b"X-Spam") || (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"X-Spam-"))
+}
+
 /// What the SMTP conversation said about a message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Envelope {

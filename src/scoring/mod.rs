@@ -158,11 +158,7 @@ impl Stage for MimeStage {
             .message
             .headers
             .iter()
-            .filter(|(n, _)| {
-                let b = n.as_bytes();
-                b.eq_ignore_ascii_case(b"X-Spam")
-                    || (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"X-Spam-"))
-            })
+            .filter(|(n, _)| crate::message::is_spam_header(n))
             .count();
         let excess = (forged > crate::message::MAX_HEADER_DELETIONS as usize).then(|| {
             Symbol::new(
