@@ -2,5 +2,7 @@
 //! lookup sits behind a trait with a real and a test implementation.
 //!
 //! - [`dnsbl`]: query names and the meaning of answers (pure, no I/O).
+//! - [`cache`]: the bounded TTL cache with shared misses.
 
+pub mod cache;
 pub mod dnsbl;
