@@ -158,17 +158,14 @@ const ENV: Envelope<'static> = Envelope {
 
 /// One whole milter session: negotiate, connect, headers, 10 KB body, end of message, quit.
 async fn one_session(addr: &str, raw: &[u8]) -> Vec<Reply> {
-    let mut c = Client::new(TcpStream::connect(addr).await.unwrap());
-    c.negotiate(POSTFIX_OFFER).await.unwrap();
-    c.connect(
-        "client.example",
-        ConnectAddr::Inet {
-            ip: "192.0.2.10".parse().unwrap(),
-            port: 40000,
-        },
-    )
-    .await
-    .unwrap();
+    let client_addr = ConnectAddr::Inet {
+        ip: "192.0.2.10".parse().unwrap(),
+        port: 40000,
+    };
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut c, _) = Client::open(stream, "client.example", client_addr)
+        .await
+        .unwrap();
     let r = c.message(&ENV, raw).await.unwrap();
     c.quit().await.unwrap();
     r

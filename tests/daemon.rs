@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, GTUBE, config_text, gtube_mail, ham, repmilter, write};
-use repmilter::milter::client::{Client, Envelope, POSTFIX_OFFER};
+use repmilter::milter::client::{Client, Envelope};
 use repmilter::milter::codec::{Command, ConnectAddr, Reply};
 use tokio::net::TcpStream;
 
@@ -16,18 +16,15 @@ const ENV: Envelope<'static> = Envelope {
 };
 
 async fn client(addr: &str) -> Client<TcpStream> {
-    let mut c = Client::new(TcpStream::connect(addr).await.unwrap());
-    c.negotiate(POSTFIX_OFFER).await.unwrap();
-    c.connect(
-        "c.example",
-        ConnectAddr::Inet {
-            ip: "192.0.2.1".parse().unwrap(),
-            port: 1,
-        },
-    )
-    .await
-    .unwrap();
-    c
+    let client_addr = ConnectAddr::Inet {
+        ip: "192.0.2.1".parse().unwrap(),
+        port: 1,
+    };
+    let stream = TcpStream::connect(addr).await.unwrap();
+    Client::open(stream, "c.example", client_addr)
+        .await
+        .unwrap()
+        .0
 }
 
 #[test]

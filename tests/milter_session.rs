@@ -12,18 +12,11 @@ use tokio::net::TcpStream;
 
 async fn client(d: &Daemon) -> Client<TcpStream> {
     let s = TcpStream::connect(d.addr()).await.unwrap();
-    let mut c = Client::new(s);
-    c.negotiate(POSTFIX_OFFER).await.unwrap();
-    let r = c
-        .connect(
-            "client.example",
-            ConnectAddr::Inet {
-                ip: "192.0.2.10".parse().unwrap(),
-                port: 40000,
-            },
-        )
-        .await
-        .unwrap();
+    let addr = ConnectAddr::Inet {
+        ip: "192.0.2.10".parse().unwrap(),
+        port: 40000,
+    };
+    let (c, r) = Client::open(s, "client.example", addr).await.unwrap();
     assert_eq!(r, vec![Reply::Continue]);
     c
 }
@@ -247,17 +240,11 @@ async fn trusted_networks_and_authenticated_senders_can_be_skipped() {
 
     // An authenticated sender from elsewhere is accepted at MAIL, even with GTUBE.
     let s = TcpStream::connect(d.addr()).await.unwrap();
-    let mut c = Client::new(s);
-    c.negotiate(POSTFIX_OFFER).await.unwrap();
-    c.connect(
-        "other.example",
-        ConnectAddr::Inet {
-            ip: "198.51.100.1".parse().unwrap(),
-            port: 1,
-        },
-    )
-    .await
-    .unwrap();
+    let addr = ConnectAddr::Inet {
+        ip: "198.51.100.1".parse().unwrap(),
+        port: 1,
+    };
+    let (mut c, _) = Client::open(s, "other.example", addr).await.unwrap();
     let env = Envelope {
         mail_macros: &[("{auth_authen}", "alice"), ("{auth_type}", "PLAIN")],
         ..ENV

@@ -53,6 +53,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
+    /// Starts an SMTP session as Postfix does: negotiates with [`POSTFIX_OFFER`], then sends
+    /// CONNECT. Returns the client and the filter's answer to CONNECT.
+    pub async fn open(
+        stream: S,
+        hostname: &str,
+        addr: ConnectAddr,
+    ) -> Result<(Self, Vec<Reply>), ClientError> {
+        let mut c = Client::new(stream);
+        c.negotiate(POSTFIX_OFFER).await?;
+        let r = c.connect(hostname, addr).await?;
+        Ok((c, r))
+    }
+
     pub fn negotiated(&self) -> Negotiated {
         self.negotiated
     }
