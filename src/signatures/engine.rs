@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use aho_corasick::AhoCorasick;
-
 use super::literals;
+use super::multi;
 use super::parse::{
     self, Expr, HeaderPart, HeaderSel, Location, Op, Parsed, Problem, Severity, Target, Test,
 };
+use super::relax;
 use crate::scoring::ScanInput;
 
 /// Steps the backtracking engine may take per search before the rule counts as not matching.
@@ -78,7 +78,7 @@ enum Owner {
 struct Index {
     literals: Vec<Vec<u8>>,
     owners: Vec<Owner>,
-    ac: Option<AhoCorasick>,
+    literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
     always: Vec<usize>,
     /// Linear-time rules without a usable literal: one RegexSet pass says which to run.
@@ -101,11 +101,7 @@ impl Index {
             }
         }
         if !self.literals.is_empty() {
-            self.ac = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&self.literals)
-                .ok();
+            self.literals_matcher = multi::Literals::new(&self.literals);
         }
     }
 }
@@ -150,8 +146,9 @@ pub struct RuleSet {
     uri: Index,
     headers: Vec<(HeaderSel, Index)>,
     exists: Vec<usize>,
-    /// Meta rules in an order where each comes after the rules it uses.
-    metas: Vec<usize>,
+    /// Meta rules in an order where each comes after the rules it uses, with their
+    /// expressions resolved to rule ids.
+    metas: Vec<(usize, Compute)>,
     by_name: BTreeMap<String, usize>,
     pub problems: Vec<Problem>,
     pub stats: Stats,
@@ -254,26 +251,53 @@ fn regex_source(p: &parse::Pattern, with_ci: bool) -> String {
 /// Literals one of which every match contains (see [`literals::required`]).
 type Literals = Option<Vec<Vec<u8>>>;
 
-fn compile_regex(p: &parse::Pattern) -> Result<(Matcher, Literals), String> {
+/// A compiled regex with what lets the scan skip it: its required literals, and a pattern
+/// the RegexSet can run that matches wherever it does (itself, or its relaxed form).
+struct Compiled {
+    matcher: Matcher,
+    literals: Literals,
+    gate: Option<String>,
+}
+
+fn literals_of(src: &str, ci: bool) -> Literals {
+    regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(src)
+        .ok()
+        .and_then(|hir| literals::required(&hir, ci))
+}
+
+fn compile_regex(p: &parse::Pattern) -> Result<Compiled, String> {
     let src = regex_source(p, true);
     match regex::RegexBuilder::new(&src)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
     {
-        Ok(re) => {
-            let lits = regex_syntax::ParserBuilder::new()
-                .build()
-                .parse(&regex_source(p, false))
-                .ok()
-                .and_then(|hir| literals::required(&hir, p.case_insensitive));
-            Ok((Matcher::Fast(re), lits))
-        }
+        Ok(re) => Ok(Compiled {
+            literals: literals_of(&regex_source(p, false), p.case_insensitive),
+            gate: Some(re.as_str().to_string()),
+            matcher: Matcher::Fast(re),
+        }),
         Err(fast_err) => {
             let fancy = fancy_regex::RegexBuilder::new(&src)
                 .backtrack_limit(FANCY_STEP_LIMIT)
                 .build();
             match fancy {
-                Ok(re) => Ok((Matcher::Fancy(re), None)),
+                Ok(re) => {
+                    let literals = relax::relaxed(&regex_source(p, false))
+                        .and_then(|r| literals_of(&r, p.case_insensitive));
+                    let gate = relax::relaxed(&src).filter(|r| {
+                        regex::RegexBuilder::new(r)
+                            .size_limit(REGEX_SIZE_LIMIT)
+                            .build()
+                            .is_ok()
+                    });
+                    Ok(Compiled {
+                        matcher: Matcher::Fancy(re),
+                        literals,
+                        gate,
+                    })
+                }
                 Err(_) => Err(match fast_err {
                     regex::Error::Syntax(s) => {
                         let last = s.lines().last().unwrap_or("syntax error").trim();
@@ -320,10 +344,10 @@ impl RuleSet {
                 set.problem(def.first_seen.clone(), Severity::Error, msg);
                 continue;
             };
-            let (kind, target, literals) = match test {
-                Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None),
-                Test::Exists(h) => (Kind::Exists(h.clone()), None, None),
-                Test::Meta(e) => (Kind::Meta(e.clone()), None, None),
+            let (kind, target, literals, gate) = match test {
+                Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None, None),
+                Test::Exists(h) => (Kind::Exists(h.clone()), None, None, None),
+                Test::Meta(e) => (Kind::Meta(e.clone()), None, None, None),
                 Test::Phrases {
                     target,
                     phrases,
@@ -339,6 +363,7 @@ impl RuleSet {
                     },
                     Some(target.clone()),
                     None,
+                    None,
                 ),
                 Test::Regex {
                     target,
@@ -346,12 +371,16 @@ impl RuleSet {
                     negate,
                     if_unset,
                 } => match compile_regex(pattern) {
-                    Ok((matcher, lits)) => {
+                    Ok(Compiled {
+                        matcher,
+                        literals: lits,
+                        gate,
+                    }) => {
                         if matches!(matcher, Matcher::Fancy(_)) {
                             set.stats.fancy += 1;
                         }
-                        // A negated rule fires when its literals are absent: never prefilter it.
-                        let lits = if *negate { None } else { lits };
+                        // A negated rule fires when its pattern is absent: never skip it.
+                        let (lits, gate) = if *negate { (None, None) } else { (lits, gate) };
                         (
                             Kind::Regex {
                                 matcher,
@@ -360,6 +389,7 @@ impl RuleSet {
                             },
                             Some(target.clone()),
                             lits,
+                            gate,
                         )
                     }
                     Err(reason) => {
@@ -425,13 +455,9 @@ impl RuleSet {
                             ix.owners.push(Owner::Rule(id));
                         }
                     }
-                    None => match &kind {
-                        Kind::Regex {
-                            matcher: Matcher::Fast(re),
-                            negate: false,
-                            ..
-                        } => ix.set_rules.push((id, re.as_str().to_string())),
-                        _ => ix.always.push(id),
+                    None => match gate {
+                        Some(gate) => ix.set_rules.push((id, gate)),
+                        None => ix.always.push(id),
                     },
                 },
                 (_, None) => {}
@@ -541,7 +567,29 @@ impl RuleSet {
             let msg = format!("meta {} is part of a cycle", self.rules[m].name);
             self.problem(self.rules[m].at.clone(), Severity::Error, msg);
         }
-        self.metas = order.into_iter().filter(|&m| !dropped[m]).collect();
+        self.metas = order
+            .into_iter()
+            .filter(|&m| !dropped[m])
+            .filter_map(|m| match &self.rules[m].kind {
+                Kind::Meta(e) => Some((m, self.resolve(e))),
+                _ => None,
+            })
+            .collect();
+    }
+
+    /// The expression with rule names looked up once, not on every message.
+    fn resolve(&self, e: &Expr) -> Compute {
+        let boxed = |x: &Expr| Box::new(self.resolve(x));
+        match e {
+            Expr::Num(n) => Compute::Num(*n),
+            Expr::Rule(name) => self
+                .by_name
+                .get(name)
+                .map_or(Compute::Num(0.0), |&i| Compute::Rule(i)),
+            Expr::Not(x) => Compute::Not(boxed(x)),
+            Expr::Neg(x) => Compute::Neg(boxed(x)),
+            Expr::Bin(l, op, r) => Compute::Bin(boxed(l), *op, boxed(r)),
+        }
     }
 
     fn meta_in_cycle(&self, start: usize) -> bool {
@@ -600,7 +648,8 @@ impl RuleSet {
         };
         let view = input.view();
         if self.body.wanted() {
-            let mut body = String::new();
+            let size: usize = view.texts.iter().map(|t| t.text.len() + 1).sum();
+            let mut body = String::with_capacity(size + 256);
             for subject in view.header_values("Subject") {
                 body.push_str(subject);
                 body.push('\n');
@@ -639,11 +688,9 @@ impl RuleSet {
                 st.counts[r] = 1;
             }
         }
-        for &m in &self.metas {
-            if let Kind::Meta(e) = &self.rules[m].kind
-                && self.eval(e, &st.counts) != 0.0
-            {
-                st.counts[m] = 1;
+        for (m, e) in &self.metas {
+            if eval(e, &st.counts) != 0.0 {
+                st.counts[*m] = 1;
             }
         }
         let hits = st
@@ -659,55 +706,66 @@ impl RuleSet {
             .collect();
         (hits, st.limited)
     }
+}
 
-    fn eval(&self, e: &Expr, counts: &[u32]) -> f64 {
-        let b = |x: bool| if x { 1.0 } else { 0.0 };
-        match e {
-            Expr::Num(n) => *n,
-            Expr::Rule(name) => self.by_name.get(name).map_or(0.0, |&i| counts[i] as f64),
-            Expr::Not(x) => b(self.eval(x, counts) == 0.0),
-            Expr::Neg(x) => -self.eval(x, counts),
-            Expr::Bin(l, op, r) => {
-                let a = self.eval(l, counts);
-                // Short-circuit like Perl, so a meta stays cheap.
-                match op {
-                    Op::And if a == 0.0 => return 0.0,
-                    Op::Or if a != 0.0 => return 1.0,
-                    _ => {}
-                }
-                let c = self.eval(r, counts);
-                match op {
-                    Op::Or | Op::And => b(c != 0.0),
-                    Op::Eq => b(a == c),
-                    Op::Ne => b(a != c),
-                    Op::Lt => b(a < c),
-                    Op::Le => b(a <= c),
-                    Op::Gt => b(a > c),
-                    Op::Ge => b(a >= c),
-                    Op::Add => a + c,
-                    Op::Sub => a - c,
-                    Op::Mul => a * c,
-                    Op::Div if c == 0.0 => 0.0,
-                    Op::Div => a / c,
-                }
+/// A meta rule's expression with rule ids in place of names.
+enum Compute {
+    Num(f64),
+    Rule(usize),
+    Not(Box<Compute>),
+    Neg(Box<Compute>),
+    Bin(Box<Compute>, Op, Box<Compute>),
+}
+
+fn eval(e: &Compute, counts: &[u32]) -> f64 {
+    let b = |x: bool| if x { 1.0 } else { 0.0 };
+    match e {
+        Compute::Num(n) => *n,
+        Compute::Rule(i) => counts[*i] as f64,
+        Compute::Not(x) => b(eval(x, counts) == 0.0),
+        Compute::Neg(x) => -eval(x, counts),
+        Compute::Bin(l, op, r) => {
+            let a = eval(l, counts);
+            // Short-circuit like Perl, so a meta stays cheap.
+            match op {
+                Op::And if a == 0.0 => return 0.0,
+                Op::Or if a != 0.0 => return 1.0,
+                _ => {}
+            }
+            let c = eval(r, counts);
+            match op {
+                Op::Or | Op::And => b(c != 0.0),
+                Op::Eq => b(a == c),
+                Op::Ne => b(a != c),
+                Op::Lt => b(a < c),
+                Op::Le => b(a <= c),
+                Op::Gt => b(a > c),
+                Op::Ge => b(a >= c),
+                Op::Add => a + c,
+                Op::Sub => a - c,
+                Op::Mul => a * c,
+                Op::Div if c == 0.0 => 0.0,
+                Op::Div => a / c,
             }
         }
     }
+}
 
+impl RuleSet {
     fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
         let mut candidates: Vec<usize> = Vec::new();
         let mut phrase_hits: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        if let Some(ac) = &ix.ac {
-            for m in ac.find_overlapping_iter(text) {
-                match ix.owners[m.pattern().as_usize()] {
+        if let Some(lits) = &ix.literals_matcher {
+            for m in lits.find_all(text.as_bytes()) {
+                match ix.owners[m.pattern] {
                     Owner::Rule(r) => candidates.push(r),
                     Owner::Phrase(r, p) => {
-                        if self.phrase_ok(r, p, text, m.start(), m.end()) {
+                        if self.phrase_ok(r, p, text, m.start, m.end) {
                             let seen = phrase_hits.entry(r).or_default();
                             if !seen.contains(&p) {
                                 seen.push(p);
                                 if st.evidence[r].is_none() {
-                                    st.evidence[r] = Some(evidence(text, m.start(), m.end()));
+                                    st.evidence[r] = Some(evidence(text, m.start, m.end));
                                 }
                             }
                         }
@@ -1062,7 +1120,8 @@ score    META_COUNT   1
     fn backtracking_is_bounded() {
         let s = set("body EVIL /(a+)+\\1b/\nscore EVIL 1\n");
         assert_eq!(s.stats.fancy, 1);
-        let msg = format!("Subject: x\r\n\r\n{}c\r\n", "a".repeat(5000));
+        // The `b` lets the relaxed pattern match, so the backtracking engine does run.
+        let msg = format!("Subject: x\r\n\r\n{}cb\r\n", "a".repeat(5000));
         let input = ScanInput::new(
             Envelope::default(),
             Message::from_raw(msg.as_bytes(), 1 << 20),

@@ -3,12 +3,16 @@
 //!
 //! - [`parse`]: rule files to definitions, every problem with file:line:col.
 //! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter.
+//! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
+//! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
 //! - [`engine`]: the compiled rule set and the scan.
 
 pub mod engine;
 pub mod gtube;
 pub mod literals;
+pub mod multi;
 pub mod parse;
+pub mod relax;
 
 use std::sync::Arc;
 

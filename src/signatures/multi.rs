@@ -1,0 +1,376 @@
+//! Finding every occurrence of many literals at once, ASCII case-insensitively.
+//!
+//! An Aho-Corasick DFA looks at every byte of the text, and with thousands of patterns its
+//! transition table no longer fits in the cache: it runs at a few hundred MB/s. Long literals
+//! do not need every byte looked at. If every pattern is at least `m` bytes long, any
+//! occurrence covers `s = m - B + 1` consecutive starting positions of a `B`-byte block, and
+//! exactly one of those positions is a multiple of `s`. `B` grows with `m` (4 to 8 bytes):
+//! longer blocks are rarer in text, so fewer samples pass the filter, at the price of a
+//! shorter stride. So the [`Sampler`] reads one block
+//! every `s` bytes, tests it against a bit filter of all the blocks the patterns have at
+//! offsets `0..s`, and only on a filter hit works out which pattern starts could match and
+//! compares them. Each occurrence is found exactly once, at its one sampled block; the text
+//! between samples is never read unless a candidate is verified. (This is q-gram sampling,
+//! the idea behind Hyperscan's FDR and the Wu-Manber family, without SIMD.)
+//!
+//! Short literals (fewer than [`SAMPLED_MIN_LEN`] bytes) would make `s` tiny, so they stay in
+//! an Aho-Corasick DFA of their own; a [`Literals`] runs both and merges the matches.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+
+/// Literals at least this long are found by sampling; shorter ones by the DFA.
+pub const SAMPLED_MIN_LEN: usize = 8;
+
+/// Bytes per sampled block: at least this many, at most 8 (one `u64`).
+const MIN_BLOCK: usize = 4;
+
+/// The sample stride is capped so a block's possible offsets fit in a `u64` mask.
+const MAX_STRIDE: usize = 64;
+
+/// Bytes of a candidate start hashed to narrow the patterns to compare.
+const MAX_PREFIX: usize = 16;
+
+/// One occurrence: the pattern's index in the list given to [`Literals::new`] and its span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    pub end: usize,
+    pub start: usize,
+    pub pattern: usize,
+}
+
+/// Every pattern's occurrences in a text, overlapping ones included.
+pub struct Literals {
+    short: Option<(AhoCorasick, Vec<usize>)>,
+    long: Option<Sampler>,
+}
+
+impl Literals {
+    /// `None` when the short patterns cannot be built into an automaton (too large).
+    pub fn new(patterns: &[Vec<u8>]) -> Option<Literals> {
+        let (mut short, mut short_ids, mut long, mut long_ids) = (vec![], vec![], vec![], vec![]);
+        for (i, p) in patterns.iter().enumerate() {
+            if p.len() >= SAMPLED_MIN_LEN {
+                long.push(p.to_ascii_lowercase());
+                long_ids.push(i);
+            } else {
+                short.push(p.as_slice());
+                short_ids.push(i);
+            }
+        }
+        let short = if short.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&short)
+                .ok()?;
+            Some((ac, short_ids))
+        };
+        let long = (!long.is_empty()).then(|| Sampler::new(long, long_ids));
+        Some(Literals { short, long })
+    }
+
+    /// All occurrences, ordered by end, then start, then pattern.
+    pub fn find_all(&self, text: &[u8]) -> Vec<Found> {
+        let mut out = Vec::new();
+        if let Some((ac, ids)) = &self.short {
+            for m in ac.find_overlapping_iter(text) {
+                out.push(Found {
+                    end: m.end(),
+                    start: m.start(),
+                    pattern: ids[m.pattern().as_usize()],
+                });
+            }
+        }
+        if let Some(s) = &self.long {
+            s.find_all(text, &mut out);
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// A multiplicative hasher for keys that are already well mixed or small integers.
+#[derive(Default)]
+struct MulHasher(u64);
+
+impl Hasher for MulHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<MulHasher>>;
+
+struct Sampler {
+    /// Lower-cased patterns and their ids in the caller's list.
+    patterns: Vec<Vec<u8>>,
+    ids: Vec<usize>,
+    block: usize,
+    block_mask: u64,
+    stride: usize,
+    prefix: usize,
+    filter: Vec<u64>,
+    filter_shift: u32,
+    /// For each block value, the offsets (bit j = offset j) at which some pattern has it.
+    offsets: FastMap<u64, u64>,
+    /// Hash of a pattern's first `prefix` bytes to the patterns that begin so.
+    by_prefix: FastMap<u64, Vec<u32>>,
+}
+
+impl Sampler {
+    fn new(patterns: Vec<Vec<u8>>, ids: Vec<usize>) -> Sampler {
+        let min = patterns
+            .iter()
+            .map(Vec::len)
+            .min()
+            .unwrap_or(SAMPLED_MIN_LEN);
+        let block = min.div_ceil(2).clamp(MIN_BLOCK, 8);
+        // Keys ignore bit 0x20 of every byte, which is all that tells an ASCII letter's cases
+        // apart: one AND per sample instead of a lower-casing. It also pairs a few other
+        // bytes (space with NUL, digits with control characters); that only costs a rare
+        // extra comparison, which is exact.
+        let block_mask = (u64::MAX >> (64 - 8 * block)) & !(0x20 * ONES);
+        let stride = (min - block + 1).min(MAX_STRIDE);
+        let prefix = min.min(MAX_PREFIX);
+        let mut offsets: FastMap<u64, u64> = FastMap::default();
+        let mut by_prefix: FastMap<u64, Vec<u32>> = FastMap::default();
+        for (i, p) in patterns.iter().enumerate() {
+            for j in 0..stride {
+                *offsets.entry(load(p, j, block_mask)).or_default() |= 1 << j;
+            }
+            by_prefix
+                .entry(prefix_hash(&p[..prefix]))
+                .or_default()
+                .push(i as u32);
+        }
+        // About 16 filter bits per distinct block: one in sixteen empty samples passes.
+        let bits = (offsets.len() * 16)
+            .next_power_of_two()
+            .clamp(1 << 12, 1 << 26);
+        let log = bits.trailing_zeros();
+        let mut filter = vec![0u64; bits / 64];
+        let filter_shift = 64 - log;
+        for &b in offsets.keys() {
+            let h = filter_index(b, filter_shift);
+            filter[h / 64] |= 1 << (h % 64);
+        }
+        Sampler {
+            patterns,
+            ids,
+            block,
+            block_mask,
+            stride,
+            prefix,
+            filter,
+            filter_shift,
+            offsets,
+            by_prefix,
+        }
+    }
+
+    fn find_all(&self, text: &[u8], out: &mut Vec<Found>) {
+        if text.len() < self.block {
+            return;
+        }
+        let last = text.len() - self.block;
+        let mut p = 0;
+        // Whole words while eight bytes remain, then the padded tail.
+        while p + 8 <= text.len() {
+            let word = u64::from_le_bytes(text[p..p + 8].try_into().expect("8 bytes"));
+            self.sample(text, p, word & self.block_mask, out);
+            p += self.stride;
+        }
+        while p <= last {
+            self.sample(text, p, load(text, p, self.block_mask), out);
+            p += self.stride;
+        }
+    }
+
+    #[inline(always)]
+    fn sample(&self, text: &[u8], p: usize, block: u64, out: &mut Vec<Found>) {
+        let h = filter_index(block, self.filter_shift);
+        // h has 64 - filter_shift bits: always inside the filter.
+        if self.filter[h / 64] & (1 << (h % 64)) != 0 {
+            self.verify(text, p, block, out);
+        }
+    }
+
+    #[cold]
+    fn verify(&self, text: &[u8], p: usize, block: u64, out: &mut Vec<Found>) {
+        let Some(&mask) = self.offsets.get(&block) else {
+            return;
+        };
+        let mut mask = mask;
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let Some(start) = p.checked_sub(j) else {
+                continue;
+            };
+            let Some(head) = text.get(start..start + self.prefix) else {
+                continue;
+            };
+            let Some(cands) = self.by_prefix.get(&prefix_hash(head)) else {
+                continue;
+            };
+            for &c in cands {
+                let pat = &self.patterns[c as usize];
+                let end = start + pat.len();
+                if text
+                    .get(start..end)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(pat))
+                {
+                    out.push(Found {
+                        end,
+                        start,
+                        pattern: self.ids[c as usize],
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The block at `at`: the bytes under `mask` of the little-endian `u64` there, the caller
+/// having checked that the block's own bytes are in bounds.
+#[inline]
+fn load(bytes: &[u8], at: usize, mask: u64) -> u64 {
+    let word = match bytes.get(at..at + 8) {
+        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+        None => {
+            let mut w = [0u8; 8];
+            let tail = &bytes[at..];
+            w[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(w)
+        }
+    };
+    word & mask
+}
+
+#[inline]
+fn filter_index(block: u64, shift: u32) -> usize {
+    (block.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+fn prefix_hash(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        h = (h ^ b.to_ascii_lowercase() as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(patterns: &[&str], text: &str) -> Vec<Found> {
+        let t = text.as_bytes();
+        let mut out = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let p = p.as_bytes();
+            for s in 0..t.len() {
+                if t.len() - s >= p.len() && t[s..s + p.len()].eq_ignore_ascii_case(p) {
+                    out.push(Found {
+                        end: s + p.len(),
+                        start: s,
+                        pattern: i,
+                    });
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn check(patterns: &[&str], text: &str) {
+        let lits: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let got = Literals::new(&lits).unwrap().find_all(text.as_bytes());
+        assert_eq!(
+            got,
+            naive(patterns, text),
+            "patterns {patterns:?} in {text:?}"
+        );
+    }
+
+    #[test]
+    fn same_matches_as_a_naive_search() {
+        check(
+            &["viagra", "cheap viagra now", "click here to unsubscribe"],
+            "",
+        );
+        check(
+            &["viagra", "cheap viagra now", "click here to unsubscribe"],
+            "Buy CHEAP Viagra NOW or click here to unsubscribe. viagraviagra",
+        );
+        // Overlapping and nested long patterns, a pattern at the very start and the very end.
+        check(
+            &["abcdefghij", "cdefghijkl", "abcdefghijklmnop", "ghijklmnop"],
+            "abcdefghijklmnop xx abcdefghij",
+        );
+        // Repeated blocks inside one pattern, and text that repeats them.
+        check(
+            &["aaaaaaaaaa", "aaaaaaaab"],
+            "aaaaaaaaaaaaaaaaaaaaaab aaaaaaaa",
+        );
+        // Bytes that differ only in bit 0x20 (':' and 0x1A, ' ' and NUL) share filter keys
+        // but are not equal.
+        check(
+            &["PRICE: 100 USD now", "ab cdefgh"],
+            "price: 100 usd NOW, price\u{1a} 100 usd now, price:\u{0}100 usd now, AB CDEFGH ab\u{0}cdefgh",
+        );
+        // Non-ASCII bytes are compared exactly.
+        check(
+            &["größere preise", "ÄRGER ÜBER"],
+            "GRÖßERE PREISE, größere Preise, ärger über",
+        );
+    }
+
+    #[test]
+    fn same_matches_as_a_naive_search_on_generated_text() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..50 {
+            let alphabet = b"abAB c";
+            let word = |n: usize, next: &mut dyn FnMut() -> u64| -> String {
+                (0..n)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                    .collect()
+            };
+            let patterns: Vec<String> = (0..1 + round % 7)
+                .map(|_| {
+                    let n = 3 + (next() % 14) as usize;
+                    word(n, &mut next)
+                })
+                .collect();
+            let text = word(300, &mut next);
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            check(&refs, &text);
+        }
+    }
+}

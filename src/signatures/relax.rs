@@ -1,0 +1,147 @@
+//! A linear-time over-approximation of a backtracking regex, used to skip it.
+//!
+//! Regexes with look-around or back-references run on fancy-regex, which backtracks from every
+//! starting position of every text: on SpamAssassin's rules that was most of the scan time.
+//! Dropping every zero-width assertion and replacing each back-reference with "any text" gives
+//! a pattern the `regex` crate can run, and that matches wherever the original does (it only
+//! ever accepts more). So its required literals can prefilter the rule like any other, and
+//! where it has none it can join the RegexSet pass: the backtracking engine then runs only on
+//! texts where the relaxed pattern matched.
+
+use fancy_regex::Expr;
+
+/// The relaxed pattern in the `regex` crate's syntax, or None when `src` does not parse.
+pub fn relaxed(src: &str) -> Option<String> {
+    let tree = Expr::parse_tree(src).ok()?;
+    let mut out = String::with_capacity(src.len() + 16);
+    render(&tree.expr, &mut out);
+    Some(out)
+}
+
+fn render(e: &Expr, out: &mut String) {
+    match e {
+        // Assertions only ever remove matches: without them the pattern accepts more.
+        Expr::Empty
+        | Expr::Assertion(_)
+        | Expr::LookAround(..)
+        | Expr::KeepOut
+        | Expr::ContinueFromPreviousMatchEnd
+        | Expr::BackrefExistsCondition(_) => {}
+        Expr::Any { newline: true } => out.push_str("(?s:.)"),
+        Expr::Any { newline: false } => out.push_str("(?-s:.)"),
+        Expr::Literal { val, casei } => {
+            out.push_str(if *casei { "(?i:" } else { "(?:" });
+            out.push_str(&regex_syntax::escape(val));
+            out.push(')');
+        }
+        Expr::Concat(children) => {
+            out.push_str("(?:");
+            for c in children {
+                render(c, out);
+            }
+            out.push(')');
+        }
+        Expr::Alt(children) => {
+            out.push_str("(?:");
+            for (i, c) in children.iter().enumerate() {
+                if i > 0 {
+                    out.push('|');
+                }
+                render(c, out);
+            }
+            out.push(')');
+        }
+        Expr::Group(c) | Expr::AtomicGroup(c) => render(c, out),
+        Expr::Repeat { child, lo, hi, .. } => {
+            out.push_str("(?:");
+            render(child, out);
+            out.push(')');
+            match (*lo, *hi) {
+                (lo, usize::MAX) => out.push_str(&format!("{{{lo},}}")),
+                (lo, hi) => out.push_str(&format!("{{{lo},{hi}}}")),
+            }
+        }
+        Expr::Delegate { inner, casei, .. } => {
+            out.push_str(if *casei { "(?i:" } else { "(?:" });
+            out.push_str(inner);
+            out.push(')');
+        }
+        // Whatever the group captured: some text.
+        Expr::Backref(_) => out.push_str("(?s:.*)"),
+        Expr::Conditional {
+            condition,
+            true_branch,
+            false_branch,
+        } => {
+            out.push_str("(?:");
+            render(condition, out);
+            render(true_branch, out);
+            out.push('|');
+            render(false_branch, out);
+            out.push(')');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every text the original matches, the relaxed pattern matches too; `extra` are texts
+    /// only the relaxed one matches (what relaxing costs); `neither` match neither.
+    fn check(src: &str, both: &[&str], extra: &[&str], neither: &[&str]) {
+        let fancy = fancy_regex::Regex::new(src).unwrap();
+        let relaxed_src = relaxed(src).unwrap();
+        let relaxed = regex::Regex::new(&relaxed_src)
+            .unwrap_or_else(|e| panic!("{src} relaxed to {relaxed_src}: {e}"));
+        for t in both {
+            assert!(fancy.is_match(t).unwrap(), "{src} should match {t:?}");
+            assert!(relaxed.is_match(t), "{relaxed_src} should match {t:?}");
+        }
+        for t in extra {
+            assert!(!fancy.is_match(t).unwrap(), "{src} should not match {t:?}");
+            assert!(relaxed.is_match(t), "{relaxed_src} should match {t:?}");
+        }
+        for t in neither {
+            assert!(!relaxed.is_match(t), "{relaxed_src} should not match {t:?}");
+        }
+    }
+
+    #[test]
+    fn relaxed_patterns_accept_at_least_what_the_original_does() {
+        check(r"foo(?=bar)", &["foobar"], &["foobaz"], &["fobar"]);
+        check(
+            r"(?<!un)subscribe",
+            &["subscribe"],
+            &["unsubscribe"],
+            &["sub scribe"],
+        );
+        check(r"(\w+) \1", &["the the"], &["the cat"], &["thecat"]);
+        check(
+            r"(?i)\bcheap(?!est)\b",
+            &["CHEAP pills"],
+            &["cheapest"],
+            &["chea p"],
+        );
+        check(r"a(?>bc|b)c", &["abcc"], &["abc"], &["ac"]);
+        check(r"x{2,3}+y", &["xxy"], &[], &["xy"]);
+        check(r"(a)?(?(1)b|c)d", &["abd", "cd"], &["bd"], &["d"]);
+        check(
+            r"^(?!.*free).*offer$",
+            &["best offer"],
+            &["free offer", "offers"],
+            &["ofer"],
+        );
+        check(
+            r"(?s)start.+?(?=end)",
+            &["start\nx end"],
+            &["start\nx"],
+            &["star"],
+        );
+    }
+
+    #[test]
+    fn bad_patterns_give_none() {
+        assert_eq!(relaxed(r"(unclosed"), None);
+    }
+}
