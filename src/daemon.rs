@@ -1,8 +1,8 @@
 //! `repmilter serve`: bind, serve sessions, reload on SIGHUP, drain on SIGTERM.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -11,6 +11,7 @@ use crate::ErrorChain;
 use crate::config::Config;
 use crate::milter::server::{self, BindError, Listener};
 use crate::session::{self, Engine};
+use crate::warn::WarnLimiter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -18,35 +19,6 @@ pub enum DaemonError {
     Bind(#[from] BindError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
-}
-
-/// At most this many connection-error warnings per [`WARN_WINDOW`]; a port scanner or a
-/// misconfigured client must not flood the log.
-const WARN_BURST: u32 = 10;
-const WARN_WINDOW: Duration = Duration::from_secs(60);
-
-struct WarnLimiter {
-    state: Mutex<(Instant, u32, u64)>,
-}
-
-impl WarnLimiter {
-    /// Returns whether to log now, and how many warnings were suppressed before this one.
-    fn allow(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if now.duration_since(s.0) >= WARN_WINDOW {
-            let suppressed = s.2;
-            *s = (now, 1, 0);
-            return Some(suppressed);
-        }
-        if s.1 < WARN_BURST {
-            s.1 += 1;
-            Some(0)
-        } else {
-            s.2 += 1;
-            None
-        }
-    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `milter.shutdown_timeout`.
@@ -64,10 +36,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let max_connections = config.milter.max_connections;
     let drain = config.milter.shutdown_timeout;
-    let (engine_tx, engine_rx) = watch::channel(Arc::new(Engine::new(config)));
+    let first = Arc::new(Engine::new(config));
+    if let Some(dns) = &first.dns {
+        dns.spawn_probes();
+    }
+    let (engine_tx, engine_rx) = watch::channel(first);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let rule_paths = |tx: &watch::Sender<Arc<Engine>>| tx.borrow().config.rules.paths.clone();
+    // Rule files and allowlist files: an edit to either rebuilds the engine.
+    let rule_paths = |tx: &watch::Sender<Arc<Engine>>| {
+        let c = &tx.borrow().config;
+        let mut paths = c.rules.paths.clone();
+        paths.extend(c.allow.files.iter().cloned());
+        paths
+    };
     let mut rules_seen = rules_fingerprint(&rule_paths(&engine_tx));
     let mut poll = tokio::time::interval(RULES_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -91,12 +73,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                         .unwrap_or_default();
                     if now != rules_seen {
                         rules_seen = now;
-                        tracing::info!("rule files changed; recompiling");
+                        tracing::info!("rule or list files changed; rebuilding");
                         let tx = engine_tx.clone();
                         let _ = tokio::task::spawn_blocking(move || {
                             let running = tx.borrow().clone();
                             let next = Engine::reload((*running.config).clone(), &running);
-                            tx.send_replace(Arc::new(next));
+                            swap(&tx, next);
                         })
                         .await;
                     }
@@ -109,9 +91,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let _ = stop_tx.send(true);
     });
 
-    let limiter = Arc::new(WarnLimiter {
-        state: Mutex::new((Instant::now(), 0, 0)),
-    });
+    let limiter = Arc::new(WarnLimiter::default());
     server::serve(listener, max_connections, stop_rx, drain, move |stream, peer, shutdown| {
         let engines = engine_rx.clone();
         let limiter = limiter.clone();
@@ -126,6 +106,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Installs a new engine; if it brought new DNS lists (their config changed), starts their
+/// probes. The old lists' probe task ends when the last session using them lets go.
+fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) {
+    let next = Arc::new(next);
+    let old = engines.send_replace(next.clone());
+    let same = match (&old.dns, &next.dns) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same && let Some(dns) = &next.dns {
+        dns.spawn_probes();
+    }
 }
 
 /// How often rule files are checked for changes (modification time and size).
@@ -178,6 +173,6 @@ fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
         new.milter.shutdown_timeout = running.milter.shutdown_timeout;
     }
     let running_engine = engines.borrow().clone();
-    engines.send_replace(Arc::new(Engine::reload(new, &running_engine)));
+    swap(engines, Engine::reload(new, &running_engine));
     tracing::info!(config = %path.display(), "config reloaded");
 }

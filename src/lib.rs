@@ -28,6 +28,7 @@ pub mod reputation;
 pub mod scoring;
 pub mod session;
 pub mod signatures;
+pub mod warn;
 
 /// Displays an error with its whole `source()` chain: `outer: inner: root cause`.
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));

@@ -198,8 +198,12 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         },
         Message::from_raw(&raw, config.milter.max_message_size),
     );
-    let engine = Engine::with_rules(config.clone(), Arc::new(load_rules(&config.rules.paths)?));
-    let (verdict, decision) = runtime().block_on(engine.judge(&input));
+    let rules = Arc::new(load_rules(&config.rules.paths)?);
+    let rt = runtime();
+    // The DNS resolver is built inside the runtime it will run on.
+    let _in_runtime = rt.enter();
+    let engine = Engine::with_rules(config.clone(), rules);
+    let (verdict, decision) = rt.block_on(engine.judge(&input));
     if a.json {
         let out = serde_json::json!({
             "score": verdict.score,

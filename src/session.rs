@@ -21,6 +21,7 @@ use crate::milter::codec::{
 };
 use crate::milter::server::Stream;
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
+use crate::reputation::lists::DnsLists;
 use crate::scoring::policy::{self, Action, Decision};
 use crate::scoring::{Pipeline, ScanInput, Verdict};
 use crate::signatures::engine::RuleSet;
@@ -29,6 +30,9 @@ use crate::signatures::engine::RuleSet;
 pub struct Engine {
     pub config: Arc<Config>,
     pub rules: Arc<RuleSet>,
+    /// The DNS lists (None when none is configured); kept across reloads that leave their
+    /// config alone, so the cache and probe state survive.
+    pub dns: Option<Arc<DnsLists>>,
     pub pipeline: Pipeline,
 }
 
@@ -42,10 +46,16 @@ impl Engine {
     }
 
     pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
+        let dns = DnsLists::new(&config);
+        Engine::assemble(config, rules, dns)
+    }
+
+    fn assemble(config: Config, rules: Arc<RuleSet>, dns: Option<Arc<DnsLists>>) -> Engine {
         let config = Arc::new(config);
         Engine {
-            pipeline: Pipeline::new(config.clone(), rules.clone()),
+            pipeline: Pipeline::with_dns(config.clone(), rules.clone(), dns.clone()),
             rules,
+            dns,
             config,
         }
     }
@@ -54,6 +64,10 @@ impl Engine {
     /// while reporting errors, the running rule set is kept: a half-saved file must not turn
     /// the filter off.
     pub fn reload(config: Config, running: &Engine) -> Engine {
+        let dns = match &running.dns {
+            Some(d) if d.same_config(&config) => Some(d.clone()),
+            _ => DnsLists::new(&config),
+        };
         let rules = Arc::new(RuleSet::load(&config.rules.paths));
         log_rule_problems(&rules);
         if rules.is_empty() && rules.errors() > 0 && !running.rules.is_empty() {
@@ -61,9 +75,9 @@ impl Engine {
                 errors = rules.errors(),
                 "no rule compiled from the new rule files; keeping the running rule set"
             );
-            return Engine::with_rules(config, running.rules.clone());
+            return Engine::assemble(config, running.rules.clone(), dns);
         }
-        Engine::with_rules(config, rules)
+        Engine::assemble(config, rules, dns)
     }
 
     /// Scores a message and decides what to do with it, as at end of message.
@@ -369,6 +383,10 @@ impl Session {
             self.conn.skip = true;
             tracing::debug!(peer = %self.peer, client = ?self.conn.client_ip, "trusted network: connection accepted without scanning");
             return vec![Reply::Accept];
+        }
+        // The client's DNS list answers are wanted at end of message: ask now.
+        if let (Some(dns), Some(ip)) = (&engine.dns, self.conn.client_ip) {
+            dns.prefetch(ip);
         }
         self.reply_if_expected(cmd::CONNECT, Reply::Continue)
     }

@@ -239,7 +239,7 @@ async fn rule_files_reload_when_they_change() {
 
     write_rules("20");
     assert!(
-        d.wait_log("rule files changed", Duration::from_secs(15)),
+        d.wait_log("rule or list files changed", Duration::from_secs(15)),
         "{}",
         d.log()
     );
@@ -273,4 +273,41 @@ async fn rule_files_reload_when_they_change() {
     );
     let r = c.message(&ENV, spam.as_bytes()).await.unwrap();
     assert!(matches!(r.last(), Some(Reply::ReplyCode(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn allowlist_files_reload_when_they_change() {
+    let d = Daemon::start("", "[allow]\nfiles = [\"$DIR/allow.txt\"]\nscore = -7.5\n");
+    let list = d.dir.path().join("allow.txt");
+    std::fs::write(&list, "# partners\n").unwrap();
+    let has_symbol = |r: &[Reply]| {
+        r.iter().any(|x| match x {
+            Reply::AddHeader { value, .. }
+            | Reply::InsHeader { value, .. }
+            | Reply::ChgHeader { value, .. } => {
+                String::from_utf8_lossy(value).contains("ALLOWLIST_SENDER")
+            }
+            _ => false,
+        })
+    };
+    let mut c = client(&d.addr()).await;
+    let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
+    assert!(!has_symbol(&r), "{r:?}");
+
+    // The sender's domain goes on the list: the next message carries the symbol.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&list, "# partners\nexample.org\n").unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
+        if has_symbol(&r) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "allowlist change not picked up: {r:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

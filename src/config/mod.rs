@@ -3,6 +3,7 @@
 //! The sample `config/repmilter.toml` documents every key. What a reload (SIGHUP) can change:
 //! everything except the keys listed by [`Config::restart_only_changes`], which need a restart.
 
+mod dns;
 mod reader;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,12 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
+pub use dns::{Allow, Check, Dns, DnsList, ListKind, ReceivedHops};
+
+/// Checks on names, networks and addresses that list files share with the config.
+pub mod dns_names {
+    pub use super::dns::{is_dns_name, parse_network, parse_recipient};
+}
 pub use reader::{Problem, parse_duration};
 use reader::{Reader, Table};
 
@@ -167,6 +174,10 @@ pub struct Config {
     pub rules: Rules,
     /// `[log] level`: a tracing filter such as `info` or `repmilter=debug`.
     pub log_level: String,
+    pub dns: Dns,
+    /// `[[dnsbl]]`, `[[dnswl]]` and `[[uribl]]` tables, in file order.
+    pub lists: Vec<DnsList>,
+    pub allow: Allow,
 }
 
 /// Why a config could not be loaded.
@@ -245,6 +256,12 @@ impl Default for Config {
             scores: BTreeMap::new(),
             rules: Rules { paths: Vec::new() },
             log_level: "info".into(),
+            dns: Dns::default(),
+            lists: Vec::new(),
+            allow: Allow {
+                score: -20.0,
+                ..Allow::default()
+            },
         }
     }
 }
@@ -282,7 +299,8 @@ impl Config {
             root,
             "",
             &[
-                "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log",
+                "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log", "dns",
+                "dnsbl", "dnswl", "uribl", "allow",
             ],
         );
         if let Some(t) = r.table(root, "", "milter") {
@@ -328,6 +346,14 @@ impl Config {
                 let base = path.parent().unwrap_or(Path::new("."));
                 c.rules.paths = paths.into_iter().map(|(p, _)| base.join(p)).collect();
             }
+        }
+        if let Some(t) = r.table(root, "", "dns") {
+            dns::read_dns(&mut r, t, &mut c.dns);
+        }
+        c.lists = dns::read_lists(&mut r, root);
+        if let Some(t) = r.table(root, "", "allow") {
+            let base = path.parent().unwrap_or(Path::new("."));
+            dns::read_allow(&mut r, t, base, &mut c.allow);
         }
         if let Some(t) = r.table(root, "", "log") {
             r.known_keys(t, "log", &["level"]);

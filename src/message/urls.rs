@@ -46,11 +46,7 @@ pub fn parse(found: &str) -> Option<Url> {
     if host.is_empty() {
         return None;
     }
-    let domain = if host.parse::<std::net::IpAddr>().is_ok() {
-        host.clone()
-    } else {
-        psl::domain_str(&host).unwrap_or(&host).to_string()
-    };
+    let domain = registered_domain(&host);
     let mut url = found.to_string();
     if url.len() > MAX_URL_LEN {
         let mut cut = MAX_URL_LEN;
@@ -60,6 +56,16 @@ pub fn parse(found: &str) -> Option<Url> {
         url.truncate(cut);
     }
     Some(Url { url, host, domain })
+}
+
+/// The registered domain of a lower-case host under the public suffix list
+/// (`mail.example.co.uk` -> `example.co.uk`); an IP address, or a name the list does not
+/// know, is returned as it is.
+pub fn registered_domain(host: &str) -> String {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host.to_string();
+    }
+    psl::domain_str(host).unwrap_or(host).to_string()
 }
 
 /// Finds http(s), ftp and www. links in plain text and appends them to `out`.

@@ -1,8 +1,16 @@
-//! Reputation lookups: DNS lists now; hub lookups and the shared cache come next. Every outside
-//! lookup sits behind a trait with a real and a test implementation.
+//! Reputation: DNS lists and local allowlists now; hub lookups come next. Tests run the DNS
+//! parts against a real DNS server (rbldnsd), not a stand-in.
 //!
 //! - [`dnsbl`]: query names and the meaning of answers (pure, no I/O).
+//! - [`hops`]: which addresses to ask about: the client and the Received chain (pure).
 //! - [`cache`]: the bounded TTL cache with shared misses.
+//! - [`resolver`]: A lookups through hickory-resolver against the configured servers.
+//! - [`lists`]: the DNS list stage: lookups under a per-message budget, zone probes.
+//! - [`allow`]: local allowlists of networks, sender domains and recipients.
 
+pub mod allow;
 pub mod cache;
 pub mod dnsbl;
+pub mod hops;
+pub mod lists;
+pub mod resolver;

@@ -12,6 +12,8 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::message::mime::MimeView;
 use crate::message::{Envelope, Message};
+use crate::reputation::allow::{AllowLists, AllowStage};
+use crate::reputation::lists::{DnsLists, DnsStage};
 use crate::signatures::SignatureStage;
 use crate::signatures::engine::RuleSet;
 
@@ -97,14 +99,34 @@ pub struct Pipeline {
 impl Pipeline {
     /// The standard pipeline for a config and a compiled rule set.
     pub fn new(config: Arc<Config>, rules: Arc<RuleSet>) -> Pipeline {
-        let stages: Vec<Box<dyn Stage>> = vec![
-            Box::new(TrustStage {
-                config: config.clone(),
-            }),
-            Box::new(MimeStage),
-            Box::new(crate::signatures::gtube::Gtube),
-            Box::new(SignatureStage { rules }),
-        ];
+        let dns = DnsLists::new(&config);
+        Pipeline::with_dns(config, rules, dns)
+    }
+
+    /// The standard pipeline with DNS lists built before (and shared across reloads).
+    pub fn with_dns(
+        config: Arc<Config>,
+        rules: Arc<RuleSet>,
+        dns: Option<Arc<DnsLists>>,
+    ) -> Pipeline {
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        // First, so its lookups are on the wire while the other stages compute.
+        if let Some(lists) = dns {
+            stages.push(Box::new(DnsStage { lists }));
+        }
+        stages.push(Box::new(TrustStage {
+            config: config.clone(),
+        }));
+        let allow = AllowLists::new(&config.allow);
+        for p in &allow.problems {
+            tracing::warn!("allowlist entry skipped: {p}");
+        }
+        if !allow.is_empty() {
+            stages.push(Box::new(AllowStage { lists: allow }));
+        }
+        stages.push(Box::new(MimeStage));
+        stages.push(Box::new(crate::signatures::gtube::Gtube));
+        stages.push(Box::new(SignatureStage { rules }));
         Pipeline { config, stages }
     }
 
@@ -126,8 +148,14 @@ impl Pipeline {
                 ),
             ));
         }
-        for stage in &self.stages {
-            match tokio::time::timeout_at(deadline, stage.scan(input)).await {
+        // Stages run together: each is started (its scan called) only when first polled, in
+        // order, so the DNS stage's queries go out before the CPU-bound stages compute.
+        let runs = self.stages.iter().map(|stage| async move {
+            let result = tokio::time::timeout_at(deadline, async { stage.scan(input).await }).await;
+            (stage, result)
+        });
+        for (stage, result) in futures_util::future::join_all(runs).await {
+            match result {
                 Ok(symbols) => {
                     for mut s in symbols {
                         s.score = self.config.score(&s.name, s.score);
