@@ -121,8 +121,15 @@ struct CheckArgs {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // hickory logs query names at debug level, and a DNS list's query name holds its key
+    // (Spamhaus DQS): its logs stay at warn whatever the filter says.
+    for quiet in ["hickory_proto=warn", "hickory_resolver=warn"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

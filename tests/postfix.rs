@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, GTUBE, require_tool};
+use common::{Daemon, GTUBE, Rbldnsd, Zone, require_tool};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -163,7 +163,19 @@ milter_content_timeout = 30s
 
     /// Sends one message with swaks; returns its output and whether it exited 0.
     fn swaks(&self, subject: &str, body: &str, extra_header: Option<&str>) -> (String, bool) {
+        self.swaks_from("127.0.0.1", subject, body, extra_header)
+    }
+
+    /// Sends one message with swaks from the local address `source`.
+    fn swaks_from(
+        &self,
+        source: &str,
+        subject: &str,
+        body: &str,
+        extra_header: Option<&str>,
+    ) -> (String, bool) {
         let mut cmd = Command::new("swaks");
+        cmd.args(["--local-interface", source]);
         cmd.args(["--server", &format!("127.0.0.1:{}", self.smtp_port)])
             .args(["--from", "alice@example.org", "--to", "bob@example.net"])
             .args(["--helo", "client.example"])
@@ -226,7 +238,7 @@ fn postfix_cmd(conf: &Path, args: &[&str]) -> Output {
 }
 
 fn tools_present() -> bool {
-    let tools = ["postfix", "smtp-sink", "postqueue", "swaks"];
+    let tools = ["postfix", "smtp-sink", "postqueue", "swaks", "rbldnsd"];
     if !tools.iter().all(|t| require_tool(t)) {
         return false;
     }
@@ -247,7 +259,19 @@ fn through_a_real_postfix() {
     if !tools_present() {
         return;
     }
-    let mut daemon = Daemon::start("", "");
+    // A DNS list that lists 127.0.0.2, queried with a key that must stay secret.
+    let dns = Rbldnsd::start(&[Zone {
+        name: "s3cr3tkey.ip.test",
+        kind: "ip4set",
+        data: "127.0.0.2\n",
+    }])
+    .expect("rbldnsd");
+    let lists = format!(
+        "[dns]\nservers = [\"127.0.0.1:{}\"]\nskip_private = false\n\n\
+         [[dnsbl]]\nname = \"TEST_BL\"\nzone = \"ip.test\"\nkey = \"s3cr3tkey\"\nscore = 20.0\n",
+        dns.port
+    );
+    let mut daemon = Daemon::start("", &lists);
     let pf = Postfix::start(daemon.port);
 
     // GTUBE is refused at end of data with 550 5.7.1.
@@ -293,6 +317,26 @@ fn through_a_real_postfix() {
     assert!(
         !line.contains("queue_id=-") && line.contains("queue_id="),
         "{line}"
+    );
+
+    // A client at a listed address (swaks bound to 127.0.0.2) is rejected at end of data.
+    let (out, ok) = pf.swaks_from("127.0.0.2", "from a listed host", "Hello again", None);
+    assert!(!ok, "swaks succeeded from a listed address:\n{out}");
+    assert!(
+        out.contains("550 5.7.1 Message rejected as spam"),
+        "{out}\nmaillog:\n{}\ndaemon:\n{}",
+        pf.maillog(),
+        daemon.log()
+    );
+    assert!(
+        daemon.wait_log("TEST_BL", Duration::from_secs(5)),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("s3cr3tkey") && !out.contains("s3cr3tkey"),
+        "the query key leaked:\n{}\n{out}",
+        daemon.log()
     );
 
     // With the daemon stopped, Postfix answers 4xx: mail is neither accepted unfiltered nor lost.

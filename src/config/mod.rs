@@ -732,6 +732,115 @@ authenticated_mode = "maybe"
     }
 
     #[test]
+    fn dns_lists_and_allowlists_parse() {
+        let c = parse(
+            r#"
+[dns]
+servers = ["127.0.0.1", "[::1]:5353"]
+timeout = "2s"
+received = "all"
+skip_private = false
+
+[[dnsbl]]
+name = "ZEN"
+zone = "zen.dq.spamhaus.net."
+key = "abc123"
+codes = [
+  { code = "127.0.0.2", symbol = "ZEN_SBL", score = 4.0 },
+  { range = "127.0.0.4-127.0.0.7", symbol = "ZEN_XBL", score = 3.5 },
+]
+
+[[uribl]]
+name = "SURBL"
+zone = "multi.surbl.org"
+codes = [{ bits = 8, symbol = "SURBL_PH", score = 5 }]
+
+[[dnswl]]
+name = "DNSWL"
+zone = "list.dnswl.org"
+
+[allow]
+networks = ["192.0.2.0/24", "2001:db8::1"]
+sender_domains = ["Partner.Example."]
+recipients = ["postmaster@our.example", "@vip.example"]
+files = ["allow.txt"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.dns.servers.len(), 2);
+        assert_eq!(c.dns.servers[0].port(), 53);
+        assert_eq!(c.dns.received, ReceivedHops::All);
+        assert_eq!(c.lists.len(), 3);
+        let zen = &c.lists[0];
+        assert_eq!(zen.zone, "zen.dq.spamhaus.net");
+        assert_eq!(zen.query_zone(), "abc123.zen.dq.spamhaus.net");
+        assert_eq!(zen.checks, [Check::Client, Check::Received]);
+        assert_eq!(zen.codes.len(), 2);
+        // Lists come section by section: [[dnsbl]], then [[dnswl]], then [[uribl]].
+        assert!(c.lists[1].allow && c.lists[1].score < 0.0);
+        assert_eq!(c.lists[2].kind, ListKind::Domain);
+        assert_eq!(c.lists[2].checks, [Check::Urls]);
+        assert_eq!(c.allow.sender_domains, ["partner.example"]);
+        assert_eq!(c.allow.files, [PathBuf::from("/etc/repmilter/allow.txt")]);
+    }
+
+    #[test]
+    fn dns_problems_are_reported_with_line_and_key() {
+        let err = parse(
+            r#"[dns]
+servers = ["resolver.local"]
+timeout = "40s"
+
+[[dnsbl]]
+name = "bad name"
+zone = "zen..spamhaus.org"
+key = "sec ret"
+checks = ["urls", "client", "mx"]
+codes = [{ code = "127.0.0.2" }, { range = "127.0.0.9-127.0.0.4", symbol = "X" }, { bits = 0, symbol = "Y" }]
+
+[[uribl]]
+zone = "multi.surbl.org"
+kind = "ip"
+
+[dnswl]
+name = "SINGLE"
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let got: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.key, p.message))
+            .collect();
+        let want_starts = [
+            "2:dns.servers \"resolver.local\" is not an address",
+            "3:dns.timeout must be between",
+            "6:dnsbl[0].name a symbol name",
+            "7:dnsbl[0].zone \"zen..spamhaus.org\" is not a DNS name",
+            "8:dnsbl[0].key the key must be",
+            "9:dnsbl[0].checks \"urls\" is for domain lists",
+            "9:dnsbl[0].checks \"mx\" is not a check",
+            "10:dnsbl[0].codes[0] a code needs a symbol",
+            "10:dnsbl[0].codes[1].range \"127.0.0.9-127.0.0.4\" is not a range",
+            "10:dnsbl[0].codes[2].bits a bitmask of 0",
+            "14:uribl[0].name [[uribl]] needs a name",
+            "14:uribl[0].kind \"ip\": use \"domain\"",
+            "16:dnswl expected [[dnswl]] tables",
+        ];
+        for w in want_starts {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), want_starts.len(), "{got:#?}");
+        // The key is a secret: the problem names the key, never its value.
+        assert!(!err.to_string().contains("sec ret"), "{err}");
+    }
+
+    #[test]
     fn values_that_would_break_mail_are_refused() {
         let err = parse(
             "[milter]\nmax_message_size = 100\nmessage_timeout = \"0s\"\nshutdown_timeout = \"2h\"\n[actions]\nreject = 0\nadd_header = -1\n[policy]\nreject_text = \"Spam \u{e9}\"\nsubject_prefix = \"[SPAM]\\t\"\n",
