@@ -12,7 +12,9 @@
 //! - [`scoring`]: symbols, the pipeline of stages under a deadline, and `policy`, which maps
 //!   a score to an action and the SpamAssassin-compatible headers.
 //! - [`signatures`]: content rules (SpamAssassin syntax, phrase lists) and the GTUBE test.
-//! - [`reputation`]: DNS lists (query names and answer meanings so far).
+//! - [`reputation`]: DNS lists (lookups under a per-message budget, cache, zone probes,
+//!   Received hops) and local allowlists.
+//! - [`warn`]: rate-limited warnings.
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
 //! - [`daemon`]: `repmilter serve`: listener, signals, reload, shutdown.
 //!
