@@ -55,6 +55,35 @@ struct Inner<V, E> {
     in_flight: HashMap<String, InFlight<V, E>>,
 }
 
+/// One caller's share of an in-flight lookup; see [`Cache::get_or_fetch`].
+struct InFlightGuard<'c, V: Clone, E: Clone> {
+    cache: &'c Cache<V, E>,
+    key: &'c str,
+    cell: Option<InFlight<V, E>>,
+}
+
+impl<V: Clone, E: Clone> Drop for InFlightGuard<'_, V, E> {
+    fn drop(&mut self) {
+        let mut inner = self.cache.lock();
+        // Our reference goes under the lock, so the count below is exact: 1 means only the
+        // map holds the cell, and nobody else is waiting on it.
+        let ours = self.cell.take().expect("dropped once");
+        let last = inner
+            .in_flight
+            .get(self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &ours));
+        drop(ours);
+        if last
+            && inner
+                .in_flight
+                .get(self.key)
+                .is_some_and(|c| Arc::strong_count(c) == 1)
+        {
+            inner.in_flight.remove(self.key);
+        }
+    }
+}
+
 pub struct Cache<V, E> {
     inner: Mutex<Inner<V, E>>,
     ttl: TtlBounds,
@@ -109,6 +138,15 @@ impl<V: Clone, E: Clone> Cache<V, E> {
             .entry(key.to_string())
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone();
+        // Whether this call finishes or is cancelled (a lookup past the message's budget is
+        // dropped), the last caller out removes the key from `in_flight`: keys that are never
+        // asked again must not pile up there while a server does not answer.
+        let guard = InFlightGuard {
+            cache: self,
+            key,
+            cell: Some(cell),
+        };
+        let cell = guard.cell.as_ref().expect("set above");
         // The first caller runs its fetch; the others wait for it. If that caller is
         // cancelled, tokio's OnceCell lets one of the waiters run its own fetch instead.
         let result = cell
@@ -123,15 +161,13 @@ impl<V: Clone, E: Clone> Cache<V, E> {
             })
             .await
             .clone();
-        let mut inner = self.lock();
-        if inner
-            .in_flight
-            .get(key)
-            .is_some_and(|c| Arc::ptr_eq(c, &cell))
-        {
-            inner.in_flight.remove(key);
-        }
+        drop(guard);
         result
+    }
+
+    /// Keys with a lookup in flight (for tests).
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
     }
 
     fn insert(&self, key: &str, value: V, ttl: Duration) {
@@ -237,6 +273,24 @@ mod tests {
         assert_eq!(c.get("c").as_deref(), Some("c"));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_lookups_leave_nothing_in_flight() {
+        let (c, _clock) = cache(10);
+        for i in 0..100 {
+            let key = format!("never-answered-{i}");
+            let stuck = c.get_or_fetch(&key, || async {
+                std::future::pending::<Result<(String, Duration), String>>().await
+            });
+            assert!(
+                tokio::time::timeout(Duration::from_millis(10), stuck)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(c.in_flight(), 0);
+        assert_eq!(c.len(), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_misses_share_one_lookup() {
         let (c, _clock) = cache(10);
@@ -258,5 +312,6 @@ mod tests {
             assert_eq!(t.await.unwrap().unwrap(), "127.0.0.2");
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(c.in_flight(), 0);
     }
 }

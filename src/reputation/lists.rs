@@ -380,7 +380,7 @@ impl DnsLists {
             }
         });
         futures_util::future::join_all(probes).await;
-        tracing::debug!(
+        tracing::info!(
             lookups = self.stats.lookups.load(Ordering::Relaxed),
             queries = self.queries(),
             blocked = self.stats.blocked.load(Ordering::Relaxed),
