@@ -52,8 +52,13 @@ pub fn is_public(ip: IpAddr) -> bool {
 
 /// The address a Received header says the message came from, if it names one.
 pub fn received_from(value: &str) -> Option<IpAddr> {
+    // A Received header with a from clause starts with it; one without (local delivery,
+    // "by ... for <from@...>") names no sending host.
     let lower = value.to_ascii_lowercase();
-    let start = lower.find("from")?;
+    let start = value.len() - value.trim_start().len();
+    if !lower[start..].starts_with("from") {
+        return None;
+    }
     // The "from" clause ends where "by" starts; an address after that is our own.
     let end = lower[start..]
         .find(" by ")
@@ -148,6 +153,11 @@ mod tests {
             // The address after "by" is the receiving host, not the sender.
             ("from localhost by mx.example.net [192.0.2.1]", None),
             ("by mx.example.net with LMTP", None),
+            (
+                "by mx.example.net for <from@example.org> ([192.0.2.9])",
+                None,
+            ),
+            ("\n\tfrom h (h [192.0.2.8]) by mx", Some("192.0.2.8")),
             ("from x ([not an ip] [192.0.2.44]) by y", Some("192.0.2.44")),
             ("from x ([192.0.2.1", None),
             ("from h (h [::ffff:192.0.2.5]) by mx", Some("192.0.2.5")),
