@@ -683,6 +683,24 @@ paths = ["rules"]
         }
     }
 
+    /// Every problem, as `line:key message`, starts with one of `want`, one for one.
+    fn expect_problems(err: &ConfigError, want: &[&str]) {
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("{err}")
+        };
+        let got: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.key, p.message))
+            .collect();
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+    }
+
     #[test]
     fn every_problem_is_reported_with_line_and_key() {
         let err = parse(
@@ -702,29 +720,18 @@ authenticated_mode = "maybe"
 "#,
         )
         .unwrap_err();
-        let ConfigError::Invalid { problems, .. } = &err else {
-            panic!("{err}")
-        };
-        let got: Vec<String> = problems
-            .iter()
-            .map(|p| format!("{}:{} {}", p.line, p.key, p.message))
-            .collect();
-        let want_starts = [
-            "2:milter.listen unknown scheme \"tcp\"",
-            "3:milter.max_conections unknown key",
-            "4:milter.message_timeout expected a duration",
-            "7:actions.reject expected a number, found string",
-            "10:trust.networks \"not-a-net\" is not",
-            "11:trust.authenticated_mode \"maybe\": expected",
-            "13:bogus unknown key",
-        ];
-        for w in want_starts {
-            assert!(
-                got.iter().any(|g| g.starts_with(w)),
-                "missing {w:?} in {got:#?}"
-            );
-        }
-        assert_eq!(got.len(), want_starts.len(), "{got:#?}");
+        expect_problems(
+            &err,
+            &[
+                "2:milter.listen unknown scheme \"tcp\"",
+                "3:milter.max_conections unknown key",
+                "4:milter.message_timeout expected a duration",
+                "7:actions.reject expected a number, found string",
+                "10:trust.networks \"not-a-net\" is not",
+                "11:trust.authenticated_mode \"maybe\": expected",
+                "13:bogus unknown key",
+            ],
+        );
         assert!(
             err.to_string()
                 .contains("/etc/repmilter/test.toml:3:1: milter.max_conections")
@@ -807,35 +814,24 @@ name = "SINGLE"
 "#,
         )
         .unwrap_err();
-        let ConfigError::Invalid { problems, .. } = &err else {
-            panic!("{err}")
-        };
-        let got: Vec<String> = problems
-            .iter()
-            .map(|p| format!("{}:{} {}", p.line, p.key, p.message))
-            .collect();
-        let want_starts = [
-            "2:dns.servers \"resolver.local\" is not an address",
-            "3:dns.timeout must be between",
-            "6:dnsbl[0].name a symbol name",
-            "7:dnsbl[0].zone \"zen..spamhaus.org\" is not a DNS name",
-            "8:dnsbl[0].key the key must be",
-            "9:dnsbl[0].checks \"urls\" is for domain lists",
-            "9:dnsbl[0].checks \"mx\" is not a check",
-            "10:dnsbl[0].codes[0] a code needs a symbol",
-            "10:dnsbl[0].codes[1].range \"127.0.0.9-127.0.0.4\" is not a range",
-            "10:dnsbl[0].codes[2].bits a bitmask of 0",
-            "14:uribl[0].name [[uribl]] needs a name",
-            "14:uribl[0].kind \"ip\": use \"domain\"",
-            "16:dnswl expected [[dnswl]] tables",
-        ];
-        for w in want_starts {
-            assert!(
-                got.iter().any(|g| g.starts_with(w)),
-                "missing {w:?} in {got:#?}"
-            );
-        }
-        assert_eq!(got.len(), want_starts.len(), "{got:#?}");
+        expect_problems(
+            &err,
+            &[
+                "2:dns.servers \"resolver.local\" is not an address",
+                "3:dns.timeout must be between",
+                "6:dnsbl[0].name a symbol name",
+                "7:dnsbl[0].zone \"zen..spamhaus.org\" is not a DNS name",
+                "8:dnsbl[0].key the key must be",
+                "9:dnsbl[0].checks \"urls\" is for domain lists",
+                "9:dnsbl[0].checks \"mx\" is not a check",
+                "10:dnsbl[0].codes[0] a code needs a symbol",
+                "10:dnsbl[0].codes[1].range \"127.0.0.9-127.0.0.4\" is not a range",
+                "10:dnsbl[0].codes[2].bits a bitmask of 0",
+                "14:uribl[0].name [[uribl]] needs a name",
+                "14:uribl[0].kind \"ip\": use \"domain\"",
+                "16:dnswl expected [[dnswl]] tables",
+            ],
+        );
         // The key is a secret: the problem names the key, never its value.
         assert!(!err.to_string().contains("sec ret"), "{err}");
     }
