@@ -449,3 +449,42 @@ fn check_ip_uses_the_dns_stage() {
     );
     assert!(!stdout.contains("TEST_SBL"), "{stdout}");
 }
+
+#[test]
+fn the_daemon_probes_its_zones_and_says_so() {
+    let Some(dns) = Rbldnsd::start(ZONES) else {
+        return;
+    };
+    let extra = "[[dnsbl]]\nname = \"TEST_ALL\"\nzone = \"all.test\"\nscore = 5.0\n";
+    let d = common::Daemon::start("", &lists(dns.port, "2s", extra));
+    assert!(
+        d.wait_log("DNS list disabled", Duration::from_secs(15)),
+        "{}",
+        d.log()
+    );
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("DNS list disabled"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("TEST_ALL") && line.contains("lists everything") && line.contains("ERROR"),
+        "{line}"
+    );
+    // Only that zone: the others pass their probes.
+    assert_eq!(
+        d.log().matches("DNS list disabled").count(),
+        1,
+        "{}",
+        d.log()
+    );
+    // The key of TEST_KEYED was used in queries, and never written.
+    assert!(!d.log().contains("key123"), "{}", d.log());
+    dns.rewrite(ALL_ZONE, "127.0.0.2\n");
+    assert!(
+        d.wait_log("DNS list enabled again", Duration::from_secs(20)),
+        "{}",
+        d.log()
+    );
+}
