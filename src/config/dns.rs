@@ -15,6 +15,9 @@ use crate::reputation::dnsbl::{Code, CodeMatch};
 /// (`milter_command_timeout`), and the budget must leave room for the rest of the scan.
 pub const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// Longest TTL bound: a day. Answers kept longer would outlive a delisting by far.
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+
 /// Which Received hops IP lists check, besides the connecting client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceivedHops {
@@ -218,11 +221,21 @@ pub(super) fn read_dns(r: &mut Reader<'_>, t: &Table<'_>, d: &mut Dns) {
             d.cache_size = n as usize;
         }
     }
-    if let Some(x) = r.duration(t, p, "min_ttl") {
-        d.min_ttl = x;
-    }
-    if let Some(x) = r.duration(t, p, "max_ttl") {
-        d.max_ttl = x;
+    for key in ["min_ttl", "max_ttl"] {
+        if let Some(x) = r.duration(t, p, key) {
+            if x > MAX_TTL {
+                let v = t.get(key).expect("key was just read");
+                r.problem(
+                    v,
+                    &join(p, key),
+                    format!("must be at most {MAX_TTL:?} (a day)"),
+                );
+            } else if key == "min_ttl" {
+                d.min_ttl = x;
+            } else {
+                d.max_ttl = x;
+            }
+        }
     }
     if d.min_ttl > d.max_ttl {
         let v = t.get("min_ttl").or_else(|| t.get("max_ttl"));
@@ -402,6 +415,8 @@ fn read_list(r: &mut Reader<'_>, t: &Table<'_>, p: &str, section: &str) -> Optio
     let checks = match r.string_list(t, p, "checks") {
         None => match (section, kind) {
             ("uribl", _) => vec![Check::Urls],
+            // An allowlist believes only the client: hops below it are the sender's word.
+            ("dnswl", ListKind::Ip) => vec![Check::Client],
             (_, ListKind::Ip) => vec![Check::Client, Check::Received],
             ("dnswl", ListKind::Domain) => vec![Check::MailFrom, Check::From],
             (_, ListKind::Domain) => vec![Check::MailFrom, Check::From, Check::Helo],
@@ -440,6 +455,21 @@ fn read_list(r: &mut Reader<'_>, t: &Table<'_>, p: &str, section: &str) -> Optio
         .unwrap_or(if allow { -1.0 } else { 1.0 });
     let codes = read_codes(r, t, p);
     let test_domain = r.string(t, p, "test_domain");
+    if let Some(d) = &test_domain
+        && !is_dns_name(d)
+    {
+        let v = t.get("test_domain").expect("key was just read");
+        r.problem(v, &join(p, "test_domain"), format!("{d:?} is not a domain"));
+    }
+    // The longest query: an IPv6 address is 64 bytes of nibbles and dots.
+    if let (Some(z), ListKind::Ip) = (&zone, kind) {
+        let query = 64 + key.as_ref().map_or(0, |k| k.len() + 1) + z.len();
+        if query > 253 {
+            let v = t.get("zone").expect("a zone was read");
+            let msg = "zone and key are too long for IPv6 queries (over 253 bytes)";
+            r.problem(v, &join(p, "zone"), msg);
+        }
+    }
     if r.problems.len() > before {
         return None;
     }

@@ -355,6 +355,21 @@ impl Config {
             let base = path.parent().unwrap_or(Path::new("."));
             dns::read_allow(&mut r, t, base, &mut c.allow);
         }
+        if !c.lists.is_empty() && c.dns.timeout >= c.milter.message_timeout {
+            let at = root
+                .get("dns")
+                .and_then(|d| d.get_ref().as_table())
+                .and_then(|t| t.get("timeout"))
+                .map_or(0, |v| v.span().start);
+            r.problem_at(
+                at,
+                "dns.timeout",
+                format!(
+                    "{:?} is not shorter than milter.message_timeout ({:?}): DNS answers would be cut off with the whole stage",
+                    c.dns.timeout, c.milter.message_timeout
+                ),
+            );
+        }
         if let Some(t) = r.table(root, "", "log") {
             r.known_keys(t, "log", &["level"]);
             if let Some(level) = r.string(t, "log", "level") {
@@ -834,6 +849,21 @@ name = "SINGLE"
         );
         // The key is a secret: the problem names the key, never its value.
         assert!(!err.to_string().contains("sec ret"), "{err}");
+    }
+
+    #[test]
+    fn dns_timeouts_and_ttls_stay_within_bounds() {
+        let err = parse(
+            "[milter]\nmessage_timeout = \"4s\"\n[dns]\ntimeout = \"5s\"\nmax_ttl = \"100000h\"\n[[dnsbl]]\nname = \"X\"\nzone = \"x.test\"\n",
+        )
+        .unwrap_err();
+        expect_problems(
+            &err,
+            &[
+                "5:dns.max_ttl must be at most",
+                "4:dns.timeout 5s is not shorter than milter.message_timeout",
+            ],
+        );
     }
 
     #[test]

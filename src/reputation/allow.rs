@@ -139,19 +139,20 @@ impl AllowLists {
                 format!("envelope sender domain {d} is allowlisted ({found})"),
             ));
         }
-        for rcpt in &env.rcpts {
+        // Every recipient must be listed: one listed address (postmaster@) added to a spam
+        // run must not carry it to everyone else.
+        let listed = |rcpt: &String| {
             let r = rcpt.trim_matches(['<', '>']).to_ascii_lowercase();
             let domain = r.rsplit_once('@').map(|(_, d)| format!("@{d}"));
-            if self.recipients.contains(&r)
+            self.recipients.contains(&r)
                 || domain.as_ref().is_some_and(|d| self.recipients.contains(d))
-            {
-                out.push(Symbol::new(
-                    "ALLOWLIST_RECIPIENT",
-                    self.score,
-                    format!("recipient {r} is allowlisted"),
-                ));
-                break;
-            }
+        };
+        if !env.rcpts.is_empty() && env.rcpts.iter().all(listed) {
+            out.push(Symbol::new(
+                "ALLOWLIST_RECIPIENT",
+                self.score,
+                format!("every recipient is allowlisted ({})", env.rcpts.join(", ")),
+            ));
         }
         out
     }
@@ -243,6 +244,13 @@ mod tests {
             &["postmaster@our.example"],
         ));
         assert_eq!(names(&v), ["ALLOWLIST_SENDER", "ALLOWLIST_RECIPIENT"]);
+        // One listed recipient among others is not enough.
+        let v = a.check(&input(
+            "203.0.113.1",
+            "a@x.example",
+            &["boss@vip.example", "joe@x.example"],
+        ));
+        assert!(v.is_empty(), "{v:?}");
         // A domain that merely ends in the same letters is not a subdomain.
         let v = a.check(&input(
             "203.0.113.1",

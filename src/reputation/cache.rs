@@ -172,7 +172,8 @@ impl<V: Clone, E: Clone> Cache<V, E> {
 
     fn insert(&self, key: &str, value: V, ttl: Duration) {
         let ttl = ttl.clamp(self.ttl.min, self.ttl.max);
-        let expires = self.clock.now() + ttl;
+        let now = self.clock.now();
+        let expires = now.checked_add(ttl).unwrap_or(now + self.ttl.min);
         self.lock()
             .entries
             .put(key.to_string(), Entry { value, expires });

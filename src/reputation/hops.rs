@@ -65,22 +65,34 @@ pub fn received_from(value: &str) -> Option<IpAddr> {
         .or_else(|| lower[start..].find("\nby "))
         .or_else(|| lower[start..].find("\tby "))
         .map_or(lower.len(), |i| start + i);
+    // Postfix and Sendmail write the HELO name first and the address they saw last, in the
+    // parentheses (`from [10.0.0.1] (rdns [192.0.2.1])`); Exim writes the address first and
+    // marks the HELO (`from [192.0.2.1] (helo=[10.0.0.1])`). A sender chooses its HELO, so
+    // the address is the last bracketed one that is not a HELO.
     let clause = &value[start..end];
-    let mut rest = clause;
-    while let Some(open) = rest.find('[') {
-        let after = &rest[open + 1..];
-        let close = after.find(']')?;
-        let inside = after[..close].trim();
+    let mut found = None;
+    let mut pos = 0;
+    while let Some(open) = clause[pos..].find('[') {
+        let open = pos + open;
+        let Some(close) = clause[open..].find(']') else {
+            break;
+        };
+        let close = open + close;
+        pos = close + 1;
+        let before = clause[..open].trim_end().to_ascii_lowercase();
+        if before.ends_with("helo=") || before.ends_with("helo =") || before.ends_with("helo") {
+            continue;
+        }
+        let inside = clause[open + 1..close].trim();
         let inside = inside
             .strip_prefix("IPv6:")
             .or_else(|| inside.strip_prefix("ipv6:"))
             .unwrap_or(inside);
         if let Ok(ip) = inside.parse::<IpAddr>() {
-            return Some(ip.to_canonical());
+            found = Some(ip.to_canonical());
         }
-        rest = &after[close + 1..];
     }
-    None
+    found
 }
 
 /// The addresses to check, each once, client first.
@@ -160,6 +172,19 @@ mod tests {
             ("\n\tfrom h (h [192.0.2.8]) by mx", Some("192.0.2.8")),
             ("from x ([not an ip] [192.0.2.44]) by y", Some("192.0.2.44")),
             ("from x ([192.0.2.1", None),
+            // The sender's HELO is an address literal: the address the MTA saw wins.
+            (
+                "from [10.0.0.1] (host.example [198.51.100.9]) by mx",
+                Some("198.51.100.9"),
+            ),
+            (
+                "from [198.51.100.10] (helo=[10.0.0.1]) by mx",
+                Some("198.51.100.10"),
+            ),
+            (
+                "from h ([198.51.100.11] helo=[10.0.0.2]) by mx",
+                Some("198.51.100.11"),
+            ),
             ("from h (h [::ffff:192.0.2.5]) by mx", Some("192.0.2.5")),
         ];
         for (value, want) in cases {

@@ -461,10 +461,9 @@ impl DnsLists {
                 }
                 Ok(())
             }
-            (Err(e), Some((_, Err(_)))) | (Err(e), None) => {
-                Err(format!("no answer to its probes ({e})"))
-            }
-            (Ok(_), _) => Ok(()),
+            (_, Some((item, Err(e)))) => Err(format!("no answer for {item} ({e})")),
+            (Err(e), None) => Err(format!("no answer to its probe ({e})")),
+            (Ok(_), None) => Ok(()),
         }
     }
 
