@@ -9,6 +9,7 @@ use toml::de::DeValue;
 
 use super::is_symbol_name;
 use super::reader::{Reader, Table, join};
+pub use crate::reputation::dnsbl::is_dns_name;
 use crate::reputation::dnsbl::{Code, CodeMatch};
 
 /// Longest per-message DNS budget: Postfix gives up on a milter command after 30 s
@@ -643,16 +644,4 @@ pub fn parse_recipient(s: &str) -> Option<String> {
     let s = s.trim().trim_matches(['<', '>']).to_ascii_lowercase();
     let (local, domain) = s.rsplit_once('@')?;
     (is_dns_name(domain) && !local.contains(char::is_whitespace)).then_some(s.clone())
-}
-
-/// Letters, digits, hyphens and underscores in dot-separated labels of 1-63 bytes.
-pub fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }

@@ -42,15 +42,21 @@ const MAX_NAME: usize = 253;
 pub fn domain_query(domain: &str, zone: &str) -> Option<String> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let zone = zone.trim_end_matches('.');
-    let ok = !domain.is_empty()
-        && domain.split('.').all(|l| {
+    let name = format!("{domain}.{zone}");
+    (is_dns_name(&domain) && name.len() <= MAX_NAME).then_some(name)
+}
+
+/// Letters, digits, hyphens and underscores in dot-separated labels of 1-63 bytes, at most
+/// 253 bytes in all.
+pub fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    let name = format!("{domain}.{zone}");
-    (ok && name.len() <= MAX_NAME).then_some(name)
+        })
 }
 
 /// What one A record in an answer means.
