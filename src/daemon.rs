@@ -36,6 +36,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let max_connections = config.milter.max_connections;
     let drain = config.milter.shutdown_timeout;
+    // The files are fingerprinted before they are read, so that an edit made while they are
+    // compiled is seen by the first poll.
+    let mut paths = config.rules.paths.clone();
+    paths.extend(config.allow.files.iter().cloned());
+    let mut rules_seen = rules_fingerprint(&paths);
     let first = Arc::new(Engine::new(config));
     if let Some(dns) = &first.dns {
         dns.spawn_probes();
@@ -50,7 +55,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         paths.extend(c.allow.files.iter().cloned());
         paths
     };
-    let mut rules_seen = rules_fingerprint(&rule_paths(&engine_tx));
     let mut poll = tokio::time::interval(RULES_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {

@@ -14,7 +14,8 @@
 //! - [`signatures`]: content rules (SpamAssassin syntax, phrase lists) and the GTUBE test.
 //! - [`reputation`]: DNS lists (lookups under a per-message budget, cache, zone probes,
 //!   Received hops) and local allowlists.
-//! - [`warn`]: rate-limited warnings.
+//! - [`warn`]: rate-limited warnings; [`logging`]: one escaped line per event.
+//! - [`files`]: capped reads of operator files (never a FIFO or a device).
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
 //! - [`daemon`]: `repmilter serve`: listener, signals, reload, shutdown.
 //!
@@ -24,6 +25,8 @@
 
 pub mod config;
 pub mod daemon;
+pub mod files;
+pub mod logging;
 pub mod message;
 pub mod milter;
 pub mod reputation;

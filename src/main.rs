@@ -120,23 +120,6 @@ struct CheckArgs {
     message: PathBuf,
 }
 
-fn init_logging(level: &str) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // hickory logs query names at debug level, and a DNS list's query name holds its key
-    // (Spamhaus DQS): its logs stay at warn whatever the filter says.
-    for quiet in ["hickory_proto=warn", "hickory_resolver=warn"] {
-        if let Ok(d) = quiet.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("repmilter: {}", ErrorChain(&e));
@@ -168,7 +151,7 @@ fn main() -> ExitCode {
 
 fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config)?;
-    init_logging(&config.log_level);
+    repmilter::logging::init(&config.log_level);
     runtime()
         .block_on(repmilter::daemon::run(config))
         .map_err(|e| {
@@ -180,14 +163,8 @@ fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
 
 fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config.config)?;
-    init_logging("warn");
-    let raw = if a.message.as_os_str() == "-" {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).map(|_| v)
-    } else {
-        std::fs::read(&a.message)
-    }
-    .map_err(|e| {
+    repmilter::logging::init("warn");
+    let raw = read_message(&a.message, &config).map_err(|e| {
         eprintln!(
             "repmilter: cannot read message {}: {e}",
             a.message.display()
@@ -249,6 +226,28 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         exit::SPAM
     }))
 }
+
+/// Reads a message file (or standard input for `-`) up to what the daemon would keep: past
+/// `max_message_size` plus room for the headers the rest is not read (`Message::from_raw`
+/// flags the cut with `MESSAGE_TRUNCATED`).
+fn read_message(path: &std::path::Path, config: &Config) -> Result<Vec<u8>, String> {
+    // Headers count against the limit in the daemon; here they are read on top of it.
+    let cap = config.milter.max_message_size as u64 + MESSAGE_HEADROOM;
+    if path.as_os_str() == "-" {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(std::io::stdin(), cap), &mut v)
+            .map_err(|e| e.to_string())?;
+        return Ok(v);
+    }
+    repmilter::files::read_prefix(path, cap).map_err(|e| e.to_string())
+}
+
+/// Bytes read past `max_message_size` by `check`, so that a message just over the limit is
+/// still seen as over it.
+const MESSAGE_HEADROOM: u64 = 1024 * 1024;
+
+/// Largest example message `rules test` reads.
+const RULE_EXAMPLE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Loads rules for a command-line tool: problems go to stderr, the good rules are used.
 fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, ExitCode> {
@@ -326,7 +325,10 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
             println!("SKIP  {file}: name it RULE.spam.eml or RULE.ham.eml");
             continue;
         };
-        let verdict = match (rules.id(name), std::fs::read(path)) {
+        let verdict = match (
+            rules.id(name),
+            repmilter::files::read_bounded(path, RULE_EXAMPLE_LIMIT),
+        ) {
             (None, _) => Err(format!("no rule named {name}")),
             (_, Err(e)) => Err(format!("cannot read: {e}")),
             (Some(id), Ok(raw)) => {

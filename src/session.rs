@@ -60,20 +60,26 @@ impl Engine {
         }
     }
 
-    /// Builds the engine for a reloaded config. If the new rule files yield no rule at all
-    /// while reporting errors, the running rule set is kept: a half-saved file must not turn
-    /// the filter off.
+    /// Builds the engine for a reloaded config. Rule files fall back file by file (see
+    /// [`RuleSet::reload`]); and if the same rule paths now yield no rule at all while the
+    /// running set has some, the running set is kept: an emptied or deleted rule tree must not
+    /// turn content filtering off. Removing the paths from `[rules]` does.
     pub fn reload(config: Config, running: &Engine) -> Engine {
         let dns = match &running.dns {
             Some(d) if d.same_config(&config) => Some(d.clone()),
             _ => DnsLists::new(&config),
         };
-        let rules = Arc::new(RuleSet::load(&config.rules.paths));
+        let rules = Arc::new(RuleSet::reload(&config.rules.paths, &running.rules));
         log_rule_problems(&rules);
-        if rules.is_empty() && rules.errors() > 0 && !running.rules.is_empty() {
-            tracing::error!(
+        if rules.is_empty()
+            && !running.rules.is_empty()
+            && config.rules.paths == running.config.rules.paths
+        {
+            tracing::warn!(
+                running = running.rules.len(),
                 errors = rules.errors(),
-                "no rule compiled from the new rule files; keeping the running rule set"
+                "the rule files yield no rule; keeping the running rule set (to run without \
+                 rules, remove the paths from [rules])"
             );
             return Engine::assemble(config, running.rules.clone(), dns);
         }
@@ -93,12 +99,29 @@ impl Engine {
     }
 }
 
+/// Rule problems logged per rule set compiled; a garbage file has one per line, and
+/// `repmilter rules lint` lists them all.
+const MAX_LOGGED_RULE_PROBLEMS: usize = 20;
+
 fn log_rule_problems(rules: &RuleSet) {
-    for p in &rules.problems {
+    for p in rules.problems.iter().take(MAX_LOGGED_RULE_PROBLEMS) {
         match p.severity {
             crate::signatures::parse::Severity::Error => tracing::warn!("rule skipped: {p}"),
             crate::signatures::parse::Severity::Warning => tracing::info!("rule warning: {p}"),
         }
+    }
+    if let Some(more) = rules.problems.len().checked_sub(MAX_LOGGED_RULE_PROBLEMS)
+        && more > 0
+    {
+        tracing::warn!("{more} more rule problems; `repmilter rules lint` lists them all");
+    }
+    for k in &rules.kept {
+        tracing::warn!(
+            file = %k.path.display(),
+            rules = k.rules,
+            "new version of a rule file refused ({}); its previous version stays in use",
+            k.why
+        );
     }
     tracing::info!(
         rules = rules.len(),
@@ -460,10 +483,11 @@ impl Session {
             .iter()
             .map(|s| format!("{}({:.1})", s.name, s.score))
             .collect();
+        // The sender and queue id are the peer's words: quoted and escaped.
         tracing::info!(
-            queue_id = envelope.queue_id.as_deref().unwrap_or("-"),
+            queue_id = ?envelope.queue_id.as_deref().unwrap_or("-"),
             client = %envelope.client_ip.map_or("-".to_string(), |ip| ip.to_string()),
-            from = %envelope.from,
+            from = ?envelope.from,
             score = format_args!("{:.1}", verdict.score),
             action = %decision.action,
             symbols = %symbols.join(","),

@@ -311,3 +311,197 @@ async fn allowlist_files_reload_when_they_change() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Runs a command to its end, failing the test if it takes longer than `limit` (a hang).
+fn run_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &id.to_string()])
+                .status();
+            panic!("command still running after {limit:?}: {cmd:?}");
+        }
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+#[test]
+fn devices_and_fifos_are_refused_as_config_rules_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    for (config, what) in [
+        (std::path::Path::new("/dev/zero"), "a character device"),
+        (fifo.as_path(), "a FIFO"),
+    ] {
+        let out = run_within(
+            repmilter()
+                .args(["config", "check", "--config"])
+                .arg(config),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(3));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "cannot read config file {}: it is {what}, not a regular file",
+                config.display()
+            )),
+            "{err}"
+        );
+    }
+
+    // As rule files: each is reported, the good rules load.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    write(
+        &rules,
+        "good.cf",
+        "body GOOD_ZORG /zorglub/\nscore GOOD_ZORG 20\n",
+    );
+    mkfifo(&rules.join("pipe.cf"));
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &config_text(
+            "inet:127.0.0.1:0",
+            "",
+            "[rules]\npaths = [\"rules\", \"/dev/zero\"]\n",
+        ),
+    );
+    let msg = write(dir.path(), "m.eml", "Subject: x\r\n\r\nzorglub\r\n");
+    let out = run_within(
+        repmilter().args(["check", "--config"]).arg(&cfg).arg(&msg),
+        Duration::from_secs(20),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("GOOD_ZORG"), "{stdout}");
+    assert!(
+        stderr.contains("pipe.cf:0:0: cannot read rule file: it is a FIFO"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/dev/zero:0:0: cannot read rule file: it is a character device"),
+        "{stderr}"
+    );
+
+    // As the message: a device or FIFO is refused; endless standard input is read up to
+    // the size limit and scanned as a truncated message.
+    for bad in [std::path::Path::new("/dev/zero"), fifo.as_path()] {
+        let out = run_within(
+            repmilter().args(["check", "--config"]).arg(&cfg).arg(bad),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(4), "{}", bad.display());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    }
+    let small = write(
+        dir.path(),
+        "small.toml",
+        &config_text("inet:127.0.0.1:0", "max_message_size = 65536", ""),
+    );
+    let out = run_within(
+        repmilter()
+            .args(["check", "--json", "--config"])
+            .arg(&small)
+            .arg("-")
+            .stdin(std::fs::File::open("/dev/zero").unwrap()),
+        Duration::from_secs(60),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "MESSAGE_TRUNCATED"),
+        "{v}"
+    );
+}
+
+/// Whether a spam message with both rules' words is rejected by the daemon.
+async fn rejected(c: &mut Client<TcpStream>) -> bool {
+    let spam = "Subject: offer\r\n\r\nThe zorglub deal, frobnitz inside\r\n";
+    let r = c.message(&ENV, spam.as_bytes()).await.unwrap();
+    matches!(r.last(), Some(Reply::ReplyCode(t)) if t.starts_with("550"))
+}
+
+#[tokio::test]
+async fn emptied_garbage_and_deleted_rule_files_never_turn_filtering_off() {
+    let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
+    let a = d.dir.path().join("rules/a.cf");
+    let b = d.dir.path().join("rules/b.cf");
+    std::fs::write(&a, "body A_ZORG /zorglub/\nscore A_ZORG 10\n").unwrap();
+    std::fs::write(&b, "body B_FROB /frobnitz/\nscore B_FROB 10\n").unwrap();
+    assert!(
+        d.wait_log("rules=2", Duration::from_secs(15)),
+        "{}",
+        d.log()
+    );
+    let mut c = client(&d.addr()).await;
+    assert!(rejected(&mut c).await);
+
+    // A failed deploy truncates one file and fills the other with garbage.
+    std::fs::write(&a, "").unwrap();
+    std::fs::write(&b, [0xffu8, 0xfe, b'\n', 0, 1, 2, b'\n'].repeat(50)).unwrap();
+    for file in ["a.cf", "b.cf"] {
+        let needle = format!("file={}", d.dir.path().join("rules").join(file).display());
+        assert!(
+            wait_for(&d, |log| log.lines().any(|l| l.contains("WARN")
+                && l.contains("new version of a rule file refused")
+                && l.contains(&needle))),
+            "{}",
+            d.log()
+        );
+    }
+    assert!(d.log().contains("more rule problems"), "{}", d.log());
+    assert!(rejected(&mut c).await, "{}", d.log());
+
+    // Every file deleted: the same paths yield nothing; the running set stays.
+    std::fs::remove_file(&a).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    assert!(
+        wait_for(&d, |log| log.lines().any(|l| l.contains("WARN")
+            && l.contains(
+                "the rule files yield no rule; keeping the running rule set"
+            ))),
+        "{}",
+        d.log()
+    );
+    assert!(rejected(&mut c).await, "{}", d.log());
+}
+
+fn wait_for(d: &Daemon, found: impl Fn(&str) -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if found(&d.log()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

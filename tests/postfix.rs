@@ -315,7 +315,7 @@ fn through_a_real_postfix() {
         .unwrap()
         .to_string();
     assert!(
-        !line.contains("queue_id=-") && line.contains("queue_id="),
+        !line.contains("queue_id=\"-\"") && line.contains("queue_id=\""),
         "{line}"
     );
 

@@ -265,14 +265,18 @@ pub(super) fn read_dns(r: &mut Reader<'_>, t: &Table<'_>, d: &mut Dns) {
         };
     }
     if let Some(x) = r.duration(t, p, "probe_interval") {
-        if x < Duration::from_secs(1) {
+        if x < Duration::from_secs(1) || x > MAX_PROBE_INTERVAL {
             let v = t.get("probe_interval").expect("key was just read");
-            r.problem(v, "dns.probe_interval", "must be at least 1s");
+            r.problem(v, "dns.probe_interval", "must be between 1s and 24h");
         } else {
             d.probe_interval = x;
         }
     }
 }
+
+/// Longest `probe_interval`: a list that broke should not go unnoticed for more than a day
+/// (and the timer must not overflow).
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 fn parse_server(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -347,7 +351,7 @@ fn read_list(r: &mut Reader<'_>, t: &Table<'_>, p: &str, section: &str) -> Optio
             "test_domain",
         ],
     );
-    let before = r.problems.len();
+    let before = r.problem_count();
     let missing = |r: &mut Reader<'_>, key: &str| {
         let offset = t.iter().next().map_or(0, |(k, _)| k.span().start);
         r.problem_at(
@@ -471,7 +475,7 @@ fn read_list(r: &mut Reader<'_>, t: &Table<'_>, p: &str, section: &str) -> Optio
             r.problem(v, &join(p, "zone"), msg);
         }
     }
-    if r.problems.len() > before {
+    if r.problem_count() > before {
         return None;
     }
     Some(DnsList {

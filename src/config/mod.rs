@@ -187,7 +187,7 @@ pub enum ConfigError {
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::files::ReadError,
     },
     #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), list(problems))]
     Invalid {
@@ -203,6 +203,10 @@ fn list(problems: &[Problem]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Largest config file read. A documented config is a few KiB; even thousands of `[scores]`
+/// lines stay far below this, while `/dev/zero` or a log file named by mistake would not.
+pub const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
 
 /// Largest `max_message_size`: the body is held in memory per message.
 const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
@@ -269,10 +273,11 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let src =
+            crate::files::read_text(path, MAX_CONFIG_FILE).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Config::parse(&src, path)
     }
 
@@ -286,7 +291,7 @@ impl Config {
                 r.problem_at(at, "", e.message().trim().to_string());
                 return Err(ConfigError::Invalid {
                     path: path.to_path_buf(),
-                    problems: r.problems,
+                    problems: r.finish(),
                 });
             }
         };
@@ -387,12 +392,12 @@ impl Config {
                 }
             }
         }
-        if r.problems.is_empty() {
+        if r.problem_count() == 0 {
             Ok(c)
         } else {
             Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-                problems: r.problems,
+                problems: r.finish(),
             })
         }
     }

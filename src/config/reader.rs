@@ -33,7 +33,9 @@ impl std::fmt::Display for Problem {
 pub(crate) struct Reader<'s> {
     src: &'s str,
     file: &'s Path,
-    pub problems: Vec<Problem>,
+    /// Problems by byte offset; lines and columns are worked out once, in [`Reader::finish`],
+    /// so that checking a file with many problems stays linear in its size.
+    pending: Vec<(usize, String, String)>,
 }
 
 pub(crate) type Table<'i> = DeTable<'i>;
@@ -44,26 +46,53 @@ impl<'s> Reader<'s> {
         Self {
             src,
             file,
-            problems: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let before = &self.src[..offset.min(self.src.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
-        (line, column)
+    pub fn problem_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The problems in the order they were found, each with its line and column (1-based;
+    /// the column counts characters).
+    pub fn finish(self) -> Vec<Problem> {
+        let mut order: Vec<usize> = (0..self.pending.len()).collect();
+        order.sort_by_key(|&i| self.pending[i].0);
+        let mut at = vec![(0, 0); self.pending.len()];
+        // One walk over the text in offset order.
+        let (mut pos, mut line, mut column) = (0usize, 1usize, 1usize);
+        for i in order {
+            let target = self.pending[i].0.min(self.src.len());
+            for c in self.src[pos..].chars() {
+                if pos >= target {
+                    break;
+                }
+                pos += c.len_utf8();
+                if c == '\n' {
+                    line += 1;
+                    column = 1;
+                } else {
+                    column += 1;
+                }
+            }
+            at[i] = (line, column);
+        }
+        self.pending
+            .into_iter()
+            .zip(at)
+            .map(|((_, key, message), (line, column))| Problem {
+                file: self.file.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            })
+            .collect()
     }
 
     pub fn problem_at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
-        let (line, column) = self.position(offset);
-        self.problems.push(Problem {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            key: key.to_string(),
-            message: message.into(),
-        });
+        self.pending.push((offset, key.to_string(), message.into()));
     }
 
     pub fn problem(&mut self, value: &Value<'_>, key: &str, message: impl Into<String>) {
@@ -259,6 +288,31 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_count_lines_and_characters_in_any_order() {
+        let src = "a = 1\nb = \"\u{e9}\u{e9}\" x\n\nc\n";
+        let mut r = Reader::new(src, Path::new("f.toml"));
+        let x = src.find('x').unwrap();
+        r.problem_at(src.find('c').unwrap(), "c", "third");
+        r.problem_at(x, "x", "second");
+        r.problem_at(0, "a", "first");
+        r.problem_at(src.len() + 10, "end", "past the end");
+        let got: Vec<(String, usize, usize)> = r
+            .finish()
+            .into_iter()
+            .map(|p| (p.key, p.line, p.column))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("c".to_string(), 4, 1),
+                ("x".to_string(), 2, 10),
+                ("a".to_string(), 1, 1),
+                ("end".to_string(), 5, 1),
+            ]
+        );
+    }
 
     #[test]
     fn durations() {

@@ -13,6 +13,9 @@ use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
 /// Entries read from one list file at most; a runaway file is cut, not loaded whole.
 pub const MAX_FILE_ENTRIES: usize = 1_000_000;
 
+/// Largest list file read: a million entries of typical length fit with room to spare.
+pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+
 /// A problem in a list file, as `file:line: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileProblem {
@@ -58,7 +61,7 @@ impl AllowLists {
     /// One entry per line: a network or address, an address or `@domain` (a recipient), or
     /// a domain (a sender domain). `#` starts a comment.
     fn read_file(&mut self, path: &Path) {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::files::read_text(path, MAX_FILE_SIZE) {
             Ok(t) => t,
             Err(e) => {
                 self.problems.push(FileProblem {

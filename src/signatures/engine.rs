@@ -152,6 +152,11 @@ pub struct RuleSet {
     by_name: BTreeMap<String, usize>,
     pub problems: Vec<Problem>,
     pub stats: Stats,
+    /// The files compiled, kept for the next reload to fall back on (see
+    /// [`Parsed::load_keeping`]).
+    pub sources: Vec<parse::Source>,
+    /// Files of this set whose new version was refused, their previous version compiled.
+    pub kept: Vec<parse::Kept>,
 }
 
 /// Builds the pattern text with the modifiers as inline flags, rewriting the Perl escapes the
@@ -316,6 +321,12 @@ impl RuleSet {
         RuleSet::compile(Parsed::load(paths))
     }
 
+    /// Reads and compiles rule files again; a file that turned empty, unreadable or into
+    /// nothing but errors keeps the version `running` compiled (see [`Parsed::load_keeping`]).
+    pub fn reload(paths: &[PathBuf], running: &RuleSet) -> RuleSet {
+        RuleSet::compile(Parsed::load_keeping(paths, &running.sources))
+    }
+
     pub fn compile(parsed: Parsed) -> RuleSet {
         let mut set = RuleSet {
             rules: Vec::new(),
@@ -327,6 +338,8 @@ impl RuleSet {
             exists: Vec::new(),
             metas: Vec::new(),
             by_name: BTreeMap::new(),
+            sources: parsed.sources.clone(),
+            kept: parsed.kept.clone(),
             problems: parsed.problems.clone(),
             stats: Stats {
                 eval: parsed.stats.eval_rules,

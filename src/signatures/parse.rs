@@ -13,6 +13,11 @@ pub const MAX_RULE_FILE: u64 = 16 * 1024 * 1024;
 /// Longest phrase list file read.
 pub const MAX_LIST_FILE: u64 = 64 * 1024 * 1024;
 
+/// Most rules in one rule set. SpamAssassin's whole stock set is about 3,000 rules and a
+/// compiled regex rule costs tens of KiB: 200,000 of them took 7.3 GB and a minute to compile.
+/// Large word lists belong in one `phrases` rule, which has no such cost per entry.
+pub const MAX_RULES: usize = 20_000;
+
 /// Where something was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -186,6 +191,25 @@ pub struct Stats {
     pub ignored_directives: BTreeMap<String, usize>,
 }
 
+/// One rule file as it went into a rule set, so that a reload can fall back to it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: Arc<str>,
+    /// Rules this file defines (a test line of its own).
+    pub rules: usize,
+}
+
+/// A file whose new version was refused on reload, its previous version kept in its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub path: PathBuf,
+    /// Why the new version was refused.
+    pub why: String,
+    /// Rules the previous version defines.
+    pub rules: usize,
+}
+
 /// The result of reading rule files: definitions in the order first seen, and problems.
 #[derive(Debug, Clone, Default)]
 pub struct Parsed {
@@ -193,6 +217,12 @@ pub struct Parsed {
     index: BTreeMap<String, usize>,
     pub problems: Vec<Problem>,
     pub stats: Stats,
+    /// The files read, in order.
+    pub sources: Vec<Source>,
+    /// Files whose previous version stands in for a new one that was refused.
+    pub kept: Vec<Kept>,
+    /// Rules left out past [`MAX_RULES`].
+    pub over_limit: usize,
 }
 
 /// SpamAssassin settings that say nothing to our engine (lists, report templates, plugin
@@ -267,9 +297,21 @@ impl Parsed {
         self.index.get(name).map(|&i| &self.rules[i])
     }
 
-    fn entry(&mut self, name: &str, at: &Location) -> &mut RuleDef {
+    /// The definition of `name`, created on first mention; None past [`MAX_RULES`].
+    fn entry(&mut self, name: &str, at: &Location) -> Option<&mut RuleDef> {
         let i = match self.index.get(name) {
             Some(&i) => i,
+            None if self.rules.len() >= MAX_RULES => {
+                if self.over_limit == 0 {
+                    let msg = format!(
+                        "{name}: more than {MAX_RULES} rules; this rule and every later new one \
+                         are left out (put long word lists in one phrases rule)"
+                    );
+                    self.problem(at.clone(), Severity::Error, msg);
+                }
+                self.over_limit += 1;
+                return None;
+            }
             None => {
                 self.rules.push(RuleDef {
                     name: name.to_string(),
@@ -285,7 +327,7 @@ impl Parsed {
                 self.rules.len() - 1
             }
         };
-        &mut self.rules[i]
+        Some(&mut self.rules[i])
     }
 
     fn problem(&mut self, at: Location, severity: Severity, message: impl Into<String>) {
@@ -298,48 +340,81 @@ impl Parsed {
 
     /// Reads files and directories (their `*.cf` files in name order).
     pub fn load(paths: &[PathBuf]) -> Parsed {
+        Parsed::load_keeping(paths, &[])
+    }
+
+    /// Reads rule files as [`Parsed::load`] does, but where a file that had rules in
+    /// `previous` now cannot be read, is empty, or yields errors and no rule at all (a failed
+    /// deploy, an editor's half-written save, garbage), its previous text is used instead and
+    /// the refusal is recorded in `kept`. A file that is gone is gone: deleting a file removes
+    /// its rules.
+    pub fn load_keeping(paths: &[PathBuf], previous: &[Source]) -> Parsed {
         let mut p = Parsed::default();
-        for path in paths {
-            let at = Location {
-                file: Arc::from(path.as_path()),
-                line: 0,
-                column: 0,
-            };
-            if path.is_dir() {
-                let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
-                    Ok(rd) => rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| f.extension().is_some_and(|e| e == "cf") && f.is_file())
-                        .collect(),
-                    Err(e) => {
-                        p.problem(at, Severity::Error, format!("cannot read directory: {e}"));
-                        continue;
+        for file in rule_files(paths, &mut p) {
+            let old = previous.iter().find(|s| s.path == file && s.rules > 0);
+            let text = match crate::files::read_text(&file, MAX_RULE_FILE) {
+                Ok(text) => text,
+                Err(e) => {
+                    let why = format!("cannot read rule file: {e}");
+                    match old {
+                        Some(old) => p.keep(old, why),
+                        None => p.problem(file_start(&file), Severity::Error, why),
                     }
-                };
-                files.sort();
-                for f in files {
-                    p.load_file(&f);
+                    continue;
                 }
-            } else {
-                p.load_file(path);
+            };
+            if let Some(old) = old {
+                let why = if text.trim().is_empty() {
+                    Some("the file is empty (delete it to remove its rules)".to_string())
+                } else {
+                    let mut alone = Parsed::default();
+                    alone.parse_text(&file, &text);
+                    let errors = alone.errors();
+                    (errors > 0 && alone.defined() == 0).then(|| {
+                        p.problems.extend(alone.problems);
+                        format!("{errors} error(s) and no rule in the new version")
+                    })
+                };
+                if let Some(why) = why {
+                    p.keep(old, why);
+                    continue;
+                }
             }
+            p.add_file(&file, Arc::from(text));
         }
         p
     }
 
-    fn load_file(&mut self, path: &Path) {
-        let at = Location {
-            file: Arc::from(path),
-            line: 0,
-            column: 0,
-        };
-        match read_bounded(path, MAX_RULE_FILE) {
-            Ok(text) => {
-                self.stats.files += 1;
-                self.parse_text(path, &text);
-            }
-            Err(e) => self.problem(at, Severity::Error, format!("cannot read rule file: {e}")),
-        }
+    fn keep(&mut self, old: &Source, why: String) {
+        self.kept.push(Kept {
+            path: old.path.clone(),
+            why,
+            rules: old.rules,
+        });
+        self.add_file(&old.path, old.text.clone());
+    }
+
+    fn add_file(&mut self, path: &Path, text: Arc<str>) {
+        let before = self.defined();
+        self.stats.files += 1;
+        self.parse_text(path, &text);
+        self.sources.push(Source {
+            path: path.to_path_buf(),
+            rules: self.defined() - before,
+            text,
+        });
+    }
+
+    /// Rules with a test of their own.
+    fn defined(&self) -> usize {
+        self.rules.iter().filter(|r| r.test.is_some()).count()
+    }
+
+    fn errors(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
     }
 
     /// Parses the text of one file; `path` names it in problems and anchors `file:` lists.
@@ -390,7 +465,9 @@ impl Parsed {
                             if matches!(test, Test::Eval(_)) {
                                 self.stats.eval_rules += 1;
                             }
-                            let entry = self.entry(name, &at);
+                            let Some(entry) = self.entry(name, &at) else {
+                                continue;
+                            };
                             if let Some((_, prev)) = &entry.test {
                                 let msg =
                                     format!("duplicate rule {name} (first defined at {prev})");
@@ -422,7 +499,9 @@ impl Parsed {
                                 column: col_of(value),
                                 ..at.clone()
                             };
-                            self.entry(name, &at).score = Some((x, score_at));
+                            if let Some(e) = self.entry(name, &at) {
+                                e.score = Some((x, score_at));
+                            }
                         }
                         _ => self.problem(
                             Location {
@@ -436,8 +515,10 @@ impl Parsed {
                 }
                 "describe" => {
                     let (name, text) = split_word(rest);
-                    if self.check_name(name, &at, col_of(name)) {
-                        self.entry(name, &at).describe = Some(text.trim().to_string());
+                    if self.check_name(name, &at, col_of(name))
+                        && let Some(e) = self.entry(name, &at)
+                    {
+                        e.describe = Some(text.trim().to_string());
                     }
                 }
                 "tflags" => {
@@ -446,7 +527,9 @@ impl Parsed {
                         continue;
                     }
                     for flag in flags.split_whitespace() {
-                        let e = self.entry(name, &at);
+                        let Some(e) = self.entry(name, &at) else {
+                            break;
+                        };
                         match flag {
                             "multiple" => e.multiple = true,
                             "nice" => e.nice = true,
@@ -479,8 +562,9 @@ impl Parsed {
                         continue;
                     }
                     self.stats.plugin_rules += 1;
-                    let entry = self.entry(name, &at);
-                    if entry.test.is_none() {
+                    if let Some(entry) = self.entry(name, &at)
+                        && entry.test.is_none()
+                    {
                         entry.test = Some((Test::Plugin(plugin.to_string()), at.clone()));
                     }
                 }
@@ -520,16 +604,39 @@ impl Parsed {
     }
 }
 
-fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
-    let meta = std::fs::metadata(path)?;
-    if meta.len() > max {
-        return Err(std::io::Error::other(format!(
-            "{} bytes is larger than the limit of {max}",
-            meta.len()
-        )));
+fn file_start(path: &Path) -> Location {
+    Location {
+        file: Arc::from(path),
+        line: 0,
+        column: 0,
     }
-    let bytes = std::fs::read(path)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The files named by the rule paths: files as given, directories' `*.cf` files in name order.
+fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                let mut files: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|e| e == "cf") && !f.is_dir())
+                    .collect();
+                files.sort();
+                out.extend(files);
+            }
+            Err(e) => p.problem(
+                file_start(path),
+                Severity::Error,
+                format!("cannot read directory: {e}"),
+            ),
+        }
+    }
+    out
 }
 
 /// `A-Z`, `0-9` and `_`, starting with a letter; sub-rules start with `__` and may then
@@ -765,7 +872,7 @@ fn parse_phrases(def: &str, rule_file: &Path) -> Result<Test, String> {
             .parent()
             .unwrap_or(Path::new("."))
             .join(list.trim());
-        let text = read_bounded(&path, MAX_LIST_FILE)
+        let text = crate::files::read_text(&path, MAX_LIST_FILE)
             .map_err(|e| format!("cannot read phrase list {}: {e}", path.display()))?;
         text.lines()
             .map(|l| strip_comment(l).trim())
@@ -1158,5 +1265,100 @@ endif
         assert!(parse_meta(&"(".repeat(100)).is_err());
         assert!(parse_meta("A &&").is_err());
         assert!(parse_meta("A $ B").is_err());
+    }
+
+    fn names(p: &Parsed) -> Vec<&str> {
+        p.rules
+            .iter()
+            .filter(|r| r.test.is_some())
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_reload_keeps_a_file_that_turned_empty_unreadable_or_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.cf");
+        let b = dir.path().join("b.cf");
+        std::fs::write(&a, "body A_ONE /one/\nscore A_ONE 1\n").unwrap();
+        std::fs::write(&b, "body B_ONE /two/\nbody B_TWO /three/\n").unwrap();
+        let paths = [dir.path().to_path_buf()];
+        let first = Parsed::load(&paths);
+        assert_eq!(names(&first), ["A_ONE", "B_ONE", "B_TWO"]);
+        assert_eq!(
+            first.sources.iter().map(|s| s.rules).collect::<Vec<_>>(),
+            [1, 2]
+        );
+
+        // Emptied: kept.
+        std::fs::write(&a, "").unwrap();
+        // Garbage: every line an error, no rule: kept, with the errors reported.
+        std::fs::write(&b, "\u{1}\u{2}garbage\n%%%\n").unwrap();
+        let second = Parsed::load_keeping(&paths, &first.sources);
+        assert_eq!(names(&second), ["A_ONE", "B_ONE", "B_TWO"]);
+        let kept: Vec<(&Path, usize)> = second
+            .kept
+            .iter()
+            .map(|k| (k.path.as_path(), k.rules))
+            .collect();
+        assert_eq!(kept, [(a.as_path(), 1), (b.as_path(), 2)]);
+        assert!(second.kept[0].why.contains("empty"), "{:?}", second.kept);
+        assert!(
+            second.kept[1].why.contains("2 error(s)"),
+            "{:?}",
+            second.kept
+        );
+        assert_eq!(second.problems.len(), 2);
+
+        // The previous version carries over to the reload after that, too.
+        let third = Parsed::load_keeping(&paths, &second.sources);
+        assert_eq!(names(&third), ["A_ONE", "B_ONE", "B_TWO"]);
+
+        // A partly broken file is a rule author's edit: its good rules load, the bad line is
+        // reported. A deleted file takes its rules with it.
+        std::fs::write(&b, "body B_NEW /new/\nbody BROKEN /(/\n").unwrap();
+        std::fs::remove_file(&a).unwrap();
+        let fourth = Parsed::load_keeping(&paths, &third.sources);
+        assert_eq!(names(&fourth), ["B_NEW", "BROKEN"]);
+        assert!(fourth.kept.is_empty());
+
+        // Unreadable (here a FIFO in place of the file): kept; without a previous version,
+        // an error that says what the file is.
+        std::fs::remove_file(&b).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&b)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let fifth = Parsed::load_keeping(&paths, &fourth.sources);
+        assert_eq!(names(&fifth), ["B_NEW", "BROKEN"]);
+        assert!(fifth.kept[0].why.contains("FIFO"), "{:?}", fifth.kept);
+        let fresh = Parsed::load(&paths);
+        assert!(names(&fresh).is_empty());
+        assert!(
+            fresh.problems[0]
+                .message
+                .contains("a FIFO, not a regular file"),
+            "{:?}",
+            fresh.problems
+        );
+    }
+
+    #[test]
+    fn the_rule_count_is_capped() {
+        let text: String = (0..MAX_RULES + 5)
+            .map(|i| format!("body R{i} /x{i}y/\n"))
+            .collect();
+        let p = parse(&text);
+        assert_eq!(p.rules.len(), MAX_RULES);
+        assert_eq!(p.over_limit, 5);
+        assert_eq!(p.problems.len(), 1);
+        assert!(
+            p.problems[0].message.contains("more than"),
+            "{:?}",
+            p.problems
+        );
     }
 }
