@@ -93,6 +93,22 @@ impl Engine {
     }
 
     pub async fn judge_until(&self, input: &ScanInput, deadline: Instant) -> (Verdict, Decision) {
+        // More forged verdict headers than can be removed: delivering the message would leave
+        // forged verdicts in it, so it is refused, unscanned.
+        let forged = input.message.spam_headers;
+        if self.config.headers.remove_incoming && forged > MAX_HEADER_DELETIONS as usize {
+            let why = format!(
+                "{forged} X-Spam headers; at most {MAX_HEADER_DELETIONS} forged verdicts are removed"
+            );
+            let mut verdict = Verdict::default();
+            verdict.add(crate::scoring::Symbol::new(
+                "TOO_MANY_SPAM_HEADERS",
+                0.0,
+                why,
+            ));
+            let decision = policy::refuse("Message has too many X-Spam headers");
+            return (verdict, decision);
+        }
         let verdict = self.pipeline.run(input, deadline).await;
         let decision = policy::decide(&self.config, &verdict);
         (verdict, decision)
@@ -130,13 +146,13 @@ fn log_rule_problems(rules: &RuleSet) {
     );
 }
 
-/// How long a connection may stay silent. Postfix keeps a milter connection for one SMTP
-/// session, whose own commands time out after 300 s; an hour of silence means the peer is gone
-/// and only holds a connection permit.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Bytes asked of the socket per read when no frame is pending: enough for a burst of small
+/// commands. An idle connection holds no more than this.
+const READ_MIN: usize = 8 * 1024;
 
-/// Bytes asked of the socket per read: one maximal body chunk and its frame header.
-const READ_CHUNK: usize = codec::MAX_BODY_CHUNK + 16;
+/// A read buffer grown past this by a large frame is given back once it is empty, so that a
+/// peer's one large header does not stay with the connection.
+const READ_KEEP: usize = codec::MAX_BODY_CHUNK + 16;
 
 /// Why a connection was closed by us. Each is logged; none affects other connections.
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +169,12 @@ pub enum SessionError {
     Negotiate(#[from] NegotiateError),
     #[error("connection closed in the middle of a frame ({0} bytes pending)")]
     Truncated(usize),
-    #[error("no command for {0:?}")]
+    #[error("no negotiation within {0:?} of connecting")]
+    Handshake(Duration),
+    #[error("no complete command within {0:?}")]
     Idle(Duration),
+    #[error("the MTA did not take our reply within {0:?}")]
+    WriteTimeout(Duration),
 }
 
 /// What the filter asks for: the steps it needs and no-reply for the ones it never answers.
@@ -180,6 +200,24 @@ fn wants() -> Wants {
         ],
     }
 }
+
+/// The macros kept, out of whatever the MTA sends: the ones the session reads. A peer's other
+/// macros cost nothing past the frame that carried them.
+const KEPT_MACROS: [&str; 2] = ["i", "auth_authen"];
+
+/// Longest macro value kept: queue ids and SASL login names are short.
+pub const MAX_MACRO_VALUE: usize = 256;
+
+/// Longest envelope string kept (HELO, client name, sender, each recipient): RFC 5321 caps a
+/// path at 256 octets and a domain at 255; twice that leaves room for UTF-8 addresses.
+pub const MAX_ENVELOPE_FIELD: usize = 512;
+
+/// Most recipients kept per message: Postfix's `smtpd_recipient_limit` default. Only an
+/// allowlist reads them; recipients past the bounds are counted (`rcpts_dropped`).
+pub const MAX_RCPTS: usize = 1000;
+
+/// Most bytes of recipient addresses kept per message: a thousand typical addresses.
+pub const MAX_RCPT_BYTES: usize = 64 * 1024;
 
 /// Macro stages that belong to the message, cleared when it ends.
 const MESSAGE_MACRO_STAGES: [u8; 7] = [
@@ -220,13 +258,13 @@ struct MessageState {
     message: Message,
     /// Bytes of headers and body kept so far, against `max_message_size`.
     kept: usize,
+    /// Bytes of recipients kept so far, against [`MAX_RCPT_BYTES`].
+    rcpt_bytes: usize,
     /// Accepted without a scan at MAIL.
     skip: bool,
     /// Headers named X-Spam or X-Spam-*, by lower-case name: the first spelling seen and how
     /// many, for removal.
     spam_headers: HashMap<String, (String, u32)>,
-    /// X-Spam* headers seen in all; deletions stop at [`MAX_HEADER_DELETIONS`].
-    spam_header_total: u32,
     has_subject: Option<Vec<u8>>,
 }
 
@@ -237,7 +275,9 @@ pub struct Session {
     engines: watch::Receiver<Arc<Engine>>,
     conn: Connection,
     msg: Option<MessageState>,
-    macros: HashMap<u8, HashMap<String, String>>,
+    /// The [`KEPT_MACROS`] by stage (a MACRO command's stage code); a new MACRO frame for a
+    /// stage replaces what that stage had.
+    macros: HashMap<u8, Vec<(&'static str, String)>>,
     /// MAIL-stage macros arrived since the last MAIL. An MTA may send none for a message
     /// (nothing defined), and the previous sender's login must not carry over.
     mail_macros_fresh: bool,
@@ -251,11 +291,20 @@ fn strip_brackets(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-use crate::message::{MAX_HEADER_DELETIONS, is_spam_header};
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.shrink_to_fit();
+    }
+    s
+}
 
-/// Most recipients kept per message (Postfix's `smtpd_recipient_limit` is 1000); only a
-/// rogue peer sends more, and they would only cost memory.
-pub const MAX_RCPTS: usize = 10_000;
+use crate::message::{MAX_HEADER_DELETIONS, is_spam_header};
 
 impl Session {
     pub fn new(engines: watch::Receiver<Arc<Engine>>, peer: impl Into<String>) -> Session {
@@ -289,8 +338,8 @@ impl Session {
         MACRO_LOOKUP_ORDER.iter().find_map(|stage| {
             self.macros
                 .get(stage)
-                .and_then(|m| m.get(name))
-                .map(String::as_str)
+                .and_then(|m| m.iter().find(|(n, _)| *n == name))
+                .map(|(_, v)| v.as_str())
                 .filter(|v| !v.is_empty())
         })
     }
@@ -325,16 +374,15 @@ impl Session {
                 vec![reply]
             }
             Command::Macro { stage, pairs } => {
-                let map = pairs
+                let kept = pairs
                     .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            k.trim_start_matches('{').trim_end_matches('}').to_string(),
-                            v,
-                        )
+                    .filter_map(|(k, v)| {
+                        let k = k.trim_start_matches('{').trim_end_matches('}');
+                        let name = KEPT_MACROS.iter().find(|n| **n == k)?;
+                        Some((*name, clip(v, MAX_MACRO_VALUE)))
                     })
                     .collect();
-                self.macros.insert(stage, map);
+                self.macros.insert(stage, kept);
                 if stage == cmd::MAIL {
                     self.mail_macros_fresh = true;
                 }
@@ -342,17 +390,13 @@ impl Session {
             }
             Command::Connect { hostname, addr } => self.on_connect(hostname, addr),
             Command::Helo(name) => {
-                self.conn.helo = name;
+                self.conn.helo = clip(name, MAX_ENVELOPE_FIELD);
                 self.reply_if_expected(code, Reply::Continue)
             }
             Command::Mail { sender, .. } => self.on_mail(&sender),
             Command::Rcpt { recipient, .. } => {
-                if let Some(m) = &mut self.msg
-                    && m.envelope.rcpts.len() < MAX_RCPTS
-                {
-                    m.envelope
-                        .rcpts
-                        .push(strip_brackets(&recipient).to_string());
+                if let Some(m) = &mut self.msg {
+                    m.add_rcpt(strip_brackets(&recipient));
                 }
                 self.reply_if_expected(code, Reply::Continue)
             }
@@ -389,7 +433,7 @@ impl Session {
     }
 
     fn on_connect(&mut self, hostname: String, addr: ConnectAddr) -> Vec<Reply> {
-        self.conn.client_name = hostname;
+        self.conn.client_name = clip(hostname, MAX_ENVELOPE_FIELD);
         if let ConnectAddr::Inet { ip, .. } = addr {
             self.conn.client_ip = Some(ip);
         }
@@ -427,8 +471,9 @@ impl Session {
             client_ip: self.conn.client_ip,
             client_name: self.conn.client_name.clone(),
             helo: self.conn.helo.clone(),
-            from: strip_brackets(sender).to_string(),
+            from: clip(strip_brackets(sender).to_string(), MAX_ENVELOPE_FIELD),
             rcpts: Vec::new(),
+            rcpts_dropped: 0,
             auth_user,
             queue_id: self.macro_value("i").map(str::to_string),
         };
@@ -437,9 +482,9 @@ impl Session {
             envelope,
             message: Message::default(),
             kept: 0,
+            rcpt_bytes: 0,
             skip,
             spam_headers: HashMap::new(),
-            spam_header_total: 0,
             has_subject: None,
         });
         if skip {
@@ -471,7 +516,9 @@ impl Session {
             m.envelope.queue_id = Some(id.to_string());
         }
         let started = std::time::Instant::now();
-        let envelope = m.envelope.clone();
+        // What the log line needs (short strings); the envelope itself goes to the scan.
+        let (queue_id, from) = (m.envelope.queue_id.clone(), m.envelope.from.clone());
+        let client = m.envelope.client_ip;
         let input = ScanInput::new(
             std::mem::take(&mut m.envelope),
             std::mem::take(&mut m.message),
@@ -485,9 +532,9 @@ impl Session {
             .collect();
         // The sender and queue id are the peer's words: quoted and escaped.
         tracing::info!(
-            queue_id = ?envelope.queue_id.as_deref().unwrap_or("-"),
-            client = %envelope.client_ip.map_or("-".to_string(), |ip| ip.to_string()),
-            from = ?envelope.from,
+            queue_id = ?queue_id.as_deref().unwrap_or("-"),
+            client = %client.map_or("-".to_string(), |ip| ip.to_string()),
+            from = ?from,
             score = format_args!("{:.1}", verdict.score),
             action = %decision.action,
             symbols = %symbols.join(","),
@@ -504,26 +551,29 @@ impl MessageState {
         self.engine.config.milter.max_message_size
     }
 
+    fn add_rcpt(&mut self, rcpt: &str) {
+        let rcpt = clip(rcpt.to_string(), MAX_ENVELOPE_FIELD);
+        if self.envelope.rcpts.len() >= MAX_RCPTS || self.rcpt_bytes + rcpt.len() > MAX_RCPT_BYTES {
+            self.envelope.rcpts_dropped += 1;
+            return;
+        }
+        self.rcpt_bytes += rcpt.len();
+        self.envelope.rcpts.push(rcpt);
+    }
+
     fn add_header(&mut self, name: String, value: Vec<u8>) {
-        if is_spam_header(&name) {
-            self.spam_header_total = self.spam_header_total.saturating_add(1);
-            if self.spam_header_total <= MAX_HEADER_DELETIONS {
-                self.spam_headers
-                    .entry(name.to_ascii_lowercase())
-                    .or_insert_with(|| (name.clone(), 0))
-                    .1 += 1;
-            }
+        // Counted for removal up to the bound; past it the message is refused whole.
+        if is_spam_header(&name) && self.message.spam_headers < MAX_HEADER_DELETIONS as usize {
+            self.spam_headers
+                .entry(name.to_ascii_lowercase())
+                .or_insert_with(|| (name.clone(), 0))
+                .1 += 1;
         }
         if self.has_subject.is_none() && name.eq_ignore_ascii_case("Subject") {
             self.has_subject = Some(value.clone());
         }
-        let size = name.len() + value.len() + 4;
-        if self.kept + size > self.limit() {
-            self.message.truncated = true;
-            return;
-        }
-        self.kept += size;
-        self.message.headers.push((name, value));
+        let room = self.limit().saturating_sub(self.kept);
+        self.kept += self.message.push_header(name, value, room);
     }
 
     /// Keeps what fits under the size limit; returns true once the limit is reached.
@@ -640,6 +690,11 @@ fn eom_replies(n: &Negotiated, m: &MessageState, d: &Decision) -> Vec<Reply> {
 
 /// Runs a session over a stream until the MTA quits, an error closes it, or a shutdown
 /// arrives while no message is in progress.
+///
+/// Every wait has a deadline that bytes arriving do not move: the first command (OPTNEG) must
+/// arrive within `handshake_timeout`, each later one in full within `idle_timeout` of the
+/// previous, and each reply must be taken by the MTA within `idle_timeout`. So a silent or
+/// trickling peer holds its connection permit for a bounded time, whatever it sends.
 pub async fn run<S>(
     mut stream: S,
     engines: watch::Receiver<Arc<Engine>>,
@@ -649,14 +704,19 @@ pub async fn run<S>(
 where
     S: Stream,
 {
+    let (handshake, idle) = {
+        let c = &engines.borrow().config.milter;
+        (c.handshake_timeout, c.idle_timeout)
+    };
     let mut session = Session::new(engines, peer);
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buf: Vec<u8> = Vec::new();
     let mut start = 0;
     let mut out = Vec::new();
     let mut draining = *shutdown.borrow();
     if draining {
         return Ok(());
     }
+    let mut deadline = Instant::now() + handshake;
     loop {
         while let Some((frame, used)) = codec::parse_frame(&buf[start..])? {
             let command = Command::parse(frame)?;
@@ -666,17 +726,26 @@ where
                 reply.encode(&mut out);
             }
             if !out.is_empty() {
-                stream.write_all(&out).await?;
+                tokio::time::timeout(idle, stream.write_all(&out))
+                    .await
+                    .map_err(|_| SessionError::WriteTimeout(idle))??;
                 out.clear();
             }
             if session.closed() {
                 return Ok(());
             }
+            deadline = Instant::now() + idle;
         }
         // Keep the unparsed tail at the front so the buffer stays one frame long at most.
         buf.drain(..start);
         start = 0;
-        buf.reserve(READ_CHUNK);
+        if buf.is_empty() && buf.capacity() > READ_KEEP {
+            buf = Vec::new();
+        }
+        // Room for the rest of the pending frame (its length is known once 4 bytes are in,
+        // and was checked against the frame limit), or for a burst of small commands.
+        let pending = codec::pending_frame_len(&buf).unwrap_or(0);
+        buf.reserve(pending.saturating_sub(buf.len()).max(READ_MIN));
         tokio::select! {
             read = stream.read_buf(&mut buf) => {
                 stream.ack_now();
@@ -684,7 +753,7 @@ where
                     return if buf.is_empty() { Ok(()) } else { Err(SessionError::Truncated(buf.len())) };
                 }
             }
-                        // On shutdown, a session that has not started negotiating is closed; the others
+            // On shutdown, a session that has not started negotiating is closed; the others
             // go on until the MTA quits (closing one between messages would make Postfix
             // defer the client's next message) or the server's drain deadline cuts them off.
             changed = shutdown.changed(), if !draining => {
@@ -693,7 +762,13 @@ where
                     return Ok(());
                 }
             }
-            _ = tokio::time::sleep(IDLE_TIMEOUT) => return Err(SessionError::Idle(IDLE_TIMEOUT)),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(if session.phase_is_initial() {
+                    SessionError::Handshake(handshake)
+                } else {
+                    SessionError::Idle(idle)
+                });
+            }
         }
     }
 }

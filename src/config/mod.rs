@@ -92,7 +92,8 @@ pub struct MilterConfig {
     pub listen: Listen,
     /// Permissions of a unix socket. Default 0o660 (the MTA's group connects). Restart to change.
     pub socket_mode: u32,
-    /// Concurrent MTA connections served; more wait in the kernel's backlog. Default 1000.
+    /// Concurrent MTA connections served; one past the limit is closed at once (the MTA then
+    /// applies its `milter_default_action` instead of waiting out a timeout). Default 1000.
     pub max_connections: usize,
     /// Bytes of each message (headers and body) kept for scanning; the rest is not scanned and
     /// `MESSAGE_TRUNCATED` says so. Default 10 MiB, Postfix's default `message_size_limit`.
@@ -102,6 +103,13 @@ pub struct MilterConfig {
     pub message_timeout: Duration,
     /// How long SIGTERM waits for sessions in flight. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// Time a new connection has to negotiate (OPTNEG) before it is closed. MTAs negotiate at
+    /// once; only a stray or hostile client stays silent. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Time each command has to arrive in full, counted from the previous one, however its
+    /// bytes trickle in. Postfix's milter connection is silent while it waits for the SMTP
+    /// client's next command, up to `smtpd_timeout` (300 s). Default 330 s.
+    pub idle_timeout: Duration,
 }
 
 /// `[actions]`: score thresholds; an action is off when its key is absent.
@@ -217,6 +225,14 @@ const MIN_MESSAGE_SIZE: u64 = 16 * 1024;
 /// Longest `message_timeout` and `shutdown_timeout`: past this, the MTA has long given up.
 const MAX_MESSAGE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Longest `handshake_timeout`: Postfix gives up on a milter after `milter_connect_timeout`
+/// (30 s); a connection silent for longer is not an MTA's.
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest `idle_timeout`: libmilter's own read timeout is 7210 s; Sendmail waits up to an hour
+/// (`Timeout.command`) for a slow SMTP client.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
+
 /// Longest text in an SMTP reply: a reply line is at most 512 bytes (RFC 5321 4.5.3.1.5),
 /// and the code and enhanced code come first.
 const MAX_REPLY_TEXT: usize = 400;
@@ -232,6 +248,8 @@ impl Default for Config {
                 max_message_size: 10 * 1024 * 1024,
                 message_timeout: Duration::from_secs(20),
                 shutdown_timeout: Duration::from_secs(30),
+                handshake_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(330),
             },
             actions: Thresholds {
                 add_header: Some(5.0),
@@ -447,6 +465,8 @@ fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
             "max_message_size",
             "message_timeout",
             "shutdown_timeout",
+            "handshake_timeout",
+            "idle_timeout",
         ],
     );
     if let Some(s) = r.string(t, p, "listen") {
@@ -497,6 +517,27 @@ fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
             r.problem(v, "milter.message_timeout", msg);
         } else {
             m.message_timeout = d;
+        }
+    }
+    for (key, field, max) in [
+        (
+            "handshake_timeout",
+            &mut m.handshake_timeout,
+            MAX_HANDSHAKE_TIMEOUT,
+        ),
+        ("idle_timeout", &mut m.idle_timeout, MAX_IDLE_TIMEOUT),
+    ] {
+        if let Some(d) = r.duration(t, p, key) {
+            if d < Duration::from_secs(1) || d > max {
+                let v = t.get(key).expect("key was just read");
+                r.problem(
+                    v,
+                    &format!("milter.{key}"),
+                    format!("must be between 1s and {max:?}"),
+                );
+            } else {
+                *field = d;
+            }
         }
     }
     if let Some(d) = r.duration(t, p, "shutdown_timeout") {

@@ -10,15 +10,68 @@ pub mod urls;
 use std::net::IpAddr;
 
 /// Most X-Spam* header deletions sent for one message. Each is a frame the MTA must apply;
-/// a message with more forged verdict headers than this is abuse, flagged by the symbol
-/// `TOO_MANY_SPAM_HEADERS`.
+/// a message with more forged verdict headers than this is hostile and is rejected (with
+/// `TOO_MANY_SPAM_HEADERS`) rather than delivered with forged verdicts left in it.
 pub const MAX_HEADER_DELETIONS: u32 = 1000;
+
+/// Most headers kept for scanning. Real mail has tens, a long relay chain with ARC and DKIM
+/// a couple of hundred; each kept header costs about 100 bytes of bookkeeping on top of its
+/// text, so 500,000 one-line headers would cost 20 times the message's size. Past this, the
+/// headers still reach the recipient but are not scanned (`TOO_MANY_HEADERS`).
+pub const MAX_HEADERS: usize = 1000;
 
 /// Whether a header carries a spam verdict (`X-Spam` or `X-Spam-*`, any case): ours to write,
 /// never to be trusted from outside.
 pub fn is_spam_header(name: &str) -> bool {
     let b = name.as_bytes();
     b.eq_ignore_ascii_case(b"X-Spam") || (b.len() > 7 && b[..7].eq_ignore_ascii_case(b"X-Spam-"))
+}
+
+/// Calls `f` with each header of a message file (name, and value with folds as "\n" plus the
+/// fold's whitespace, the single space after the colon removed), as an MTA would pass them;
+/// returns where the body starts. A line that is neither a header nor a fold starts the body,
+/// as MTAs treat a missing blank line.
+pub fn each_header(raw: &[u8], mut f: impl FnMut(String, Vec<u8>)) -> usize {
+    // The header being read; handed over when the next one starts (its folds come first).
+    let mut current: Option<(String, Vec<u8>)> = None;
+    let mut pos = 0;
+    let mut body_start = raw.len();
+    while pos < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..end];
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if content.is_empty() {
+            body_start = end;
+            break;
+        }
+        if content[0] == b' ' || content[0] == b'\t' {
+            // A continuation line: Postfix passes folded values with "\n" before the fold.
+            if let Some((_, v)) = &mut current {
+                v.push(b'\n');
+                v.extend_from_slice(content);
+            }
+        } else if let Some(colon) = memchr::memchr(b':', content) {
+            let name = String::from_utf8_lossy(&content[..colon])
+                .trim_end()
+                .to_string();
+            let value = &content[colon + 1..];
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            if let Some((n, v)) = current.replace((name, value.to_vec())) {
+                f(n, v);
+            }
+        } else {
+            body_start = pos;
+            break;
+        }
+        pos = end;
+    }
+    if let Some((n, v)) = current {
+        f(n, v);
+    }
+    body_start
 }
 
 /// What the SMTP conversation said about a message.
@@ -31,6 +84,8 @@ pub struct Envelope {
     /// Envelope sender without angle brackets; empty for the null sender.
     pub from: String,
     pub rcpts: Vec<String>,
+    /// Recipients past the session's bounds, counted and not kept.
+    pub rcpts_dropped: usize,
     /// SASL login name (`{auth_authen}`), when the client authenticated.
     pub auth_user: Option<String>,
     /// The MTA's queue id (`i`), for log lines.
@@ -40,58 +95,52 @@ pub struct Envelope {
 /// Headers and body of one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
-    /// Names and raw values in arrival order. Folded values keep their line breaks.
+    /// Names and raw values in arrival order, at most [`MAX_HEADERS`]. Folded values keep
+    /// their line breaks.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
-    /// The body was longer than the size kept; only the start is scanned.
+    /// More than the size kept arrived; only the start is scanned.
     pub truncated: bool,
+    /// Headers past [`MAX_HEADERS`], counted and not kept.
+    pub headers_dropped: usize,
+    /// X-Spam and X-Spam-* headers, kept or not (see [`is_spam_header`]).
+    pub spam_headers: usize,
 }
 
 impl Message {
+    /// Adds a header if it fits: at most [`MAX_HEADERS`] of them, and `room` bytes for its name
+    /// and value. Returns the bytes it took (0 when not kept).
+    pub fn push_header(&mut self, name: String, value: Vec<u8>, room: usize) -> usize {
+        if is_spam_header(&name) {
+            self.spam_headers += 1;
+        }
+        if self.headers.len() >= MAX_HEADERS {
+            self.headers_dropped += 1;
+            return 0;
+        }
+        // The name, ": " and the line end, as in the message.
+        let size = name.len() + value.len() + 4;
+        if size > room {
+            self.truncated = true;
+            return 0;
+        }
+        self.headers.push((name, value));
+        size
+    }
+
     /// Splits a message file (RFC 5322, LF or CRLF line ends) into headers and body the way an
     /// MTA presents them: one entry per header, the single space after the colon removed.
+    /// Headers are kept as the daemon keeps them ([`Message::push_header`]), the body up to
+    /// `max_body` bytes.
     pub fn from_raw(raw: &[u8], max_body: usize) -> Message {
-        let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut pos = 0;
-        let mut body_start = raw.len();
-        while pos < raw.len() {
-            let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i + 1);
-            let line = &raw[pos..end];
-            let content = line
-                .strip_suffix(b"\n")
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                .unwrap_or(line);
-            if content.is_empty() {
-                body_start = end;
-                break;
-            }
-            if content[0] == b' ' || content[0] == b'\t' {
-                // A continuation line: Postfix passes folded values with "\n" before the fold.
-                if let Some((_, v)) = headers.last_mut() {
-                    v.push(b'\n');
-                    v.extend_from_slice(content);
-                }
-            } else if let Some(colon) = memchr::memchr(b':', content) {
-                let name = String::from_utf8_lossy(&content[..colon])
-                    .trim_end()
-                    .to_string();
-                let value = &content[colon + 1..];
-                let value = value.strip_prefix(b" ").unwrap_or(value);
-                headers.push((name, value.to_vec()));
-            } else {
-                // Not a header: treat the rest as body, as MTAs do with a missing blank line.
-                body_start = pos;
-                break;
-            }
-            pos = end;
-        }
-        let body = &raw[body_start.min(raw.len())..];
-        let truncated = body.len() > max_body;
-        Message {
-            headers,
-            body: body[..body.len().min(max_body)].to_vec(),
-            truncated,
-        }
+        let mut m = Message::default();
+        let body_start = each_header(raw, |name, value| {
+            m.push_header(name, value, usize::MAX);
+        });
+        let body = &raw[body_start..];
+        m.truncated = body.len() > max_body;
+        m.body = body[..body.len().min(max_body)].to_vec();
+        m
     }
 
     /// The first value of a header, by case-insensitive name.
@@ -151,6 +200,20 @@ mod tests {
         assert_eq!(m.headers.len(), 1);
         assert_eq!(m.body, b"0123");
         assert!(m.truncated);
+    }
+
+    #[test]
+    fn headers_past_the_limit_are_counted_not_kept() {
+        let mut raw = String::new();
+        for i in 0..MAX_HEADERS + 10 {
+            raw.push_str(&format!("X-Spam-{i}: forged\r\n"));
+        }
+        raw.push_str("\r\nbody\r\n");
+        let m = Message::from_raw(raw.as_bytes(), 100);
+        assert_eq!(m.headers.len(), MAX_HEADERS);
+        assert_eq!(m.headers_dropped, 10);
+        assert_eq!(m.spam_headers, MAX_HEADERS + 10);
+        assert_eq!(m.body, b"body\r\n");
     }
 
     #[test]

@@ -194,9 +194,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 return Ok(r);
             }
         }
-        let parsed = crate::message::Message::from_raw(raw, usize::MAX);
+        // Every header, as an MTA passes them (the daemon's own bounds are what is tested).
+        let mut headers = Vec::new();
+        let body_start = crate::message::each_header(raw, |n, v| headers.push((n, v)));
         if !n.has(proto::NOHDRS) {
-            for (name, value) in parsed.headers {
+            for (name, value) in headers {
                 let r = self.command(&Command::Header { name, value }).await?;
                 if stops(&r) {
                     return Ok(r);
@@ -210,7 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         }
         if !n.has(proto::NOBODY) {
-            for chunk in parsed.body.chunks(codec::MAX_BODY_CHUNK) {
+            for chunk in raw[body_start..].chunks(codec::MAX_BODY_CHUNK) {
                 let r = self.command(&Command::Body(chunk.to_vec())).await?;
                 if r.contains(&Reply::Skip) {
                     break;

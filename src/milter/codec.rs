@@ -21,6 +21,30 @@ pub const MAX_BODY_CHUNK: usize = 65535;
 /// The four-byte big-endian length that starts every frame.
 pub const LEN_PREFIX: usize = 4;
 
+/// Most macros one MACRO frame may carry. Postfix and Sendmail send a handful per stage;
+/// a frame of a quarter of a million tiny pairs would cost ~18 MB to hold as strings.
+pub const MAX_MACROS_PER_FRAME: usize = 128;
+
+/// Most ESMTP parameters after MAIL FROM or RCPT TO. An SMTP command line is at most 512
+/// bytes (Postfix accepts 2048), which leaves room for a few dozen at most.
+pub const MAX_ESMTP_ARGS: usize = 64;
+
+/// Command codes a MACRO frame may name as its stage: the commands that carry macros in
+/// libmilter and Postfix (connect, helo, mail, rcpt, data, header, end of headers, body, end
+/// of message, unknown command). libmilter refuses the others, and so do we.
+pub const MACRO_STAGES: [u8; 10] = [
+    cmd::CONNECT,
+    cmd::HELO,
+    cmd::MAIL,
+    cmd::RCPT,
+    cmd::DATA,
+    cmd::HEADER,
+    cmd::EOH,
+    cmd::BODY,
+    cmd::BODYEOB,
+    cmd::UNKNOWN,
+];
+
 /// Protocol versions the daemon speaks. 2 is the oldest Postfix and Sendmail 8.13 still use;
 /// 6 is what both use today.
 pub const SUPPORTED_VERSIONS: [u32; 2] = [2, 6];
@@ -150,6 +174,14 @@ pub enum FrameError {
     Empty,
 }
 
+/// The whole length (prefix included) of the frame that starts `buf`, once its prefix is in
+/// and within the limit; for sizing a read buffer before the frame is complete.
+pub fn pending_frame_len(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; LEN_PREFIX] = buf.get(..LEN_PREFIX)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    (len <= MAX_FRAME_LEN).then_some(LEN_PREFIX + len)
+}
+
 /// Splits the first frame off `buf`.
 ///
 /// `Ok(None)` means the frame is not complete yet: read more and call again. On success the
@@ -201,6 +233,14 @@ pub enum PayloadError {
     Malformed {
         what: &'static str,
         problem: &'static str,
+    },
+    #[error("MACRO frame for unknown stage {0:#04x}")]
+    MacroStage(u8),
+    #[error("{what} frame: more than {max} {items}")]
+    TooMany {
+        what: &'static str,
+        items: &'static str,
+        max: usize,
     },
 }
 
@@ -378,10 +418,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The remaining NUL-terminated strings, as in MAIL and RCPT.
+    /// The remaining NUL-terminated strings, as the ESMTP parameters of MAIL and RCPT.
     fn strings(&mut self) -> Result<Vec<String>, PayloadError> {
         let mut v = Vec::new();
         while !self.is_empty() {
+            if v.len() == MAX_ESMTP_ARGS {
+                return Err(PayloadError::TooMany {
+                    what: self.what,
+                    items: "ESMTP parameters",
+                    max: MAX_ESMTP_ARGS,
+                });
+            }
             v.push(self.string()?);
         }
         Ok(v)
@@ -449,8 +496,18 @@ impl Command {
             }
             cmd::MACRO => {
                 let stage = f.byte()?;
+                if !MACRO_STAGES.contains(&stage) {
+                    return Err(PayloadError::MacroStage(stage));
+                }
                 let mut pairs = Vec::new();
                 while !f.is_empty() {
+                    if pairs.len() == MAX_MACROS_PER_FRAME {
+                        return Err(PayloadError::TooMany {
+                            what,
+                            items: "macros",
+                            max: MAX_MACROS_PER_FRAME,
+                        });
+                    }
                     let name = f.string()?;
                     // A trailing name without its value is tolerated: a macro is a hint, not
                     // worth ending the session over.
@@ -981,6 +1038,14 @@ mod tests {
 
     #[test]
     fn malformed_payloads_name_the_problem() {
+        let many_macros: Vec<u8> = std::iter::once(cmd::CONNECT)
+            .chain(b"a\0b\0".repeat(MAX_MACROS_PER_FRAME + 1))
+            .collect();
+        let many_args = b"<a@b>\0"
+            .iter()
+            .chain(&b"X=1\0".repeat(MAX_ESMTP_ARGS + 1))
+            .copied()
+            .collect::<Vec<u8>>();
         let cases: &[(u8, &[u8], &str)] = &[
             (
                 cmd::OPTNEG,
@@ -1015,6 +1080,17 @@ mod tests {
             ),
             (b'Z', b"", "unknown command code 0x5a"),
             (0, b"", "unknown command code 0x00"),
+            (cmd::MACRO, b"Zj\0x\0", "MACRO frame for unknown stage 0x5a"),
+            (
+                cmd::MACRO,
+                &many_macros,
+                "MACRO frame: more than 128 macros",
+            ),
+            (
+                cmd::RCPT,
+                &many_args,
+                "RCPT frame: more than 64 ESMTP parameters",
+            ),
         ];
         for (code, data, want) in cases {
             let err = Command::parse(Frame { code: *code, data }).unwrap_err();

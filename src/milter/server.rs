@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::Listen;
+use crate::warn::WarnLimiter;
 
 /// A connected stream of either kind.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -136,6 +137,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Accepts connections until `stop` turns true, running `handle` for each under a permit;
 /// then tells sessions to finish (through the receiver each one gets) and waits up to
 /// `drain` for them before cutting the rest off.
+///
+/// A connection that finds every permit taken is closed at once, with a rate-limited warning:
+/// left in the listen backlog, it would make the MTA wait out its connect timeout before
+/// applying its default action, for every message, while the slots stay taken.
 pub async fn serve<F, Fut>(
     listener: Listener,
     max_connections: usize,
@@ -149,16 +154,13 @@ pub async fn serve<F, Fut>(
     let permits = Arc::new(Semaphore::new(max_connections));
     let (tell_sessions, sessions_hear) = watch::channel(false);
     let mut sessions = JoinSet::new();
+    let refusals = WarnLimiter::default();
     loop {
         if *stop.borrow() {
             break;
         }
         // A dropped stop sender means nobody can tell us to stop any more: stop now rather
         // than spin on a channel that is always ready.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            r = stop.changed() => if r.is_err() { break } else { continue },
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             r = stop.changed() => if r.is_err() { break } else { continue },
@@ -167,6 +169,13 @@ pub async fn serve<F, Fut>(
         while sessions.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    if let Some(suppressed) = refusals.allow() {
+                        tracing::warn!(%peer, suppressed, max_connections, "connection limit reached; closing the new connection");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let fut = handle(stream, peer, sessions_hear.clone());
                 sessions.spawn(async move {
                     fut.await;

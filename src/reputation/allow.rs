@@ -143,14 +143,15 @@ impl AllowLists {
             ));
         }
         // Every recipient must be listed: one listed address (postmaster@) added to a spam
-        // run must not carry it to everyone else.
+        // run must not carry it to everyone else. Recipients the session did not keep (past
+        // its bounds) count as not listed.
         let listed = |rcpt: &String| {
             let r = rcpt.trim_matches(['<', '>']).to_ascii_lowercase();
             let domain = r.rsplit_once('@').map(|(_, d)| format!("@{d}"));
             self.recipients.contains(&r)
                 || domain.as_ref().is_some_and(|d| self.recipients.contains(d))
         };
-        if !env.rcpts.is_empty() && env.rcpts.iter().all(listed) {
+        if !env.rcpts.is_empty() && env.rcpts_dropped == 0 && env.rcpts.iter().all(listed) {
             out.push(Symbol::new(
                 "ALLOWLIST_RECIPIENT",
                 self.score,

@@ -182,19 +182,15 @@ impl Stage for MimeStage {
     }
 
     fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
-        let forged = input
-            .message
-            .headers
-            .iter()
-            .filter(|(n, _)| crate::message::is_spam_header(n))
-            .count();
-        let excess = (forged > crate::message::MAX_HEADER_DELETIONS as usize).then(|| {
+        let dropped = input.message.headers_dropped;
+        let excess = (dropped > 0).then(|| {
             Symbol::new(
-                "TOO_MANY_SPAM_HEADERS",
+                "TOO_MANY_HEADERS",
                 3.0,
                 format!(
-                    "{forged} X-Spam headers arrived; only the first {} are removed",
-                    crate::message::MAX_HEADER_DELETIONS
+                    "{} headers; only the first {} were scanned",
+                    dropped + input.message.headers.len(),
+                    crate::message::MAX_HEADERS
                 ),
             )
         });

@@ -98,6 +98,18 @@ const FOLD_AT: usize = 78;
 /// Most stars in X-Spam-Level; SpamAssassin stops at 50 too.
 const MAX_STARS: usize = 50;
 
+/// A rejection whatever the score, for a message that cannot be delivered safely.
+pub fn refuse(text: &str) -> Decision {
+    Decision {
+        action: Action::Reject,
+        is_spam: true,
+        add_headers: Vec::new(),
+        subject_prefix: None,
+        quarantine_reason: None,
+        smtp_reply: Some((550, "5.7.1".into(), text.into())),
+    }
+}
+
 pub fn decide(config: &Config, verdict: &Verdict) -> Decision {
     let t = &config.actions;
     let action = action_for(t, verdict.score);

@@ -1,0 +1,341 @@
+//! Regression tests for what a hostile peer or message could make the daemon spend: each
+//! attack runs against the real daemon, and its cost is measured from outside (the daemon's
+//! resident memory from /proc, connections closed or served).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, ham};
+use repmilter::milter::client::{Client, Envelope};
+use repmilter::milter::codec::{self, Command, ConnectAddr, Reply, cmd};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ENV: Envelope<'static> = Envelope {
+    from: "alice@example.org",
+    rcpts: &["bob@example.net"],
+    mail_macros: &[],
+};
+
+async fn client(d: &Daemon) -> Client<TcpStream> {
+    let s = TcpStream::connect(d.addr()).await.unwrap();
+    let addr = ConnectAddr::Inet {
+        ip: "192.0.2.10".parse().unwrap(),
+        port: 40000,
+    };
+    Client::open(s, "client.example", addr).await.unwrap().0
+}
+
+/// The daemon's resident memory in KiB.
+fn rss_kib(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Waits until the daemon closes `s`; returns how long that took, or None if it stayed open
+/// for `limit`. Anything the daemon sends before closing is read and ignored.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    let done = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    done.ok().map(|_| start.elapsed())
+}
+
+fn optneg_frame() -> Vec<u8> {
+    let mut out = Vec::new();
+    Command::Optneg(repmilter::milter::client::POSTFIX_OFFER).encode(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_peers_are_closed_while_real_mail_is_scored() {
+    let d = Daemon::start(
+        "max_connections = 12\nhandshake_timeout = \"1s\"\nidle_timeout = \"2s\"",
+        "",
+    );
+    // Eight peers that connect and never say a word.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(TcpStream::connect(d.addr()).await.unwrap());
+    }
+    // Three that negotiate, then trickle one byte of a frame every 300 ms, forever: each
+    // byte is progress, but no command ever completes.
+    let mut tricklers = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(d.addr()).await.unwrap();
+        s.write_all(&optneg_frame()).await.unwrap();
+        let mut reply = [0u8; 4];
+        s.read_exact(&mut reply).await.unwrap();
+        tricklers.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let frame = {
+                let mut f = Vec::new();
+                Command::Helo("x".repeat(200)).encode(&mut f);
+                f
+            };
+            for b in frame {
+                if s.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            closed_within(&mut s, Duration::from_secs(30)).await;
+            start.elapsed()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The twelfth slot serves real mail at once.
+    let mut real = client(&d).await;
+    let r = real.message(&ENV, ham().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+
+    // A thirteenth connection is closed at once, not left waiting in the backlog.
+    let mut extra = TcpStream::connect(d.addr()).await.unwrap();
+    extra.write_all(&optneg_frame()).await.unwrap();
+    let took = closed_within(&mut extra, Duration::from_secs(10)).await;
+    assert!(took.is_some(), "a connection past the limit stayed open");
+    assert!(
+        d.wait_log("connection limit reached", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+
+    // The silent peers are closed after the handshake timeout.
+    for s in &mut silent {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await.is_some(),
+            "a silent peer stayed connected"
+        );
+    }
+    // The tricklers after the idle timeout, though each sent a byte every 300 ms.
+    for t in tricklers {
+        let held = t.await.unwrap();
+        assert!(
+            held < Duration::from_secs(25),
+            "a trickling peer was held for {held:?}"
+        );
+    }
+    assert!(d.log().contains("no negotiation within 1s"), "{}", d.log());
+    assert!(
+        d.log().contains("no complete command within 2s"),
+        "{}",
+        d.log()
+    );
+
+    // The slots are free again: new sessions are served, the open one too.
+    let mut fresh = client(&d).await;
+    let r = fresh.message(&ENV, ham().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+}
+
+/// Sends one frame of the given code and payload.
+async fn send_frame(s: &mut Client<TcpStream>, code: u8, data: &[u8]) {
+    let mut frame = Vec::new();
+    codec::write_frame(code, data, &mut frame);
+    s.send_raw(&frame).await.unwrap();
+}
+
+/// Whether the daemon closes the connection (rather than waiting for more, as after a MACRO
+/// it accepted).
+async fn refused(c: &mut Client<TcpStream>) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), c.recv()).await,
+        Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn macro_floods_cost_no_memory() {
+    let d = Daemon::start("", "");
+    let before = rss_kib(&d);
+    // Sixteen connections each send 8 frames of 1 MiB for every macro stage, each frame as
+    // many pairs as it may carry, with long values: names the session reads and others.
+    let value = "v".repeat(8000);
+    let mut flooders = Vec::new();
+    for _ in 0..16 {
+        let mut c = client(&d).await;
+        let value = value.clone();
+        flooders.push(tokio::spawn(async move {
+            let mut data = Vec::new();
+            for stage in codec::MACRO_STAGES {
+                data.clear();
+                data.push(stage);
+                for i in 0..128 {
+                    let name = if i % 2 == 0 {
+                        "{auth_authen}".to_string()
+                    } else {
+                        format!("{{m{i}}}")
+                    };
+                    data.extend_from_slice(name.as_bytes());
+                    data.push(0);
+                    data.extend_from_slice(value.as_bytes());
+                    data.push(0);
+                }
+                for _ in 0..8 {
+                    send_frame(&mut c, cmd::MACRO, &data).await;
+                }
+            }
+            c
+        }));
+    }
+    // The sessions are still usable, and the flood did not stay in memory (kept whole, the
+    // last frame of each stage would be 10 MiB per connection).
+    for f in flooders {
+        let mut c = f.await.unwrap();
+        let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
+        assert_eq!(r.last(), Some(&Reply::Accept));
+    }
+    let grown = rss_kib(&d).saturating_sub(before);
+    eprintln!("macro flood: RSS grew by {grown} KiB");
+    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+    let mut c = client(&d).await;
+
+    // One frame of a quarter of a million tiny macros is refused: only that connection ends.
+    let mut bad = client(&d).await;
+    let mut tiny = vec![cmd::CONNECT];
+    tiny.extend(b"a\0b\0".repeat(250_000));
+    send_frame(&mut bad, cmd::MACRO, &tiny).await;
+    assert!(refused(&mut bad).await);
+    assert!(
+        d.wait_log("MACRO frame: more than 128 macros", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    // A stage that does not exist is refused too.
+    let mut bad = client(&d).await;
+    send_frame(&mut bad, cmd::MACRO, b"Qj\0x\0").await;
+    assert!(refused(&mut bad).await);
+    let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_floods_cost_bounded_memory() {
+    let d = Daemon::start("", "");
+    let mut c = client(&d).await;
+    let before = rss_kib(&d);
+    c.command(&Command::Mail {
+        sender: format!("<{}@example.org>", "s".repeat(500_000)),
+        args: vec![],
+    })
+    .await
+    .unwrap();
+    // 300 recipients of 1 MiB each would have been 300 MiB kept, and cloned at the end.
+    let long = format!("<{}@example.net>", "r".repeat(1_000_000));
+    for _ in 0..300 {
+        c.command(&Command::Rcpt {
+            recipient: long.clone(),
+            args: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    for i in 0..5000 {
+        c.command(&Command::Rcpt {
+            recipient: format!("<user{i}@example.net>"),
+            args: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    for (name, value) in [("From", "a@example.org"), ("Subject", "hello")] {
+        c.command(&Command::Header {
+            name: name.into(),
+            value: value.into(),
+        })
+        .await
+        .unwrap();
+    }
+    c.command(&Command::Body(b"hello\r\n".to_vec()))
+        .await
+        .unwrap();
+    let r = c.command(&Command::EndOfBody(Vec::new())).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
+    let grown = rss_kib(&d).saturating_sub(before);
+    eprintln!("recipient flood: RSS grew by {grown} KiB");
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
+    // The log line carries the sender cut to its bound.
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("message scored"))
+        .unwrap()
+        .to_string();
+    assert!(line.len() < 2000, "{} bytes", line.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_half_a_million_headers_is_scanned_within_its_size() {
+    let d = Daemon::start("", "");
+    let mut c = client(&d).await;
+    let before = rss_kib(&d);
+    let mut raw = String::with_capacity(10 << 20);
+    for i in 0..500_000 {
+        raw.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    raw.push_str("Subject: hi\r\n\r\nbody\r\n");
+    assert!(raw.len() > 5 << 20);
+    let r = c.message(&ENV, raw.as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
+    let status = r
+        .iter()
+        .find_map(|r| match r {
+            Reply::AddHeader { name, value } if name == "X-Spam-Status" => {
+                Some(String::from_utf8_lossy(value).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(status.contains("TOO_MANY_HEADERS"), "{status}");
+    // The old cost was 20 times the message's size (~200 MB); the kept part is bounded by
+    // MAX_HEADERS, and the scan's structures by the kept part.
+    let grown = rss_kib(&d).saturating_sub(before);
+    eprintln!("half a million headers: RSS grew by {grown} KiB");
+    assert!(grown < 24 * 1024, "RSS grew by {grown} KiB");
+}
+
+#[tokio::test]
+async fn more_forged_spam_headers_than_can_be_removed_are_refused() {
+    let d = Daemon::start("", "");
+    let mut c = client(&d).await;
+    let forged = |n: usize| {
+        let mut m = "X-Spam-Status: No, score=-100\r\n".repeat(n);
+        m.push_str("Subject: hi\r\n\r\nhello\r\n");
+        m
+    };
+    // At the bound: every one is removed, from the last down.
+    let r = c.message(&ENV, forged(1000).as_bytes()).await.unwrap();
+    let deletions = r
+        .iter()
+        .filter(|r| matches!(r, Reply::ChgHeader { value, .. } if value.is_empty()))
+        .count();
+    assert_eq!(deletions, 1000);
+    assert_eq!(r.last(), Some(&Reply::Accept));
+    // One more, and none would be trustworthy: refused without a scan.
+    let r = c.message(&ENV, forged(1001).as_bytes()).await.unwrap();
+    assert_eq!(
+        r,
+        vec![Reply::ReplyCode(
+            "550 5.7.1 Message has too many X-Spam headers".into()
+        )]
+    );
+    assert!(
+        d.wait_log("TOO_MANY_SPAM_HEADERS", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+}
