@@ -123,7 +123,7 @@ fn bench_literals(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(text_len as u64));
         g.bench_function(format!("{n}"), |b| {
             b.iter(|| {
-                let (hits, _) = rules.scan(black_box(&input));
+                let hits = rules.scan(black_box(&input)).hits;
                 assert_eq!(hits.len(), want);
             })
         });
@@ -213,7 +213,7 @@ fn bench_corpus(c: &mut Criterion) {
             let (mut spam_hits, mut ham_hits) = (0, 0);
             for (spam, raw) in messages.iter().map(|m| (&m.0, &m.1)) {
                 let input = ScanInput::new(Envelope::default(), Message::from_raw(raw, 10 << 20));
-                let n = rules.scan(&input).0.len();
+                let n = rules.scan(&input).hits.len();
                 if *spam {
                     spam_hits += n;
                 } else {

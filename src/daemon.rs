@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         listener.local()
     );
     let max_connections = config.milter.max_connections;
+    raise_file_limit(max_connections);
     let drain = config.milter.shutdown_timeout;
     // The files are fingerprinted before they are read, so that an edit made while they are
     // compiled is seen by the first poll.
@@ -45,6 +46,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     if let Some(dns) = &first.dns {
         dns.spawn_probes();
     }
+    tracing::info!(rules = first.rules.len(), "engine in use");
     let (engine_tx, engine_rx) = watch::channel(first);
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -112,11 +114,33 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Descriptors the daemon needs besides one per connection: listener, resolver sockets, rule
+/// and list files being read, standard streams.
+const FD_HEADROOM: u64 = 256;
+
+/// Raises the soft open-file limit so that `max_connections` can be served: Debian's default
+/// soft limit (1024) is about the default `max_connections`, and a daemon out of descriptors
+/// cannot even accept a connection to refuse it.
+fn raise_file_limit(max_connections: usize) {
+    let want = max_connections as u64 + FD_HEADROOM;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < want => tracing::warn!(
+            limit = got,
+            max_connections,
+            "the open-file limit is too low for milter.max_connections; raise the hard limit (LimitNOFILE=) or lower max_connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 /// Installs a new engine; if it brought new DNS lists (their config changed), starts their
 /// probes. The old lists' probe task ends when the last session using them lets go.
 fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) {
     let next = Arc::new(next);
     let old = engines.send_replace(next.clone());
+    // From here on new messages use it (a message in progress keeps the one it started with).
+    tracing::info!(rules = next.rules.len(), "engine in use");
     let same = match (&old.dns, &next.dns) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         (None, None) => true,

@@ -334,7 +334,7 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
             (Some(id), Ok(raw)) => {
                 let input =
                     ScanInput::new(Envelope::default(), Message::from_raw(&raw, usize::MAX));
-                let hit = rules.scan(&input).0.iter().any(|h| h.rule == id);
+                let hit = rules.scan(&input).hits.iter().any(|h| h.rule == id);
                 if hit == spam {
                     Ok(())
                 } else if spam {
@@ -369,7 +369,7 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
 }
 
 fn explain(engine: &Engine, input: &ScanInput) {
-    let (hits, _) = engine.rules.scan(input);
+    let hits = engine.rules.scan(input).hits;
     if hits.is_empty() {
         println!("explain: no signature rule hit");
         return;

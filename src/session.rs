@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Config, TrustMode};
-use crate::message::{Envelope, Message};
+use crate::message::{Envelope, MAX_HEADER_DELETIONS, Message, is_spam_header};
 use crate::milter::codec::{
     self, Command, ConnectAddr, FrameError, MacroStage, PayloadError, Reply, action, cmd, proto,
 };
@@ -303,8 +303,6 @@ fn clip(mut s: String, max: usize) -> String {
     }
     s
 }
-
-use crate::message::{MAX_HEADER_DELETIONS, is_spam_header};
 
 impl Session {
     pub fn new(engines: watch::Receiver<Arc<Engine>>, peer: impl Into<String>) -> Session {

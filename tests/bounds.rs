@@ -339,3 +339,105 @@ async fn more_forged_spam_headers_than_can_be_removed_are_refused() {
         d.log()
     );
 }
+
+/// CPU seconds the daemon has used (user + system), from /proc/PID/stat.
+fn cpu_seconds(d: &Daemon) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.child.id())).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Writes the daemon's rule file and waits until it has compiled that version.
+fn write_rules(d: &Daemon, text: &str) {
+    let compiled = || d.log().matches("engine in use").count();
+    let before = compiled();
+    std::fs::write(d.dir.path().join("rules/local.cf"), text).unwrap();
+    let start = Instant::now();
+    while compiled() == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "rules not reloaded:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_around_bomb_ends_by_the_deadline_and_stops_using_the_cpu() {
+    let d = Daemon::start(
+        "message_timeout = \"3s\"",
+        "[rules]\npaths = [\"$DIR/rules\"]\n",
+    );
+    // Forty rules that each take minutes on this message, and one that matters.
+    let mut rules: String = (0..40)
+        .map(|i| format!("body BOMB{i} /(?=(a+)+b)a/\nscore BOMB{i} 0.1\n"))
+        .collect();
+    rules.push_str("body ZORG /zorglub/\nscore ZORG 20\n");
+    write_rules(&d, &rules);
+    let mut c = client(&d).await;
+    let msg = format!("Subject: x\r\n\r\nzorglub {}\r\n", "a".repeat(300_000));
+    let start = Instant::now();
+    let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
+    let took = start.elapsed();
+    let cpu_at_reply = cpu_seconds(&d);
+    // Judged without the signatures (fail open), at the deadline, not minutes later.
+    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        d.wait_log("SIGNATURES_TIMEOUT", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    // And no scan thread goes on computing after the verdict.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let burnt = cpu_seconds(&d) - cpu_at_reply;
+    eprintln!("bomb: verdict after {took:?}, {burnt:.2} s of CPU in the 2 s after it");
+    assert!(burnt < 0.5, "{burnt:.2} s of CPU used after the verdict");
+
+    // One such rule alone is cut by its own time limit; the other rules still count.
+    write_rules(
+        &d,
+        "body BOMB /(?=(a+)+b)a/\nscore BOMB 0.1\nbody ZORG /zorglub/\nscore ZORG 20\n",
+    );
+    let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
+    assert!(
+        matches!(r.last(), Some(Reply::ReplyCode(t)) if t.starts_with("550")),
+        "{r:?}"
+    );
+    assert!(
+        d.wait_log("RULE_TIME_LIMIT", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padding_does_not_switch_backtracking_rules_off() {
+    let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
+    write_rules(
+        &d,
+        "body AB /a(?=b)/\nscore AB 10\nbody ZORG /zorg(?!x)lub/\nscore ZORG 10\n",
+    );
+    let mut c = client(&d).await;
+    // 150 KB of padding before the words the rules look for: each used to spend the whole
+    // backtracking step budget of its one search, and count as not matching.
+    let msg = format!(
+        "Subject: x\r\n\r\n{}\r\nab zorglub\r\n",
+        "xyz zorgx ".repeat(15_000)
+    );
+    let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
+    assert!(
+        matches!(r.last(), Some(Reply::ReplyCode(t)) if t.starts_with("550")),
+        "{r:?}\n{}",
+        d.log()
+    );
+    assert!(!d.log().contains("RULE_STEP_LIMIT"), "{}", d.log());
+}

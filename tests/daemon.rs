@@ -244,7 +244,7 @@ async fn rule_files_reload_when_they_change() {
         d.log()
     );
     assert!(
-        d.wait_log("rules=1", Duration::from_secs(10)),
+        d.wait_log("engine in use rules=1", Duration::from_secs(10)),
         "{}",
         d.log()
     );
@@ -458,7 +458,7 @@ async fn emptied_garbage_and_deleted_rule_files_never_turn_filtering_off() {
     std::fs::write(&a, "body A_ZORG /zorglub/\nscore A_ZORG 10\n").unwrap();
     std::fs::write(&b, "body B_FROB /frobnitz/\nscore B_FROB 10\n").unwrap();
     assert!(
-        d.wait_log("rules=2", Duration::from_secs(15)),
+        d.wait_log("engine in use rules=2", Duration::from_secs(15)),
         "{}",
         d.log()
     );

@@ -937,6 +937,25 @@ name = "SINGLE"
     }
 
     #[test]
+    fn connection_timeouts_are_bounded() {
+        let c = parse("[milter]\nhandshake_timeout = \"2s\"\nidle_timeout = \"1h\"\n").unwrap();
+        assert_eq!(c.milter.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(c.milter.idle_timeout, Duration::from_secs(3600));
+        let err = parse(
+            "[milter]\nhandshake_timeout = \"500ms\"\nidle_timeout = \"3h\"\n[dns]\nprobe_interval = \"48h\"\n",
+        )
+        .unwrap_err();
+        expect_problems(
+            &err,
+            &[
+                "2:milter.handshake_timeout must be between 1s and 60s",
+                "3:milter.idle_timeout must be between 1s and 7200s",
+                "5:dns.probe_interval must be between 1s and 24h",
+            ],
+        );
+    }
+
+    #[test]
     fn syntax_errors_have_a_position() {
         let err = parse("[milter]\nlisten = \n").unwrap_err();
         let ConfigError::Invalid { problems, .. } = &err else {

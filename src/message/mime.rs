@@ -25,6 +25,22 @@ pub const MAX_DEPTH: usize = 32;
 /// expand into gigabytes of text to scan.
 pub const MAX_DECODED_TEXT: usize = 8 * 1024 * 1024;
 
+/// The bounds a view is built under; [`Limits::DEFAULT`] holds the constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub parts: usize,
+    pub depth: usize,
+    pub decoded_text: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        parts: MAX_PARTS,
+        depth: MAX_DEPTH,
+        decoded_text: MAX_DECODED_TEXT,
+    };
+}
+
 /// Something about the structure worth a symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Anomaly {
@@ -94,6 +110,11 @@ pub struct MimeView {
 
 impl MimeView {
     pub fn build(message: &Message) -> MimeView {
+        MimeView::build_with(message, &Limits::DEFAULT)
+    }
+
+    /// The view under other bounds than the default ones (the fuzz target varies them).
+    pub fn build_with(message: &Message, limits: &Limits) -> MimeView {
         let mut view = MimeView {
             headers: message
                 .headers
@@ -110,12 +131,12 @@ impl MimeView {
             view.anomalies.push(Anomaly::Unparseable);
             return view;
         };
-        let mut text_budget = MAX_DECODED_TEXT;
+        let mut text_budget = limits.decoded_text;
         // Walk the part tree from the root without recursion, to bound depth and count.
         let mut stack: Vec<(u32, usize)> = vec![(0, 0)];
         let mut visited = 0;
         while let Some((id, depth)) = stack.pop() {
-            if visited == MAX_PARTS {
+            if visited == limits.parts {
                 view.note(Anomaly::TooManyParts);
                 break;
             }
@@ -128,7 +149,7 @@ impl MimeView {
             }
             match &part.body {
                 PartType::Multipart(children) => {
-                    if depth >= MAX_DEPTH {
+                    if depth >= limits.depth {
                         view.note(Anomaly::TooDeep);
                         continue;
                     }

@@ -172,7 +172,7 @@ impl Stage for AllowStage {
         "allow"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+    fn scan<'a>(&'a self, input: &'a ScanInput, _: tokio::time::Instant) -> StageFuture<'a> {
         Box::pin(std::future::ready(self.lists.check(input)))
     }
 }

@@ -540,7 +540,7 @@ impl Stage for DnsStage {
         "dns"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+    fn scan<'a>(&'a self, input: &'a ScanInput, _: tokio::time::Instant) -> StageFuture<'a> {
         Box::pin(self.lists.check(input))
     }
 }

@@ -87,7 +87,19 @@ pub type StageFuture<'a> = Pin<Box<dyn Future<Output = Vec<Symbol>> + Send + 'a>
 pub trait Stage: Send + Sync {
     /// Lower-case name, used in `*_TIMEOUT` symbols and logs.
     fn name(&self) -> &'static str;
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a>;
+    /// Scores a message. The pipeline stops waiting at `deadline`; a stage that computes
+    /// rather than waits checks it itself, so that it stops using the CPU too, and then
+    /// returns [`Stage::timed_out`].
+    fn scan<'a>(&'a self, input: &'a ScanInput, deadline: Instant) -> StageFuture<'a>;
+
+    /// The zero-score symbol saying this stage did not finish in time.
+    fn timed_out(&self) -> Symbol {
+        Symbol::new(
+            format!("{}_TIMEOUT", self.name().to_ascii_uppercase()),
+            0.0,
+            "stage did not finish within milter.message_timeout",
+        )
+    }
 }
 
 /// Stages and the config they were built from.
@@ -151,7 +163,9 @@ impl Pipeline {
         // Stages run together: each is started (its scan called) only when first polled, in
         // order, so the DNS stage's queries go out before the CPU-bound stages compute.
         let runs = self.stages.iter().map(|stage| async move {
-            let result = tokio::time::timeout_at(deadline, async { stage.scan(input).await }).await;
+            let result =
+                tokio::time::timeout_at(deadline, async { stage.scan(input, deadline).await })
+                    .await;
             (stage, result)
         });
         for (stage, result) in futures_util::future::join_all(runs).await {
@@ -162,11 +176,7 @@ impl Pipeline {
                         verdict.add(s);
                     }
                 }
-                Err(_) => verdict.add(Symbol::new(
-                    format!("{}_TIMEOUT", stage.name().to_ascii_uppercase()),
-                    0.0,
-                    "stage did not finish within milter.message_timeout",
-                )),
+                Err(_) => verdict.add(stage.timed_out()),
             }
         }
         verdict
@@ -181,7 +191,7 @@ impl Stage for MimeStage {
         "mime"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+    fn scan<'a>(&'a self, input: &'a ScanInput, _: Instant) -> StageFuture<'a> {
         let dropped = input.message.headers_dropped;
         let excess = (dropped > 0).then(|| {
             Symbol::new(
@@ -216,7 +226,7 @@ impl Stage for TrustStage {
         "trust"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+    fn scan<'a>(&'a self, input: &'a ScanInput, _: Instant) -> StageFuture<'a> {
         let t = &self.config.trust;
         let mut out = Vec::new();
         if let Some(ip) = input.envelope.client_ip
@@ -249,7 +259,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "slow"
         }
-        fn scan<'a>(&'a self, _: &'a ScanInput) -> StageFuture<'a> {
+        fn scan<'a>(&'a self, _: &'a ScanInput, _: Instant) -> StageFuture<'a> {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 vec![Symbol::new("NEVER", 1.0, "")]

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
+use super::backtrack::{self, Backtracking, Cut};
 use super::literals;
 use super::multi;
 use super::parse::{
@@ -16,9 +18,6 @@ use super::parse::{
 };
 use super::relax;
 use crate::scoring::ScanInput;
-
-/// Steps the backtracking engine may take per search before the rule counts as not matching.
-pub const FANCY_STEP_LIMIT: usize = 100_000;
 
 /// Compiled size allowed per regex (the `regex` crate's own default is 10 MiB; rules are many).
 const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
@@ -34,7 +33,7 @@ const CONTEXT: usize = 40;
 
 enum Matcher {
     Fast(regex::Regex),
-    Fancy(fancy_regex::Regex),
+    Fancy(Backtracking),
 }
 
 enum Kind {
@@ -285,20 +284,21 @@ fn compile_regex(p: &parse::Pattern) -> Result<Compiled, String> {
         }),
         Err(fast_err) => {
             let fancy = fancy_regex::RegexBuilder::new(&src)
-                .backtrack_limit(FANCY_STEP_LIMIT)
+                .backtrack_limit(backtrack::STEP_LIMIT)
                 .build();
             match fancy {
                 Ok(re) => {
                     let literals = relax::relaxed(&regex_source(p, false))
                         .and_then(|r| literals_of(&r, p.case_insensitive));
-                    let gate = relax::relaxed(&src).filter(|r| {
-                        regex::RegexBuilder::new(r)
+                    let anchor = relax::relaxed(&src).and_then(|r| {
+                        regex::RegexBuilder::new(&r)
                             .size_limit(REGEX_SIZE_LIMIT)
                             .build()
-                            .is_ok()
+                            .ok()
                     });
+                    let gate = anchor.as_ref().map(|a| a.as_str().to_string());
                     Ok(Compiled {
-                        matcher: Matcher::Fancy(re),
+                        matcher: Matcher::Fancy(Backtracking::new(re, anchor)),
                         literals,
                         gate,
                     })
@@ -651,13 +651,25 @@ impl RuleSet {
             .count()
     }
 
-    /// Scans a message; returns the rules that fired (sub-rules included) and the names of
-    /// rules whose backtracking search hit the step limit.
-    pub fn scan(&self, input: &ScanInput) -> (Vec<Hit>, Vec<String>) {
+    /// Scans a message without a deadline (the command-line tools).
+    pub fn scan(&self, input: &ScanInput) -> Scan {
+        self.scan_until(input, None)
+            .expect("a scan without a deadline runs to its end")
+    }
+
+    /// Scans a message; past `deadline` the scan stops between two rules (or two zones of a
+    /// backtracking rule) and gives up: a verdict made of some rules would be wrong.
+    pub fn scan_until(
+        &self,
+        input: &ScanInput,
+        deadline: Option<Instant>,
+    ) -> Result<Scan, Expired> {
         let mut st = ScanState {
             counts: vec![0; self.rules.len()],
             evidence: vec![None; self.rules.len()],
-            limited: Vec::new(),
+            cut: Vec::new(),
+            deadline,
+            expired: false,
         };
         let view = input.view();
         if self.body.wanted() {
@@ -682,7 +694,9 @@ impl RuleSet {
             self.scan_index(&self.rawbody, &raw, &mut st);
         }
         if self.full.wanted() {
-            let full = String::from_utf8_lossy(&input.message.to_raw()).into_owned();
+            // Valid UTF-8 (most mail) is taken as it is, without a second copy.
+            let full = String::from_utf8(input.message.to_raw())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             self.scan_index(&self.full, &full, &mut st);
         }
         for u in &view.urls {
@@ -693,6 +707,9 @@ impl RuleSet {
                 Some(text) => self.scan_index(ix, &text, &mut st),
                 None => self.scan_unset(ix, &mut st),
             }
+        }
+        if st.expired {
+            return Err(Expired);
         }
         for &r in &self.exists {
             if let Kind::Exists(name) = &self.rules[r].kind
@@ -717,9 +734,24 @@ impl RuleSet {
                 evidence: st.evidence[rule].take(),
             })
             .collect();
-        (hits, st.limited)
+        Ok(Scan { hits, cut: st.cut })
     }
 }
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Rules that fired, sub-rules included.
+    pub hits: Vec<Hit>,
+    /// Backtracking rules cut short on some text (each counts as not matching there), once
+    /// per rule and reason.
+    pub cut: Vec<(usize, Cut)>,
+}
+
+/// The scan's deadline passed before every rule had run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the rule scan did not finish before its deadline")]
+pub struct Expired;
 
 /// A meta rule's expression with rule ids in place of names.
 enum Compute {
@@ -856,6 +888,10 @@ impl RuleSet {
     }
 
     fn run_regex(&self, r: usize, text: &str, st: &mut ScanState) {
+        if st.expired || st.deadline.is_some_and(|d| Instant::now() >= d) {
+            st.expired = true;
+            return;
+        }
         let rule = &self.rules[r];
         let Kind::Regex {
             matcher, negate, ..
@@ -869,26 +905,30 @@ impl RuleSet {
             return;
         }
         let mut found: Vec<(usize, usize)> = Vec::new();
+        let mut cut = None;
         match matcher {
             Matcher::Fast(re) => {
                 for m in re.find_iter(text).take(room as usize) {
                     found.push((m.start(), m.end()));
                 }
             }
-            Matcher::Fancy(re) => {
-                for m in re.find_iter(text).take(room as usize) {
-                    match m {
-                        Ok(m) => found.push((m.start(), m.end())),
-                        Err(_) => {
-                            st.limited.push(rule.name.clone());
-                            break;
-                        }
-                    }
-                }
+            Matcher::Fancy(bt) => {
+                let f = bt.find(text, room as usize, st.deadline);
+                found = f.spans;
+                cut = f.cut;
             }
         }
+        match cut {
+            Some(Cut::Deadline) => {
+                st.expired = true;
+                return;
+            }
+            Some(c) if !st.cut.contains(&(r, c)) => st.cut.push((r, c)),
+            _ => {}
+        }
         if *negate {
-            if found.is_empty() && !st.limited.contains(&rule.name) {
+            // Absent only if every part of the text was searched.
+            if found.is_empty() && cut.is_none() {
                 st.counts[r] = st.counts[r].max(1);
             }
             return;
@@ -905,7 +945,10 @@ impl RuleSet {
 struct ScanState {
     counts: Vec<u32>,
     evidence: Vec<Option<Evidence>>,
-    limited: Vec<String>,
+    cut: Vec<(usize, Cut)>,
+    deadline: Option<Instant>,
+    /// The deadline passed: every rule from here on is skipped and the scan gives up.
+    expired: bool,
 }
 
 fn evidence(text: &str, start: usize, end: usize) -> Evidence {
@@ -1003,7 +1046,7 @@ mod tests {
             Envelope::default(),
             Message::from_raw(msg.as_bytes(), 1 << 20),
         );
-        let (hits, _) = s.scan(&input);
+        let hits = s.scan(&input).hits;
         let mut v: Vec<(String, u32)> = hits
             .iter()
             .map(|h| (s.rule(h.rule).name.clone(), h.count))
@@ -1139,9 +1182,9 @@ score    META_COUNT   1
             Envelope::default(),
             Message::from_raw(msg.as_bytes(), 1 << 20),
         );
-        let (hits, limited) = s.scan(&input);
-        assert!(hits.is_empty());
-        assert_eq!(limited, ["EVIL"]);
+        let scan = s.scan(&input);
+        assert!(scan.hits.is_empty());
+        assert_eq!(scan.cut, [(s.id("EVIL").unwrap(), Cut::Steps)]);
     }
 
     #[test]
@@ -1172,7 +1215,7 @@ score    META_COUNT   1
                 ..Message::default()
             },
         );
-        let (hits, _) = s.scan(&input);
+        let hits = s.scan(&input).hits;
         assert_eq!(hits.len(), 1);
         assert_eq!(s.rule(hits[0].rule).name, "OCT");
     }
@@ -1187,7 +1230,7 @@ score    META_COUNT   1
                 1 << 20,
             ),
         );
-        let (hits, _) = s.scan(&input);
+        let hits = s.scan(&input).hits;
         let ev = hits[0].evidence.as_ref().unwrap();
         assert_eq!(ev.matched, "Lottery Winner");
         assert!(ev.context.contains("you are our Lottery Winner this week"));

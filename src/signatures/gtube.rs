@@ -31,7 +31,7 @@ impl Stage for Gtube {
         "gtube"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
+    fn scan<'a>(&'a self, input: &'a ScanInput, _: tokio::time::Instant) -> StageFuture<'a> {
         let hit = Gtube::found(input).then(|| {
             Symbol::new(
                 "GTUBE",

@@ -5,8 +5,10 @@
 //! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter.
 //! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
 //! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
+//! - [`backtrack`]: backtracking rules searched zone by zone under step and time budgets.
 //! - [`engine`]: the compiled rule set and the scan.
 
+pub mod backtrack;
 pub mod engine;
 pub mod gtube;
 pub mod literals;
@@ -17,7 +19,9 @@ pub mod relax;
 use std::sync::Arc;
 
 use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
+use backtrack::Cut;
 use engine::RuleSet;
+use tokio::time::Instant;
 
 /// The stage that runs a rule set: one symbol per rule that fired (sub-rules excepted).
 pub struct SignatureStage {
@@ -29,9 +33,13 @@ impl Stage for SignatureStage {
         "signatures"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput) -> StageFuture<'a> {
-        let (hits, limited) = self.rules.scan(input);
-        let mut out: Vec<Symbol> = hits
+    fn scan<'a>(&'a self, input: &'a ScanInput, deadline: Instant) -> StageFuture<'a> {
+        let scan = match self.rules.scan_until(input, Some(deadline.into_std())) {
+            Ok(scan) => scan,
+            Err(_) => return Box::pin(std::future::ready(vec![self.timed_out()])),
+        };
+        let mut out: Vec<Symbol> = scan
+            .hits
             .iter()
             .map(|h| (self.rules.rule(h.rule), h.count))
             .filter(|(r, _)| !r.name.starts_with("__"))
@@ -44,11 +52,16 @@ impl Stage for SignatureStage {
                 Symbol::new(r.name.clone(), r.score * f64::from(count), detail)
             })
             .collect();
-        for name in limited {
+        for (rule, cut) in scan.cut {
+            let name = &self.rules.rule(rule).name;
+            let (symbol, why) = match cut {
+                Cut::Steps => ("RULE_STEP_LIMIT", "the backtracking step limit"),
+                _ => ("RULE_TIME_LIMIT", "its time limit"),
+            };
             out.push(Symbol::new(
-                "RULE_STEP_LIMIT",
+                symbol,
                 0.0,
-                format!("{name} hit the backtracking step limit and counts as not matching"),
+                format!("{name} hit {why} on part of the text, which counts as not matching"),
             ));
         }
         Box::pin(std::future::ready(out))

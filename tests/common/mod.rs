@@ -90,6 +90,21 @@ impl Daemon {
                     log.lock().unwrap().join("\n")
                 )
             });
+        // Serving with its first rule set: files written from here on are seen as changes.
+        let start = Instant::now();
+        while !log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("engine in use"))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon did not load its engine; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let port = listen
             .strip_prefix("inet:127.0.0.1:")
             .and_then(|p| p.parse().ok())

@@ -1,0 +1,255 @@
+//! Backtracking rules (look-around, back-references) evaluated at a bounded cost that
+//! padding cannot switch off.
+//!
+//! fancy-regex counts its backtracking steps per search, and one search tries every start
+//! position of the text: 100 KB of padding before a match used the whole step budget, so the
+//! rule stopped matching; and a look-around hands its inside to the `regex` crate, which scans
+//! on from each start, so `(?=(a+)+b)a` cost 12 s on 100 KB while no step was counted.
+//!
+//! So a rule is searched zone by zone: each search may start only within one [`ZONE`] of the
+//! text and sees [`LOOKAHEAD`] bytes past it (the text before it stays visible, so `^`, `\b`
+//! and look-behind see what they should), with a fresh step budget. Only zones where the
+//! rule's relaxed pattern (see [`super::relax`], a linear regex that matches wherever the rule
+//! does) has a match are searched, so padding without the rule's words costs one linear pass.
+//! Each rule has a time budget per text ([`TIME_LIMIT`]) and the whole scan a deadline,
+//! checked between zones. What is cut off counts as no match and is reported.
+//!
+//! The price: a match of a backtracking rule, with what its look-ahead reads, must end within
+//! [`LOOKAHEAD`] bytes past the zone it starts in.
+
+use std::time::{Duration, Instant};
+
+/// Bytes of text in which one search may start a match.
+pub const ZONE: usize = 4096;
+
+/// Bytes past the zone a search sees, for the rest of a match and its look-ahead.
+pub const LOOKAHEAD: usize = 1024;
+
+/// Backtracking steps per zone before the zone counts as not matching (`RULE_STEP_LIMIT`).
+pub const STEP_LIMIT: usize = 100_000;
+
+/// Time one rule may spend on one text (`RULE_TIME_LIMIT`). Far above what any sane rule
+/// needs on the largest message (a zone takes microseconds), far below `message_timeout`.
+pub const TIME_LIMIT: Duration = Duration::from_millis(100);
+
+/// Why a search stopped before the end of the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A zone used up its step budget; the other zones were searched.
+    Steps,
+    /// The rule used up [`TIME_LIMIT`].
+    Time,
+    /// The scan's deadline passed.
+    Deadline,
+}
+
+/// What a search found: match spans (non-overlapping, in order) and whether it was cut short.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub spans: Vec<(usize, usize)>,
+    pub cut: Option<Cut>,
+}
+
+/// A backtracking rule and the linear pattern that says where it can match.
+pub struct Backtracking {
+    re: fancy_regex::Regex,
+    /// The relaxed pattern; without one (it would not compile) every zone is searched.
+    anchor: Option<regex::Regex>,
+}
+
+impl Backtracking {
+    pub fn new(re: fancy_regex::Regex, anchor: Option<regex::Regex>) -> Backtracking {
+        Backtracking { re, anchor }
+    }
+
+    pub fn anchor(&self) -> Option<&regex::Regex> {
+        self.anchor.as_ref()
+    }
+
+    /// Up to `max` non-overlapping matches, leftmost first.
+    pub fn find(&self, text: &str, max: usize, deadline: Option<Instant>) -> Found {
+        let started = Instant::now();
+        let mut out = Found::default();
+        let mut from = 0;
+        let n = text.len();
+        for (first, last) in self.zones(text) {
+            for z in first..last {
+                let zone_end = text.floor_char_boundary(((z + 1) * ZONE).min(n));
+                // The end of the text is a position too (`$`, an empty match): it belongs
+                // to the last zone.
+                let starts_here = |pos: usize| pos < zone_end || (zone_end == n && pos == n);
+                let mut at = from.max(text.ceil_char_boundary(z * ZONE));
+                let hay = &text[..text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n))];
+                while starts_here(at) {
+                    match self.re.find_from_pos(hay, at) {
+                        Ok(Some(m)) if starts_here(m.start()) => {
+                            out.spans.push((m.start(), m.end()));
+                            if out.spans.len() >= max {
+                                return out;
+                            }
+                            // Non-overlapping, and past an empty match by one character.
+                            at = if m.end() > m.start() {
+                                m.end()
+                            } else if m.start() == n {
+                                // Nothing is left to search, in this zone or a later one.
+                                n + 1
+                            } else {
+                                text.ceil_char_boundary(m.start() + 1)
+                            };
+                            from = at;
+                        }
+                        Ok(_) => break,
+                        Err(_) => {
+                            out.cut.get_or_insert(Cut::Steps);
+                            break;
+                        }
+                    }
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    out.cut = Some(Cut::Deadline);
+                    return out;
+                }
+                if started.elapsed() >= TIME_LIMIT {
+                    out.cut = Some(Cut::Time);
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// Ranges of zone numbers `[first, last)` holding every position where a match can start:
+    /// each relaxed match's span, found leftmost first from the start of each zone not yet
+    /// covered (every start of the rule is a start of the relaxed pattern, so the leftmost
+    /// relaxed match from any point before it begins at or before it).
+    fn zones(&self, text: &str) -> Vec<(usize, usize)> {
+        // Position `n` (the end of the text) is in a zone of its own when `n` is a multiple.
+        let zones = text.len() / ZONE + 1;
+        let Some(anchor) = &self.anchor else {
+            return vec![(0, zones)];
+        };
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        let mut pos = 0;
+        while pos <= text.len() {
+            let Some(m) = anchor.find_at(text, pos) else {
+                break;
+            };
+            let first = m.start() / ZONE;
+            let last = ((m.end().max(m.start() + 1) - 1) / ZONE + 1).min(zones);
+            match out.last_mut() {
+                Some((_, end)) if *end >= first => *end = (*end).max(last),
+                _ => out.push((first, last)),
+            }
+            pos = text.ceil_char_boundary(last * ZONE);
+            if last >= zones {
+                break;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(src: &str) -> Backtracking {
+        let re = fancy_regex::RegexBuilder::new(src)
+            .backtrack_limit(STEP_LIMIT)
+            .build()
+            .unwrap();
+        let anchor = super::super::relax::relaxed(src).and_then(|r| regex::Regex::new(&r).ok());
+        Backtracking::new(re, anchor)
+    }
+
+    #[test]
+    fn padding_does_not_switch_a_rule_off() {
+        let r = rule("a(?=b)");
+        for pad in ["x", "a", "é"] {
+            let text = format!("{}ab", pad.repeat(200_000));
+            let f = r.find(&text, 10, None);
+            assert_eq!(f.cut, None, "pad {pad:?}");
+            assert_eq!(f.spans, [(text.len() - 2, text.len() - 1)], "pad {pad:?}");
+        }
+    }
+
+    #[test]
+    fn matches_across_zone_edges_and_context_before_them() {
+        // A match that starts just before a zone edge and ends after it.
+        let text = format!("{}foobar", "x".repeat(ZONE - 3));
+        assert_eq!(
+            rule("foo(?=bar)bar").find(&text, 10, None).spans,
+            [(ZONE - 3, ZONE + 3)]
+        );
+        // Look-behind and \b see the text before the zone.
+        let text = format!("{}ab", "c".repeat(ZONE));
+        assert_eq!(
+            rule("(?<=c)ab").find(&text, 10, None).spans,
+            [(ZONE, ZONE + 2)]
+        );
+        assert!(rule(r"\bab").find(&text, 10, None).spans.is_empty());
+        // ^ means the start of the text, not of a zone.
+        assert!(rule("^ab(?!x)").find(&text, 10, None).spans.is_empty());
+    }
+
+    #[test]
+    fn every_match_is_found_leftmost_first_without_overlap() {
+        let text = format!("{}{}", "aab ".repeat(3000), "end");
+        let r = rule("a(?=a|b)");
+        let f = r.find(&text, usize::MAX, None);
+        let naive = fancy_regex::Regex::new("a(?=a|b)").unwrap();
+        let want: Vec<(usize, usize)> = naive
+            .find_iter(&text)
+            .map(|m| m.unwrap())
+            .map(|m| (m.start(), m.end()))
+            .collect();
+        assert_eq!(f.spans, want);
+        assert_eq!(r.find(&text, 5, None).spans.len(), 5);
+    }
+
+    #[test]
+    fn a_look_around_bomb_is_cut_by_time() {
+        let r = rule("(?=(a+)+b)a");
+        let text = "a".repeat(1_000_000);
+        let start = Instant::now();
+        let f = r.find(&text, 10, None);
+        assert!(f.spans.is_empty());
+        assert_eq!(f.cut, Some(Cut::Time));
+        // Stopped at the first check past the budget: one zone at most later. A bound, not a
+        // speed target: unbounded, this search takes minutes.
+        assert!(start.elapsed() < TIME_LIMIT * 20, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn empty_texts_and_the_end_of_the_text_are_searched() {
+        assert_eq!(rule("^(?!x)").find("", 10, None).spans, [(0, 0)]);
+        let text = "y".repeat(ZONE);
+        assert_eq!(rule("(?<=y)$").find(&text, 10, None).spans, [(ZONE, ZONE)]);
+    }
+
+    #[test]
+    fn the_deadline_stops_a_search() {
+        let r = rule("(?=(a+)+b)a");
+        let text = "a".repeat(100_000);
+        let f = r.find(&text, 10, Some(Instant::now()));
+        assert_eq!(f.cut, Some(Cut::Deadline));
+    }
+
+    #[test]
+    fn zones_follow_the_relaxed_matches() {
+        let r = rule("zorg(?!lub)");
+        let text = format!(
+            "{}zorglub{}zorgx",
+            "x".repeat(3 * ZONE),
+            "y".repeat(5 * ZONE)
+        );
+        assert_eq!(r.zones(&text), [(3, 4), (8, 9)]);
+        let f = r.find(&text, 10, None);
+        assert_eq!(f.spans.len(), 1);
+        assert_eq!(&text[f.spans[0].0..f.spans[0].1], "zorg");
+        // Without a relaxed pattern, every zone.
+        let bare = Backtracking::new(fancy_regex::Regex::new("zorg(?!lub)").unwrap(), None);
+        assert_eq!(bare.zones(&text), [(0, text.len() / ZONE + 1)]);
+        assert_eq!(bare.find(&text, 10, None).spans, f.spans);
+    }
+}
