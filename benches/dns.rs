@@ -12,7 +12,6 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -22,18 +21,9 @@ use repmilter::reputation::lists::DnsLists;
 use repmilter::reputation::resolver::Resolver;
 use repmilter::scoring::ScanInput;
 
-#[path = "../tests/common/rbldnsd.rs"]
-mod rbldnsd;
-use rbldnsd::{Rbldnsd, Zone};
-
-fn require_tool(name: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name} || test -x /usr/sbin/{name}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Rbldnsd, Zone};
 
 fn bench_dns(c: &mut Criterion) {
     let Some(server) = Rbldnsd::start(&[

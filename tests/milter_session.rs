@@ -414,7 +414,6 @@ async fn hostile_input_closes_only_that_connection() {
         "{}",
         d.log()
     );
-    assert!(d.child.id() > 0);
 }
 
 #[tokio::test]
@@ -440,7 +439,7 @@ async fn unix_socket_with_configured_mode() {
 async fn inet6_loopback_listener() {
     // Some build sandboxes have no IPv6 at all; that is the machine's limit, not ours.
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("\n!!!!!!!! SKIPPED: this machine has no IPv6 loopback (::1) !!!!!!!!\n");
+        common::skip("this machine has no IPv6 loopback (::1)");
         return;
     }
     let d = Daemon::start_listening("inet6:[::1]:0", "", "");
