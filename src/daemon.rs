@@ -191,14 +191,9 @@ fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
         }
     };
     let running = engines.borrow().config.clone();
-    let refused = running.restart_only_changes(&new);
+    let refused = new.keep_restart_only(&running);
     if !refused.is_empty() {
         tracing::warn!(keys = %refused.join(", "), "these settings change only on restart; keeping their running values");
-        new.milter.listen = running.milter.listen.clone();
-        new.milter.socket_mode = running.milter.socket_mode;
-        new.milter.max_connections = running.milter.max_connections;
-        new.log_level = running.log_level.clone();
-        new.milter.shutdown_timeout = running.milter.shutdown_timeout;
     }
     let running_engine = engines.borrow().clone();
     swap(engines, Engine::reload(new, &running_engine));

@@ -2,10 +2,13 @@
 //!
 //! - [`codec`]: frames to and from typed commands and replies; pure, no I/O.
 //! - [`state`]: which command may come next, negotiation, which commands want a reply.
-//! - [`server`]: listeners, connection permits, shutdown fan-out.
+//! - [`server`]: listeners, connection permits, shutdown fan-out; [`Listen`]: where.
 //! - [`client`]: the MTA side, for tests, benches and load generation.
 
 pub mod client;
 pub mod codec;
+mod listen;
 pub mod server;
 pub mod state;
+
+pub use listen::Listen;

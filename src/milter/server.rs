@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::Listen;
+use super::Listen;
 use crate::warn::WarnLimiter;
 
 /// A connected stream of either kind.

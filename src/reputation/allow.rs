@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 
-use crate::config::{Allow, dns_names};
+use crate::config::{Allow, names};
 use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
 
 /// Entries read from one list file at most; a runaway file is cut, not loaded whole.
@@ -77,10 +77,10 @@ impl AllowLists {
             if entry.is_empty() {
                 continue;
             }
-            if let Some(n) = dns_names::parse_network(entry) {
+            if let Some(n) = names::parse_network(entry) {
                 self.networks.push(n);
             } else if entry.contains('@') {
-                match dns_names::parse_recipient(entry) {
+                match names::parse_recipient(entry) {
                     Some(r) => {
                         self.recipients.insert(r);
                     }
@@ -92,7 +92,7 @@ impl AllowLists {
                 }
             } else {
                 let d = entry.trim_end_matches('.').to_ascii_lowercase();
-                if dns_names::is_dns_name(&d) {
+                if names::is_dns_name(&d) {
                     self.sender_domains.insert(d);
                 } else {
                     self.problems.push(FileProblem {

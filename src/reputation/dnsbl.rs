@@ -9,6 +9,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::config::Code;
+use crate::config::names::{MAX_NAME, is_dns_name};
+
 /// The name to query for an IP address in `zone`: IPv4 octets reversed, IPv6 as 32 reversed
 /// nibbles. A query key for services such as Spamhaus DQS is part of `zone`.
 pub fn ip_query(ip: IpAddr, zone: &str) -> String {
@@ -34,9 +37,6 @@ pub fn ip_query(ip: IpAddr, zone: &str) -> String {
     }
 }
 
-/// Longest domain name (RFC 1035): a longer query name cannot be sent.
-const MAX_NAME: usize = 253;
-
 /// The name to query for a domain in a domain list, or None when the domain cannot be
 /// queried (empty, too long, or with characters DNS names do not have).
 pub fn domain_query(domain: &str, zone: &str) -> Option<String> {
@@ -44,19 +44,6 @@ pub fn domain_query(domain: &str, zone: &str) -> Option<String> {
     let zone = zone.trim_end_matches('.');
     let name = format!("{domain}.{zone}");
     (is_dns_name(&domain) && name.len() <= MAX_NAME).then_some(name)
-}
-
-/// Letters, digits, hyphens and underscores in dot-separated labels of 1-63 bytes, at most
-/// 253 bytes in all.
-pub fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_NAME
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// What one A record in an answer means.
@@ -87,38 +74,6 @@ pub fn classify(addr: Ipv4Addr) -> Answer {
         }
         _ => Answer::Listed(addr),
     }
-}
-
-/// How a zone's return codes map to symbols.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CodeMatch {
-    /// One address, as `127.0.0.2`.
-    Exact(Ipv4Addr),
-    /// An inclusive range, as ZEN's XBL `127.0.0.4`-`127.0.0.7`.
-    Range(Ipv4Addr, Ipv4Addr),
-    /// A bit in the last octet, as SURBL/URIBL multi (`returnbits`).
-    Bits(u8),
-}
-
-impl CodeMatch {
-    pub fn matches(&self, addr: Ipv4Addr) -> bool {
-        match self {
-            CodeMatch::Exact(a) => *a == addr,
-            CodeMatch::Range(lo, hi) => (*lo..=*hi).contains(&addr),
-            CodeMatch::Bits(mask) => {
-                let o = addr.octets();
-                o[0] == 127 && o[3] & mask != 0
-            }
-        }
-    }
-}
-
-/// One entry of a zone's code map.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Code {
-    pub when: CodeMatch,
-    pub symbol: String,
-    pub score: f64,
 }
 
 /// The symbols and scores for the addresses of one answer. Every listing code that no entry
@@ -159,6 +114,7 @@ pub struct Interpretation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CodeMatch;
 
     fn ip4(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

@@ -20,10 +20,11 @@ use ipnetwork::IpNetwork;
 use tokio::time::Instant;
 
 use super::cache::{Cache, SystemClock, TtlBounds};
-use super::dnsbl::{self, Answer, Code, CodeMatch};
+use super::dnsbl::{self, Answer};
 use super::hops::{self, Source};
 use super::resolver::{Failure, Resolver};
 use crate::config::{Check, Config, Dns, DnsList, ListKind};
+use crate::config::{Code, CodeMatch};
 use crate::message::mime;
 use crate::message::urls::registered_domain;
 use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};

@@ -1,0 +1,426 @@
+//! Reading a config file into the model: every problem with file, line, column and key, all
+//! at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+
+use super::model::*;
+use super::read_lists;
+use super::reader::{Problem, Reader, Table};
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: crate::files::ReadError,
+    },
+    #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), list(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Largest config file read. A documented config is a few KiB; even thousands of `[scores]`
+/// lines stay far below this, while `/dev/zero` or a log file named by mistake would not.
+pub const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
+
+/// Largest `max_message_size`: the body is held in memory per message.
+const MAX_MESSAGE_SIZE_LIMIT: u64 = 1 << 30;
+
+/// Smallest `max_message_size`: below this, headers alone fill it and nothing is scanned.
+const MIN_MESSAGE_SIZE: u64 = 16 * 1024;
+
+/// Longest `message_timeout` and `shutdown_timeout`: past this, the MTA has long given up.
+const MAX_MESSAGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Longest `handshake_timeout`: Postfix gives up on a milter after `milter_connect_timeout`
+/// (30 s); a connection silent for longer is not an MTA's.
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest `idle_timeout`: libmilter's own read timeout is 7210 s; Sendmail waits up to an hour
+/// (`Timeout.command`) for a slow SMTP client.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
+
+/// Longest text in an SMTP reply: a reply line is at most 512 bytes (RFC 5321 4.5.3.1.5),
+/// and the code and enhanced code come first.
+const MAX_REPLY_TEXT: usize = 400;
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src =
+            crate::files::read_text(path, MAX_CONFIG_FILE).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Config::parse(&src, path)
+    }
+
+    /// Validates config text; `path` names the file in messages and anchors relative paths.
+    pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut r = Reader::new(src, path);
+        let doc = match toml::de::DeTable::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let at = e.span().map(|s| s.start).unwrap_or(0);
+                r.problem_at(at, "", e.message().trim().to_string());
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    problems: r.finish(),
+                });
+            }
+        };
+        let mut c = Config {
+            path: path.to_path_buf(),
+            ..Config::default()
+        };
+        let root = doc.get_ref();
+        r.known_keys(
+            root,
+            "",
+            &[
+                "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log", "dns",
+                "dnsbl", "dnswl", "uribl", "allow",
+            ],
+        );
+        if let Some(t) = r.table(root, "", "milter") {
+            read_milter(&mut r, t, &mut c.milter);
+        }
+        if let Some(t) = r.table(root, "", "actions") {
+            read_actions(&mut r, t, &mut c.actions);
+        }
+        if let Some(t) = r.table(root, "", "policy") {
+            read_policy(&mut r, t, &mut c.policy);
+        }
+        if let Some(t) = r.table(root, "", "headers") {
+            let p = "headers";
+            r.known_keys(t, p, &["status", "report", "remove_incoming"]);
+            let h = &mut c.headers;
+            h.status = r.bool(t, p, "status").unwrap_or(h.status);
+            h.report = r.bool(t, p, "report").unwrap_or(h.report);
+            h.remove_incoming = r.bool(t, p, "remove_incoming").unwrap_or(h.remove_incoming);
+        }
+        if let Some(t) = r.table(root, "", "trust") {
+            read_trust(&mut r, t, &mut c.trust);
+        }
+        if let Some(t) = r.table(root, "", "scores") {
+            for (k, v) in t.iter() {
+                let name = k.get_ref().to_string();
+                let key = format!("scores.{name}");
+                if !is_symbol_name(&name) {
+                    r.problem_at(
+                        k.span().start,
+                        &key,
+                        "a symbol name is A-Z, 0-9 and _, starting with a letter",
+                    );
+                    continue;
+                }
+                if let Some(x) = r.number_value(v, &key) {
+                    c.scores.insert(name, x);
+                }
+            }
+        }
+        if let Some(t) = r.table(root, "", "rules") {
+            r.known_keys(t, "rules", &["paths"]);
+            if let Some(paths) = r.string_list(t, "rules", "paths") {
+                let base = path.parent().unwrap_or(Path::new("."));
+                c.rules.paths = paths.into_iter().map(|(p, _)| base.join(p)).collect();
+            }
+        }
+        if let Some(t) = r.table(root, "", "dns") {
+            read_lists::read_dns(&mut r, t, &mut c.dns);
+        }
+        c.lists = read_lists::read_lists(&mut r, root);
+        if let Some(t) = r.table(root, "", "allow") {
+            let base = path.parent().unwrap_or(Path::new("."));
+            read_lists::read_allow(&mut r, t, base, &mut c.allow);
+        }
+        if !c.lists.is_empty() && c.dns.timeout >= c.milter.message_timeout {
+            let at = root
+                .get("dns")
+                .and_then(|d| d.get_ref().as_table())
+                .and_then(|t| t.get("timeout"))
+                .map_or(0, |v| v.span().start);
+            r.problem_at(
+                at,
+                "dns.timeout",
+                format!(
+                    "{:?} is not shorter than milter.message_timeout ({:?}): DNS answers would be cut off with the whole stage",
+                    c.dns.timeout, c.milter.message_timeout
+                ),
+            );
+        }
+        if let Some(t) = r.table(root, "", "log") {
+            r.known_keys(t, "log", &["level"]);
+            if let Some(level) = r.string(t, "log", "level") {
+                if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                    let v = t.get("level").expect("key was just read");
+                    r.problem(
+                        v,
+                        "log.level",
+                        format!(
+                            "{level:?} is not a log filter such as \"info\" or \"repmilter=debug\""
+                        ),
+                    );
+                } else {
+                    c.log_level = level;
+                }
+            }
+        }
+        if r.problem_count() == 0 {
+            Ok(c)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: r.finish(),
+            })
+        }
+    }
+}
+
+fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
+    let p = "milter";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "listen",
+            "socket_mode",
+            "max_connections",
+            "max_message_size",
+            "message_timeout",
+            "shutdown_timeout",
+            "handshake_timeout",
+            "idle_timeout",
+        ],
+    );
+    if let Some(s) = r.string(t, p, "listen") {
+        match s.parse::<Listen>() {
+            Ok(l) => m.listen = l,
+            Err(e) => {
+                let v = t.get("listen").expect("key was just read");
+                r.problem(v, "milter.listen", e);
+            }
+        }
+    }
+    if let Some(s) = r.string(t, p, "socket_mode") {
+        match u32::from_str_radix(&s, 8) {
+            Ok(mode) if mode <= 0o777 => m.socket_mode = mode,
+            _ => {
+                let v = t.get("socket_mode").expect("key was just read");
+                r.problem(
+                    v,
+                    "milter.socket_mode",
+                    format!("{s:?} is not an octal mode such as \"0660\""),
+                );
+            }
+        }
+    }
+    if let Some(n) = r.integer(t, p, "max_connections", 1_000_000) {
+        if n == 0 {
+            let v = t.get("max_connections").expect("key was just read");
+            r.problem(v, "milter.max_connections", "must be at least 1");
+        } else {
+            m.max_connections = n as usize;
+        }
+    }
+    if let Some(n) = r.integer(t, p, "max_message_size", MAX_MESSAGE_SIZE_LIMIT) {
+        if n < MIN_MESSAGE_SIZE {
+            let v = t.get("max_message_size").expect("key was just read");
+            let msg = format!("{n} is too small to scan anything: use at least {MIN_MESSAGE_SIZE}");
+            r.problem(v, "milter.max_message_size", msg);
+        } else {
+            m.max_message_size = n as usize;
+        }
+    }
+    if let Some(d) = r.duration(t, p, "message_timeout") {
+        if d.is_zero() || d > MAX_MESSAGE_TIMEOUT {
+            let v = t.get("message_timeout").expect("key was just read");
+            let msg = format!(
+                "must be more than 0 and at most {MAX_MESSAGE_TIMEOUT:?} (the MTA gives up first: Postfix's milter_content_timeout is 300s)"
+            );
+            r.problem(v, "milter.message_timeout", msg);
+        } else {
+            m.message_timeout = d;
+        }
+    }
+    for (key, field, max) in [
+        (
+            "handshake_timeout",
+            &mut m.handshake_timeout,
+            MAX_HANDSHAKE_TIMEOUT,
+        ),
+        ("idle_timeout", &mut m.idle_timeout, MAX_IDLE_TIMEOUT),
+    ] {
+        if let Some(d) = r.duration(t, p, key) {
+            if d < Duration::from_secs(1) || d > max {
+                let v = t.get(key).expect("key was just read");
+                r.problem(
+                    v,
+                    &format!("milter.{key}"),
+                    format!("must be between 1s and {max:?}"),
+                );
+            } else {
+                *field = d;
+            }
+        }
+    }
+    if let Some(d) = r.duration(t, p, "shutdown_timeout") {
+        if d > MAX_MESSAGE_TIMEOUT {
+            let v = t.get("shutdown_timeout").expect("key was just read");
+            r.problem(
+                v,
+                "milter.shutdown_timeout",
+                format!("must be at most {MAX_MESSAGE_TIMEOUT:?}"),
+            );
+        } else {
+            m.shutdown_timeout = d;
+        }
+    }
+}
+
+fn read_actions(r: &mut Reader<'_>, t: &Table<'_>, a: &mut Thresholds) {
+    let p = "actions";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "add_header",
+            "rewrite_subject",
+            "quarantine",
+            "soft_reject",
+            "discard",
+            "reject",
+        ],
+    );
+    // An absent key turns the action off, so the defaults do not carry over.
+    let mut positive = |key: &str| {
+        let x = r.number(t, p, key)?;
+        if x <= 0.0 {
+            let v = t.get(key).expect("key was just read");
+            let msg = format!(
+                "{x} would act on ordinary mail, which scores about 0: use a threshold above 0"
+            );
+            r.problem(v, &format!("actions.{key}"), msg);
+            return None;
+        }
+        Some(x)
+    };
+    *a = Thresholds {
+        add_header: positive("add_header"),
+        rewrite_subject: positive("rewrite_subject"),
+        quarantine: positive("quarantine"),
+        soft_reject: positive("soft_reject"),
+        discard: positive("discard"),
+        reject: positive("reject"),
+    };
+}
+
+fn read_policy(r: &mut Reader<'_>, t: &Table<'_>, pol: &mut Policy) {
+    let p = "policy";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "reject_text",
+            "soft_reject_text",
+            "subject_prefix",
+            "quarantine_reason",
+        ],
+    );
+    for (key, field) in [
+        ("reject_text", &mut pol.reject_text),
+        ("soft_reject_text", &mut pol.soft_reject_text),
+        ("subject_prefix", &mut pol.subject_prefix),
+        ("quarantine_reason", &mut pol.quarantine_reason),
+    ] {
+        if let Some(s) = r.string(t, p, key) {
+            // These go into SMTP replies and the Subject header as they are: 7-bit text only
+            // (a non-ASCII subject prefix would need RFC 2047 encoding).
+            let bad = if !s.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+                Some("must be printable ASCII on one line".to_string())
+            } else if s.len() > MAX_REPLY_TEXT {
+                Some(format!(
+                    "is {} characters; at most {MAX_REPLY_TEXT} fit an SMTP reply",
+                    s.len()
+                ))
+            } else {
+                None
+            };
+            match bad {
+                Some(msg) => {
+                    let v = t.get(key).expect("key was just read");
+                    r.problem(v, &format!("policy.{key}"), msg);
+                }
+                None => *field = s,
+            }
+        }
+    }
+}
+
+fn read_trust(r: &mut Reader<'_>, t: &Table<'_>, tr: &mut Trust) {
+    let p = "trust";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "networks",
+            "networks_mode",
+            "networks_score",
+            "authenticated_mode",
+            "authenticated_score",
+        ],
+    );
+    if let Some(items) = r.string_list(t, p, "networks") {
+        tr.networks.clear();
+        for (s, at) in items {
+            match s.parse::<IpNetwork>() {
+                Ok(n) => tr.networks.push(n),
+                Err(_) => r.problem_at(
+                    at,
+                    "trust.networks",
+                    format!("{s:?} is not an address or network such as 192.0.2.0/24"),
+                ),
+            }
+        }
+    }
+    for (key, field) in [
+        ("networks_mode", &mut tr.networks_mode),
+        ("authenticated_mode", &mut tr.authenticated_mode),
+    ] {
+        if let Some(s) = r.string(t, p, key) {
+            match s.as_str() {
+                "skip" => *field = TrustMode::Skip,
+                "scan" => *field = TrustMode::Scan,
+                _ => {
+                    let v = t.get(key).expect("key was just read");
+                    r.problem(
+                        v,
+                        &format!("trust.{key}"),
+                        format!("{s:?}: expected \"skip\" or \"scan\""),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(x) = r.number(t, p, "networks_score") {
+        tr.networks_score = x;
+    }
+    if let Some(x) = r.number(t, p, "authenticated_score") {
+        tr.authenticated_score = x;
+    }
+}
