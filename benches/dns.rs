@@ -19,7 +19,7 @@ use repmilter::config::Config;
 use repmilter::message::{Envelope, Message};
 use repmilter::reputation::lists::DnsLists;
 use repmilter::reputation::resolver::Resolver;
-use repmilter::scoring::ScanInput;
+use repmilter::scan::ScanInput;
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use repmilter::config::Config;
+use repmilter::engine::Engine;
 use repmilter::milter::client::{Client, Envelope, POSTFIX_OFFER};
 use repmilter::milter::codec::{self, Command, ConnectAddr, Reply};
 use repmilter::milter::server::{self, Listener};
-use repmilter::session::{self, Engine};
+use repmilter::session;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 

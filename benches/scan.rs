@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use repmilter::message::{Envelope, Message};
-use repmilter::scoring::ScanInput;
-use repmilter::signatures::engine::RuleSet;
+use repmilter::scan::ScanInput;
 use repmilter::signatures::parse::Parsed;
+use repmilter::signatures::ruleset::RuleSet;
 
 /// A deterministic generator, so every run scans the same text with the same rules.
 struct Rng(u64);

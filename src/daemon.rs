@@ -9,8 +9,10 @@ use tokio::sync::watch;
 
 use crate::ErrorChain;
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::pipeline::scan_slots;
 use crate::milter::server::{self, BindError, Listener};
-use crate::session::{self, Engine};
+use crate::session;
 use crate::warn::WarnLimiter;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,20 @@ pub enum DaemonError {
     Bind(#[from] BindError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+}
+
+/// Blocking threads at most. Compute stages hold [`scan_slots`] of them, reloads and the
+/// rule-file poll one each; network waits hold none (they are awaited on the runtime), so a
+/// slow DNS server cannot use them up.
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
+/// The runtime the daemon and `check` run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS.max(scan_slots() + 4))
+        .build()
+        .expect("tokio runtime starts")
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `milter.shutdown_timeout`.

@@ -2,22 +2,26 @@
 //! protocol.
 //!
 //! # Layout
-//! A message flows one way through these modules:
+//! A message flows one way, from the top of this list down and back up as replies; a module
+//! imports only modules below it.
 //!
-//! - [`milter`]: the protocol. `codec` turns bytes into commands and replies into bytes,
-//!   `state` is the protocol state machine, `server` accepts connections.
-//! - [`session`]: one MTA connection. Collects the envelope, headers and body of each
-//!   message, runs the pipeline at end of message and turns the decision into replies.
-//! - [`message`]: the message as the stages see it.
-//! - [`scoring`]: symbols, the pipeline of stages under a deadline, and `policy`, which maps
-//!   a score to an action and the SpamAssassin-compatible headers.
-//! - [`signatures`]: content rules (SpamAssassin syntax, phrase lists) and the GTUBE test.
-//! - [`reputation`]: DNS lists (lookups under a per-message budget, cache, zone probes,
-//!   Received hops) and local allowlists.
-//! - [`warn`]: rate-limited warnings; [`logging`]: one escaped line per event.
-//! - [`files`]: capped reads of operator files (never a FIFO or a device).
+//! - [`daemon`]: `repmilter serve`: listener, signals, reloads (SIGHUP and the rule-file
+//!   poll), shutdown; the runtime.
+//! - [`session`]: one MTA connection: turns milter commands into a scan input, has the engine
+//!   judge it at end of message, turns the decision into replies.
+//! - [`engine`]: the config, rule set and pipeline in use, rebuilt on reload; `pipeline` lists
+//!   the stages and runs them under a message's deadline (compute stages on blocking threads,
+//!   lookups on the runtime).
+//! - The stages: [`signatures`] (content rules in SpamAssassin syntax, phrase lists, GTUBE),
+//!   [`reputation`] (DNS lists with their cache and probes, Received hops, local allowlists).
+//! - [`policy`]: score to action, and the SpamAssassin-compatible headers.
+//! - [`scan`]: the words stages share: symbols, verdicts, the scan input, the stage traits.
+//! - [`message`]: the message as the stages see it (headers, body, decoded MIME view).
+//! - [`milter`]: the protocol only: `codec` (bytes to commands, replies to bytes), `state`
+//!   (the state machine), `server` (listeners, permits, shutdown), `client` (the MTA side).
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
-//! - [`daemon`]: `repmilter serve`: listener, signals, reload, shutdown.
+//! - [`files`], [`logging`], [`warn`]: capped file reads, escaped log lines, rate-limited
+//!   warnings.
 //!
 //! Start reading at [`session::Session::handle`].
 
@@ -25,12 +29,14 @@
 
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod files;
 pub mod logging;
 pub mod message;
 pub mod milter;
+pub mod policy;
 pub mod reputation;
-pub mod scoring;
+pub mod scan;
 pub mod session;
 pub mod signatures;
 pub mod warn;

@@ -9,11 +9,11 @@ use clap::{Args, Parser, Subcommand};
 
 use repmilter::ErrorChain;
 use repmilter::config::Config;
+use repmilter::engine::Engine;
 use repmilter::message::{Envelope, Message};
-use repmilter::scoring::ScanInput;
-use repmilter::scoring::policy::Action;
-use repmilter::session::Engine;
-use repmilter::signatures::engine::RuleSet;
+use repmilter::policy::Action;
+use repmilter::scan::ScanInput;
+use repmilter::signatures::ruleset::RuleSet;
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -127,13 +127,6 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts")
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -152,7 +145,7 @@ fn main() -> ExitCode {
 fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config)?;
     repmilter::logging::init(&config.log_level);
-    runtime()
+    repmilter::daemon::runtime()
         .block_on(repmilter::daemon::run(config))
         .map_err(|e| {
             tracing::error!("{}", ErrorChain(&e));
@@ -171,7 +164,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         );
         ExitCode::from(exit::INPUT)
     })?;
-    let input = ScanInput::new(
+    let input = Arc::new(ScanInput::new(
         Envelope {
             client_ip: a.ip,
             helo: a.helo,
@@ -181,13 +174,13 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             ..Envelope::default()
         },
         Message::from_raw(&raw, config.milter.max_message_size),
-    );
+    ));
     let rules = Arc::new(load_rules(&config.rules.paths)?);
-    let rt = runtime();
+    let rt = repmilter::daemon::runtime();
     // The DNS resolver is built inside the runtime it will run on.
     let _in_runtime = rt.enter();
     let engine = Engine::with_rules(config.clone(), rules);
-    let (verdict, decision) = rt.block_on(engine.judge(&input));
+    let (verdict, decision) = rt.block_on(engine.judge(input.clone()));
     if a.json {
         let out = serde_json::json!({
             "score": verdict.score,

@@ -1,6 +1,6 @@
-//! One MTA connection: turns protocol events into a scan input, runs the pipeline at end of
-//! message, and turns the decision into replies. The one place that knows both milter and
-//! scoring.
+//! One MTA connection: turns protocol events into a scan input, has the engine judge it at
+//! end of message, and turns the decision into replies. The one place that knows both milter
+//! and scanning.
 //!
 //! Connection data (client, HELO, connection macros) lives apart from message data; ABORT or
 //! a new MAIL resets the message only. Each message takes a snapshot of the engine (config and
@@ -14,137 +14,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, TrustMode};
+use crate::config::TrustMode;
+use crate::engine::Engine;
 use crate::message::{Envelope, MAX_HEADER_DELETIONS, Message, is_spam_header};
 use crate::milter::codec::{
     self, Command, ConnectAddr, FrameError, MacroStage, PayloadError, Reply, action, cmd, proto,
 };
 use crate::milter::server::Stream;
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
-use crate::reputation::lists::DnsLists;
-use crate::scoring::policy::{self, Action, Decision};
-use crate::scoring::{Pipeline, ScanInput, Verdict};
-use crate::signatures::engine::RuleSet;
-
-/// A config, its rule set and the pipeline built from them; replaced as a whole on reload.
-pub struct Engine {
-    pub config: Arc<Config>,
-    pub rules: Arc<RuleSet>,
-    /// The DNS lists (None when none is configured); kept across reloads that leave their
-    /// config alone, so the cache and probe state survive.
-    pub dns: Option<Arc<DnsLists>>,
-    pub pipeline: Pipeline,
-}
-
-impl Engine {
-    /// Loads and compiles the configured rule files (off the per-message path) and builds
-    /// the pipeline. Each bad rule is logged with file:line and left out.
-    pub fn new(config: Config) -> Engine {
-        let rules = Arc::new(RuleSet::load(&config.rules.paths));
-        log_rule_problems(&rules);
-        Engine::with_rules(config, rules)
-    }
-
-    pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
-        let dns = DnsLists::new(&config);
-        Engine::assemble(config, rules, dns)
-    }
-
-    fn assemble(config: Config, rules: Arc<RuleSet>, dns: Option<Arc<DnsLists>>) -> Engine {
-        let config = Arc::new(config);
-        Engine {
-            pipeline: Pipeline::with_dns(config.clone(), rules.clone(), dns.clone()),
-            rules,
-            dns,
-            config,
-        }
-    }
-
-    /// Builds the engine for a reloaded config. Rule files fall back file by file (see
-    /// [`RuleSet::reload`]); and if the same rule paths now yield no rule at all while the
-    /// running set has some, the running set is kept: an emptied or deleted rule tree must not
-    /// turn content filtering off. Removing the paths from `[rules]` does.
-    pub fn reload(config: Config, running: &Engine) -> Engine {
-        let dns = match &running.dns {
-            Some(d) if d.same_config(&config) => Some(d.clone()),
-            _ => DnsLists::new(&config),
-        };
-        let rules = Arc::new(RuleSet::reload(&config.rules.paths, &running.rules));
-        log_rule_problems(&rules);
-        if rules.is_empty()
-            && !running.rules.is_empty()
-            && config.rules.paths == running.config.rules.paths
-        {
-            tracing::warn!(
-                running = running.rules.len(),
-                errors = rules.errors(),
-                "the rule files yield no rule; keeping the running rule set (to run without \
-                 rules, remove the paths from [rules])"
-            );
-            return Engine::assemble(config, running.rules.clone(), dns);
-        }
-        Engine::assemble(config, rules, dns)
-    }
-
-    /// Scores a message and decides what to do with it, as at end of message.
-    pub async fn judge(&self, input: &ScanInput) -> (Verdict, Decision) {
-        let deadline = Instant::now() + self.config.milter.message_timeout;
-        self.judge_until(input, deadline).await
-    }
-
-    pub async fn judge_until(&self, input: &ScanInput, deadline: Instant) -> (Verdict, Decision) {
-        // More forged verdict headers than can be removed: delivering the message would leave
-        // forged verdicts in it, so it is refused, unscanned.
-        let forged = input.message.spam_headers;
-        if self.config.headers.remove_incoming && forged > MAX_HEADER_DELETIONS as usize {
-            let why = format!(
-                "{forged} X-Spam headers; at most {MAX_HEADER_DELETIONS} forged verdicts are removed"
-            );
-            let mut verdict = Verdict::default();
-            verdict.add(crate::scoring::Symbol::new(
-                "TOO_MANY_SPAM_HEADERS",
-                0.0,
-                why,
-            ));
-            let decision = policy::refuse("Message has too many X-Spam headers");
-            return (verdict, decision);
-        }
-        let verdict = self.pipeline.run(input, deadline).await;
-        let decision = policy::decide(&self.config, &verdict);
-        (verdict, decision)
-    }
-}
-
-/// Rule problems logged per rule set compiled; a garbage file has one per line, and
-/// `repmilter rules lint` lists them all.
-const MAX_LOGGED_RULE_PROBLEMS: usize = 20;
-
-fn log_rule_problems(rules: &RuleSet) {
-    for p in rules.problems.iter().take(MAX_LOGGED_RULE_PROBLEMS) {
-        match p.severity {
-            crate::signatures::parse::Severity::Error => tracing::warn!("rule skipped: {p}"),
-            crate::signatures::parse::Severity::Warning => tracing::info!("rule warning: {p}"),
-        }
-    }
-    if let Some(more) = rules.problems.len().checked_sub(MAX_LOGGED_RULE_PROBLEMS)
-        && more > 0
-    {
-        tracing::warn!("{more} more rule problems; `repmilter rules lint` lists them all");
-    }
-    for k in &rules.kept {
-        tracing::warn!(
-            file = %k.path.display(),
-            rules = k.rules,
-            "new version of a rule file refused ({}); its previous version stays in use",
-            k.why
-        );
-    }
-    tracing::info!(
-        rules = rules.len(),
-        errors = rules.errors(),
-        "rule set compiled"
-    );
-}
+use crate::policy::{Action, Decision};
+use crate::scan::ScanInput;
 
 /// Bytes asked of the socket per read when no frame is pending: enough for a burst of small
 /// commands. An idle connection holds no more than this.
@@ -521,7 +400,7 @@ impl Session {
             std::mem::take(&mut m.envelope),
             std::mem::take(&mut m.message),
         );
-        let (verdict, decision) = judge_off_runtime(m.engine.clone(), input).await;
+        let (verdict, decision) = m.engine.judge(Arc::new(input)).await;
         let replies = eom_replies(&self.negotiated, &m, &decision);
         let symbols: Vec<String> = verdict
             .symbols
@@ -584,35 +463,6 @@ impl MessageState {
             self.message.truncated = true;
         }
         self.kept >= self.limit()
-    }
-}
-
-/// Extra time past `message_timeout` before a scan that ignores its deadline is abandoned.
-const SCAN_GRACE: Duration = Duration::from_secs(1);
-
-/// Runs the pipeline on a blocking thread, so that a CPU-heavy scan never stalls the other
-/// sessions on the runtime's few workers, and abandons it (failing open, with the symbol
-/// `SCAN_TIMEOUT`) if it overruns `message_timeout`.
-async fn judge_off_runtime(engine: Arc<Engine>, input: ScanInput) -> (Verdict, Decision) {
-    let timeout = engine.config.milter.message_timeout;
-    let deadline = Instant::now() + timeout;
-    let handle = tokio::runtime::Handle::current();
-    let worker = engine.clone();
-    let task =
-        tokio::task::spawn_blocking(move || handle.block_on(worker.judge_until(&input, deadline)));
-    match tokio::time::timeout_at(deadline + SCAN_GRACE, task).await {
-        Ok(Ok(result)) => result,
-        outcome => {
-            let why = match outcome {
-                Ok(Err(e)) => format!("scan failed: {e}"),
-                _ => format!("scan did not finish within {timeout:?}"),
-            };
-            tracing::warn!("{why}; message judged without content symbols");
-            let mut verdict = Verdict::default();
-            verdict.add(crate::scoring::Symbol::new("SCAN_TIMEOUT", 0.0, why));
-            let decision = policy::decide(&engine.config, &verdict);
-            (verdict, decision)
-        }
     }
 }
 

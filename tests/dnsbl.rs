@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use common::{Rbldnsd, Zone, repmilter, write};
 use repmilter::config::Config;
+use repmilter::engine::Engine;
 use repmilter::message::{Envelope, Message};
 use repmilter::milter::client::Client;
 use repmilter::milter::codec::{ConnectAddr, Reply};
-use repmilter::scoring::{ScanInput, Verdict};
-use repmilter::session::{self, Engine};
+use repmilter::scan::{ScanInput, Verdict};
+use repmilter::session;
 
 const IP_ZONE: &str = "\
 $SOA 60 ns.ip.test admin.ip.test 1 600 300 86400 60
@@ -122,7 +123,7 @@ fn engine(config: &str) -> Engine {
         .unwrap_or_else(|e| panic!("{e:?}"));
     Engine::with_rules(
         c,
-        Arc::new(repmilter::signatures::engine::RuleSet::load(&[])),
+        Arc::new(repmilter::signatures::ruleset::RuleSet::load(&[])),
     )
 }
 
@@ -142,7 +143,7 @@ fn input(ip: &str, from: &str, raw: &str) -> ScanInput {
 const PLAIN: &str = "From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
 
 async fn judge(e: &Engine, ip: &str, from: &str, raw: &str) -> Verdict {
-    e.judge(&input(ip, from, raw)).await.0
+    e.judge(Arc::new(input(ip, from, raw))).await.0
 }
 
 fn score_of(v: &Verdict, name: &str) -> Option<f64> {
@@ -344,6 +345,40 @@ async fn an_unreachable_server_costs_the_budget_and_no_more() {
         assert_eq!(score_of(&v, name), Some(0.0), "{name}: {v:?}");
     }
     assert_eq!(v.score, 0.0);
+}
+
+#[test]
+fn a_silent_server_holds_no_blocking_thread() {
+    // Three times as many messages at once as the daemon's runtime has blocking threads, all
+    // waiting on a DNS server that never answers: each must still be judged within its DNS
+    // budget (plus the scan), not after the messages ahead of it have waited theirs.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let messages = 3 * repmilter::daemon::MAX_BLOCKING_THREADS;
+    let budget = Duration::from_secs(1);
+    let rt = repmilter::daemon::runtime();
+    rt.block_on(async {
+        let e = Arc::new(engine(&lists(port, "1s", "")));
+        let tasks: Vec<_> = (0..messages)
+            .map(|i| {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let from = format!("user{i}@listed.example");
+                    let v = judge(&e, "127.0.0.2", &from, PLAIN).await;
+                    (started.elapsed(), v)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (took, v) = t.await.unwrap();
+            assert!(score_of(&v, "TEST_ZEN_TIMEOUT").is_some(), "{v:?}");
+            assert!(
+                took < budget + Duration::from_millis(1500),
+                "a message took {took:?} with a {budget:?} DNS budget"
+            );
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use repmilter::signatures::engine::RuleSet;
+use repmilter::signatures::ruleset::RuleSet;
 
 #[test]
 fn debian_spamassassin_rules_load() {

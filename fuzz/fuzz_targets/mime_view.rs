@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use repmilter::message::mime::{MAX_PARTS, MimeView};
 use repmilter::message::{Envelope, Message};
-use repmilter::scoring::ScanInput;
+use repmilter::scan::ScanInput;
 use repmilter::signatures::gtube::Gtube;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use repmilter::message::{Envelope, Message};
-use repmilter::scoring::ScanInput;
-use repmilter::signatures::engine::RuleSet;
+use repmilter::scan::ScanInput;
+use repmilter::signatures::ruleset::RuleSet;
 use repmilter::signatures::parse::Parsed;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ipnetwork::IpNetwork;
 
 use crate::config::{Allow, names};
-use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
+use crate::scan::{Compute, ScanInput, Symbol};
 
 /// Entries read from one list file at most; a runaway file is cut, not loaded whole.
 pub const MAX_FILE_ENTRIES: usize = 1_000_000;
@@ -167,13 +167,13 @@ pub struct AllowStage {
     pub lists: AllowLists,
 }
 
-impl Stage for AllowStage {
+impl Compute for AllowStage {
     fn name(&self) -> &'static str {
         "allow"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput, _: tokio::time::Instant) -> StageFuture<'a> {
-        Box::pin(std::future::ready(self.lists.check(input)))
+    fn scan(&self, input: &ScanInput, _: std::time::Instant) -> Vec<Symbol> {
+        self.lists.check(input)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::config::{Check, Config, Dns, DnsList, ListKind};
 use crate::config::{Code, CodeMatch};
 use crate::message::mime;
 use crate::message::urls::registered_domain;
-use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
+use crate::scan::{Lookup, LookupFuture, ScanInput, Symbol};
 use crate::warn::WarnLimiter;
 
 /// Symbol added when a message has more domains than `dns.max_domain_queries` allows.
@@ -536,12 +536,12 @@ pub struct DnsStage {
     pub lists: Arc<DnsLists>,
 }
 
-impl Stage for DnsStage {
+impl Lookup for DnsStage {
     fn name(&self) -> &'static str {
         "dns"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput, _: tokio::time::Instant) -> StageFuture<'a> {
+    fn scan<'a>(&'a self, input: &'a ScanInput) -> LookupFuture<'a> {
         Box::pin(self.lists.check(input))
     }
 }

@@ -1,7 +1,7 @@
 //! GTUBE, the Generic Test for Unsolicited Bulk Email: a fixed string that every spam filter
 //! treats as spam, so operators can test their whole path without real spam.
 
-use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
+use crate::scan::{Compute, ScanInput, Symbol};
 
 pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
@@ -26,12 +26,12 @@ impl Gtube {
     }
 }
 
-impl Stage for Gtube {
+impl Compute for Gtube {
     fn name(&self) -> &'static str {
         "gtube"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput, _: tokio::time::Instant) -> StageFuture<'a> {
+    fn scan(&self, input: &ScanInput, _: std::time::Instant) -> Vec<Symbol> {
         let hit = Gtube::found(input).then(|| {
             Symbol::new(
                 "GTUBE",
@@ -39,7 +39,7 @@ impl Stage for Gtube {
                 "Generic Test for Unsolicited Bulk Email",
             )
         });
-        Box::pin(std::future::ready(hit.into_iter().collect()))
+        hit.into_iter().collect()
     }
 }
 

@@ -6,37 +6,38 @@
 //! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
 //! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
 //! - [`backtrack`]: backtracking rules searched zone by zone under step and time budgets.
-//! - [`engine`]: the compiled rule set and the scan.
+//! - [`ruleset`]: the compiled rule set and the scan.
 
 pub mod backtrack;
-pub mod engine;
 pub mod gtube;
 pub mod literals;
 pub mod multi;
 pub mod parse;
 pub mod relax;
+pub mod ruleset;
 
 use std::sync::Arc;
 
-use crate::scoring::{ScanInput, Stage, StageFuture, Symbol};
+use std::time::Instant;
+
+use crate::scan::{Compute, ScanInput, Symbol};
 use backtrack::Cut;
-use engine::RuleSet;
-use tokio::time::Instant;
+use ruleset::RuleSet;
 
 /// The stage that runs a rule set: one symbol per rule that fired (sub-rules excepted).
 pub struct SignatureStage {
     pub rules: Arc<RuleSet>,
 }
 
-impl Stage for SignatureStage {
+impl Compute for SignatureStage {
     fn name(&self) -> &'static str {
         "signatures"
     }
 
-    fn scan<'a>(&'a self, input: &'a ScanInput, deadline: Instant) -> StageFuture<'a> {
-        let scan = match self.rules.scan_until(input, Some(deadline.into_std())) {
+    fn scan(&self, input: &ScanInput, deadline: Instant) -> Vec<Symbol> {
+        let scan = match self.rules.scan_until(input, Some(deadline)) {
             Ok(scan) => scan,
-            Err(_) => return Box::pin(std::future::ready(vec![self.timed_out()])),
+            Err(_) => return vec![Symbol::timed_out(self.name())],
         };
         let mut out: Vec<Symbol> = scan
             .hits
@@ -64,6 +65,6 @@ impl Stage for SignatureStage {
                 format!("{name} hit {why} on part of the text, which counts as not matching"),
             ));
         }
-        Box::pin(std::future::ready(out))
+        out
     }
 }

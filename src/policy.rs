@@ -5,7 +5,7 @@
 //! `X-Spam-Score`, `X-Spam-Level` (one star per point) and `X-Spam-Report`.
 
 use crate::config::{Config, Thresholds};
-use crate::scoring::Verdict;
+use crate::scan::Verdict;
 
 /// What the MTA is told to do with a message, from mildest to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -217,7 +217,7 @@ fn report_value(v: &Verdict, action: Action) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scoring::Symbol;
+    use crate::scan::Symbol;
 
     fn thresholds(pairs: &[(Action, f64)]) -> Thresholds {
         let mut t = Thresholds::default();

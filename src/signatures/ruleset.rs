@@ -17,7 +17,7 @@ use super::parse::{
     self, Expr, HeaderPart, HeaderSel, Location, Op, Parsed, Problem, Severity, Target, Test,
 };
 use super::relax;
-use crate::scoring::ScanInput;
+use crate::scan::ScanInput;
 
 /// Compiled size allowed per regex (the `regex` crate's own default is 10 MiB; rules are many).
 const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;

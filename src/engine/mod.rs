@@ -1,0 +1,140 @@
+//! The engine: a config, its rule set and the pipeline built from them, built at start and
+//! rebuilt on reload; each message takes a snapshot (`Arc<Engine>`) and is judged by it.
+//!
+//! - [`pipeline`]: the stages and how they run under a message's deadline;
+//! - `stages`: the stages that belong to no subsystem (MIME structure, trusted senders).
+
+pub mod pipeline;
+mod stages;
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::message::MAX_HEADER_DELETIONS;
+use crate::policy::{self, Decision};
+use crate::reputation::lists::DnsLists;
+use crate::scan::{ScanInput, Symbol, Verdict};
+use crate::signatures::ruleset::RuleSet;
+use pipeline::Pipeline;
+
+/// A config, its rule set and the pipeline built from them; replaced as a whole on reload.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub rules: Arc<RuleSet>,
+    /// The DNS lists (None when none is configured); kept across reloads that leave their
+    /// config alone, so the cache and probe state survive.
+    pub dns: Option<Arc<DnsLists>>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Engine {
+    /// Loads and compiles the configured rule files (off the per-message path) and builds
+    /// the pipeline. Each bad rule is logged with file:line and left out.
+    pub fn new(config: Config) -> Engine {
+        let rules = Arc::new(RuleSet::load(&config.rules.paths));
+        log_rule_problems(&rules);
+        Engine::with_rules(config, rules)
+    }
+
+    pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
+        let dns = DnsLists::new(&config);
+        Engine::assemble(config, rules, dns)
+    }
+
+    fn assemble(config: Config, rules: Arc<RuleSet>, dns: Option<Arc<DnsLists>>) -> Engine {
+        let config = Arc::new(config);
+        Engine {
+            pipeline: Arc::new(Pipeline::new(config.clone(), rules.clone(), dns.clone())),
+            rules,
+            dns,
+            config,
+        }
+    }
+
+    /// Builds the engine for a reloaded config. Rule files fall back file by file (see
+    /// [`RuleSet::reload`]); and if the same rule paths now yield no rule at all while the
+    /// running set has some, the running set is kept: an emptied or deleted rule tree must not
+    /// turn content filtering off. Removing the paths from `[rules]` does.
+    pub fn reload(config: Config, running: &Engine) -> Engine {
+        let dns = match &running.dns {
+            Some(d) if d.same_config(&config) => Some(d.clone()),
+            _ => DnsLists::new(&config),
+        };
+        let rules = Arc::new(RuleSet::reload(&config.rules.paths, &running.rules));
+        log_rule_problems(&rules);
+        if rules.is_empty()
+            && !running.rules.is_empty()
+            && config.rules.paths == running.config.rules.paths
+        {
+            tracing::warn!(
+                running = running.rules.len(),
+                errors = rules.errors(),
+                "the rule files yield no rule; keeping the running rule set (to run without \
+                 rules, remove the paths from [rules])"
+            );
+            return Engine::assemble(config, running.rules.clone(), dns);
+        }
+        Engine::assemble(config, rules, dns)
+    }
+
+    /// Scores a message and decides what to do with it, within `milter.message_timeout`.
+    pub async fn judge(&self, input: Arc<ScanInput>) -> (Verdict, Decision) {
+        let deadline = Instant::now() + self.config.milter.message_timeout;
+        self.judge_until(input, deadline).await
+    }
+
+    pub async fn judge_until(
+        &self,
+        input: Arc<ScanInput>,
+        deadline: Instant,
+    ) -> (Verdict, Decision) {
+        // More forged verdict headers than can be removed: delivering the message would leave
+        // forged verdicts in it, so it is refused, unscanned.
+        let forged = input.message.spam_headers;
+        if self.config.headers.remove_incoming && forged > MAX_HEADER_DELETIONS as usize {
+            let why = format!(
+                "{forged} X-Spam headers; at most {MAX_HEADER_DELETIONS} forged verdicts are removed"
+            );
+            let mut verdict = Verdict::default();
+            verdict.add(Symbol::new("TOO_MANY_SPAM_HEADERS", 0.0, why));
+            let decision = policy::refuse("Message has too many X-Spam headers");
+            return (verdict, decision);
+        }
+        let verdict = self.pipeline.run(input, deadline).await;
+        let decision = policy::decide(&self.config, &verdict);
+        (verdict, decision)
+    }
+}
+
+/// Rule problems logged per rule set compiled; a garbage file has one per line, and
+/// `repmilter rules lint` lists them all.
+const MAX_LOGGED_RULE_PROBLEMS: usize = 20;
+
+fn log_rule_problems(rules: &RuleSet) {
+    for p in rules.problems.iter().take(MAX_LOGGED_RULE_PROBLEMS) {
+        match p.severity {
+            crate::signatures::parse::Severity::Error => tracing::warn!("rule skipped: {p}"),
+            crate::signatures::parse::Severity::Warning => tracing::info!("rule warning: {p}"),
+        }
+    }
+    if let Some(more) = rules.problems.len().checked_sub(MAX_LOGGED_RULE_PROBLEMS)
+        && more > 0
+    {
+        tracing::warn!("{more} more rule problems; `repmilter rules lint` lists them all");
+    }
+    for k in &rules.kept {
+        tracing::warn!(
+            file = %k.path.display(),
+            rules = k.rules,
+            "new version of a rule file refused ({}); its previous version stays in use",
+            k.why
+        );
+    }
+    tracing::info!(
+        rules = rules.len(),
+        errors = rules.errors(),
+        "rule set compiled"
+    );
+}

@@ -1,0 +1,277 @@
+//! The pipeline: which stages a message goes through, and how they run under its deadline.
+//!
+//! Compute stages run one after the other on a blocking thread, at most [`scan_slots`]
+//! messages at a time across the daemon; lookup stages are awaited on the runtime beside them,
+//! so a slow DNS server holds no thread. Both start from the MIME view, which the compute side
+//! builds first. What has not answered by the deadline counts as absent, with a zero-score
+//! `<STAGE>_TIMEOUT` symbol.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+
+use super::stages::{MimeStage, TrustStage};
+use crate::config::Config;
+use crate::reputation::allow::{AllowLists, AllowStage};
+use crate::reputation::lists::{DnsLists, DnsStage};
+use crate::scan::{Compute, Lookup, ScanInput, Symbol, Verdict};
+use crate::signatures::SignatureStage;
+use crate::signatures::gtube::Gtube;
+use crate::signatures::ruleset::RuleSet;
+
+/// One stage of the pipeline, by the kind of work it does.
+pub enum Stage {
+    Compute(Box<dyn Compute>),
+    Lookup(Box<dyn Lookup>),
+}
+
+impl Stage {
+    fn name(&self) -> &'static str {
+        match self {
+            Stage::Compute(s) => s.name(),
+            Stage::Lookup(s) => s.name(),
+        }
+    }
+}
+
+/// Stages and the config they were built from.
+pub struct Pipeline {
+    config: Arc<Config>,
+    stages: Vec<Stage>,
+}
+
+/// Extra time past the deadline before compute stages that ignore it are given up on (their
+/// thread finishes on its own; the message is judged without them).
+const COMPUTE_GRACE: Duration = Duration::from_secs(1);
+
+/// Messages whose compute stages may run at once, daemon-wide: twice the cores, so that a
+/// long scan does not hold the others back while the cores stay busy. More would only add
+/// memory (each scan holds its message's decoded view) and switching.
+pub fn scan_slots() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn slots() -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Arc::new(Semaphore::new(scan_slots())))
+        .clone()
+}
+
+impl Pipeline {
+    /// The standard pipeline: the one place that lists the stages, in the order their
+    /// symbols appear. DNS lists are built by the caller so that they can outlive a reload.
+    pub fn new(config: Arc<Config>, rules: Arc<RuleSet>, dns: Option<Arc<DnsLists>>) -> Pipeline {
+        let mut stages = Vec::new();
+        if let Some(lists) = dns {
+            stages.push(Stage::Lookup(Box::new(DnsStage { lists })));
+        }
+        stages.push(Stage::Compute(Box::new(TrustStage {
+            config: config.clone(),
+        })));
+        let allow = AllowLists::new(&config.allow);
+        for p in &allow.problems {
+            tracing::warn!("allowlist entry skipped: {p}");
+        }
+        if !allow.is_empty() {
+            stages.push(Stage::Compute(Box::new(AllowStage { lists: allow })));
+        }
+        stages.push(Stage::Compute(Box::new(MimeStage)));
+        stages.push(Stage::Compute(Box::new(Gtube)));
+        stages.push(Stage::Compute(Box::new(SignatureStage { rules })));
+        Pipeline { config, stages }
+    }
+
+    /// A pipeline of the given stages, for tests.
+    pub fn of(config: Arc<Config>, stages: Vec<Stage>) -> Pipeline {
+        Pipeline { config, stages }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Runs every stage; what has not finished by `deadline` counts as absent.
+    pub async fn run(self: &Arc<Self>, input: Arc<ScanInput>, deadline: Instant) -> Verdict {
+        let mut verdict = Verdict::default();
+        if input.message.truncated {
+            verdict.add(Symbol::new(
+                "MESSAGE_TRUNCATED",
+                self.config.score("MESSAGE_TRUNCATED", 0.0),
+                format!(
+                    "only the first {} bytes were scanned",
+                    self.config.milter.max_message_size
+                ),
+            ));
+        }
+        let (view_built, view_ready) = oneshot::channel();
+        let computed = self.compute(input.clone(), deadline, view_built);
+        let looked_up = async {
+            // Lookups read the view (URLs, domains); without it the compute side never
+            // started, and the deadline has passed.
+            if view_ready.await.is_err() {
+                return None;
+            }
+            let lookups = self.stages.iter().filter_map(|s| match s {
+                Stage::Lookup(l) => Some(tokio::time::timeout_at(deadline, l.scan(&input))),
+                Stage::Compute(_) => None,
+            });
+            Some(futures_util::future::join_all(lookups).await)
+        };
+        let (computed, looked_up) = futures_util::future::join(computed, looked_up).await;
+        let mut computed = computed.map(Vec::into_iter);
+        let mut looked_up = looked_up.map(Vec::into_iter);
+        for stage in &self.stages {
+            let symbols = match stage {
+                Stage::Compute(_) => computed.as_mut().and_then(Iterator::next),
+                Stage::Lookup(_) => looked_up
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .and_then(Result::ok),
+            };
+            match symbols {
+                Some(symbols) => {
+                    for mut s in symbols {
+                        s.score = self.config.score(&s.name, s.score);
+                        verdict.add(s);
+                    }
+                }
+                None => verdict.add(Symbol::timed_out(stage.name())),
+            }
+        }
+        verdict
+    }
+
+    /// The compute stages' symbols in stage order, or None if they did not run in time.
+    async fn compute(
+        self: &Arc<Self>,
+        input: Arc<ScanInput>,
+        deadline: Instant,
+        view_built: oneshot::Sender<()>,
+    ) -> Option<Vec<Vec<Symbol>>> {
+        let permit = tokio::time::timeout_at(deadline, slots().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        let me = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            input.view();
+            let _ = view_built.send(());
+            me.stages
+                .iter()
+                .filter_map(|s| match s {
+                    Stage::Compute(c) => Some(c.scan(&input, deadline.into_std())),
+                    Stage::Lookup(_) => None,
+                })
+                .collect()
+        });
+        match tokio::time::timeout_at(deadline + COMPUTE_GRACE, task).await {
+            Ok(Ok(symbols)) => Some(symbols),
+            Ok(Err(e)) => {
+                tracing::error!("a scan failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "compute stages still running past the deadline; judged without them"
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Envelope, Message};
+    use crate::scan::LookupFuture;
+
+    struct Slow;
+    impl Lookup for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn scan<'a>(&'a self, _: &'a ScanInput) -> LookupFuture<'a> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                vec![Symbol::new("NEVER", 1.0, "")]
+            })
+        }
+    }
+
+    struct Fixed(&'static str, f64);
+    impl Compute for Fixed {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn scan(&self, _: &ScanInput, _: std::time::Instant) -> Vec<Symbol> {
+            vec![Symbol::new(self.0, self.1, "")]
+        }
+    }
+
+    fn standard(c: Config) -> Arc<Pipeline> {
+        Arc::new(Pipeline::new(
+            Arc::new(c),
+            Arc::new(RuleSet::load(&[])),
+            None,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_stage_past_the_deadline_counts_as_absent() {
+        let p = Arc::new(Pipeline::of(
+            Arc::new(Config::default()),
+            vec![
+                Stage::Lookup(Box::new(Slow)),
+                Stage::Compute(Box::new(Fixed("FIXED", 2.0))),
+            ],
+        ));
+        let input = Arc::new(ScanInput::default());
+        let v = p
+            .run(input, Instant::now() + Duration::from_millis(200))
+            .await;
+        let names: Vec<&str> = v.symbols.iter().map(|s| s.name.as_str()).collect();
+        // In stage order, the lookup first.
+        assert_eq!(names, ["SLOW_TIMEOUT", "FIXED"]);
+        assert_eq!(v.score, 2.0);
+    }
+
+    #[tokio::test]
+    async fn score_overrides_apply_to_every_stage() {
+        let mut c = Config::default();
+        c.scores.insert("GTUBE".into(), 42.0);
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(crate::signatures::gtube::GTUBE.as_bytes(), 100),
+        );
+        let v = standard(c)
+            .run(Arc::new(input), Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(v.score, 42.0);
+    }
+
+    #[tokio::test]
+    async fn trusted_and_authenticated_senders_get_their_symbols() {
+        let mut c = Config::default();
+        c.trust.networks = vec!["192.0.2.0/24".parse().unwrap()];
+        c.trust.networks_score = -3.0;
+        c.trust.authenticated_score = -1.5;
+        let input = ScanInput::new(
+            Envelope {
+                client_ip: Some("192.0.2.9".parse().unwrap()),
+                auth_user: Some("alice".into()),
+                ..Envelope::default()
+            },
+            Message::default(),
+        );
+        let v = standard(c)
+            .run(Arc::new(input), Instant::now() + Duration::from_secs(5))
+            .await;
+        assert!(v.has("TRUSTED_NETWORK") && v.has("AUTHENTICATED"));
+        assert_eq!(v.score, -4.5);
+    }
+}
