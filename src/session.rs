@@ -10,50 +10,32 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::TrustMode;
 use crate::engine::Engine;
 use crate::message::{Envelope, MAX_HEADER_DELETIONS, Message, is_spam_header};
-use crate::milter::codec::{
-    self, Command, ConnectAddr, FrameError, MacroStage, PayloadError, Reply, action, cmd, proto,
-};
+use crate::milter::codec::{self, Command, ConnectAddr, MacroStage, Reply, action, cmd, proto};
+use crate::milter::connection::{Connection, ConnectionError};
 use crate::milter::server::Stream;
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
 use crate::policy::{Action, Decision};
 use crate::scan::ScanInput;
 
-/// Bytes asked of the socket per read when no frame is pending: enough for a burst of small
-/// commands. An idle connection holds no more than this.
-const READ_MIN: usize = 8 * 1024;
-
-/// A read buffer grown past this by a large frame is given back once it is empty, so that a
-/// peer's one large header does not stay with the connection.
-const READ_KEEP: usize = codec::MAX_BODY_CHUNK + 16;
-
 /// Why a connection was closed by us. Each is logged; none affects other connections.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("i/o error")]
-    Io(#[from] std::io::Error),
-    #[error("bad frame")]
-    Frame(#[from] FrameError),
-    #[error("bad command")]
-    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
     #[error("protocol violation")]
     OutOfOrder(#[from] OutOfOrder),
     #[error("negotiation failed")]
     Negotiate(#[from] NegotiateError),
-    #[error("connection closed in the middle of a frame ({0} bytes pending)")]
-    Truncated(usize),
     #[error("no negotiation within {0:?} of connecting")]
     Handshake(Duration),
     #[error("no complete command within {0:?}")]
     Idle(Duration),
-    #[error("the MTA did not take our reply within {0:?}")]
-    WriteTimeout(Duration),
 }
 
 /// What the filter asks for: the steps it needs and no-reply for the ones it never answers.
@@ -122,8 +104,9 @@ const MACRO_LOOKUP_ORDER: [u8; 9] = [
     cmd::CONNECT,
 ];
 
+/// What the MTA said about the SMTP client of this connection.
 #[derive(Default)]
-struct Connection {
+struct SmtpClient {
     client_ip: Option<std::net::IpAddr>,
     client_name: String,
     helo: String,
@@ -152,7 +135,7 @@ pub struct Session {
     phase: Phase,
     negotiated: Negotiated,
     engines: watch::Receiver<Arc<Engine>>,
-    conn: Connection,
+    conn: SmtpClient,
     msg: Option<MessageState>,
     /// The [`KEPT_MACROS`] by stage (a MACRO command's stage code); a new MACRO frame for a
     /// stage replaces what that stage had.
@@ -189,7 +172,7 @@ impl Session {
             phase: Phase::Negotiate,
             negotiated: Negotiated::NONE,
             engines,
-            conn: Connection::default(),
+            conn: SmtpClient::default(),
             msg: None,
             macros: HashMap::new(),
             mail_macros_fresh: false,
@@ -238,7 +221,7 @@ impl Session {
             Effect::ResetMessage => self.msg = None,
             Effect::ResetConnection => {
                 self.msg = None;
-                self.conn = Connection::default();
+                self.conn = SmtpClient::default();
                 self.macros
                     .retain(|stage, _| *stage == cmd::CONNECT && command.code() == cmd::CONNECT);
             }
@@ -539,12 +522,12 @@ fn eom_replies(n: &Negotiated, m: &MessageState, d: &Decision) -> Vec<Reply> {
 /// Runs a session over a stream until the MTA quits, an error closes it, or a shutdown
 /// arrives while no message is in progress.
 ///
-/// Every wait has a deadline that bytes arriving do not move: the first command (OPTNEG) must
+/// Every wait has a deadline that arriving bytes do not move: the first command (OPTNEG) must
 /// arrive within `handshake_timeout`, each later one in full within `idle_timeout` of the
 /// previous, and each reply must be taken by the MTA within `idle_timeout`. So a silent or
 /// trickling peer holds its connection permit for a bounded time, whatever it sends.
 pub async fn run<S>(
-    mut stream: S,
+    stream: S,
     engines: watch::Receiver<Arc<Engine>>,
     mut shutdown: watch::Receiver<bool>,
     peer: String,
@@ -557,50 +540,23 @@ where
         (c.handshake_timeout, c.idle_timeout)
     };
     let mut session = Session::new(engines, peer);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut start = 0;
-    let mut out = Vec::new();
+    let mut conn = Connection::new(stream);
     let mut draining = *shutdown.borrow();
     if draining {
         return Ok(());
     }
     let mut deadline = Instant::now() + handshake;
     loop {
-        while let Some((frame, used)) = codec::parse_frame(&buf[start..])? {
-            let command = Command::parse(frame)?;
-            start += used;
-            tracing::trace!(command = command.name(), "milter command");
-            for reply in session.handle(command).await? {
-                reply.encode(&mut out);
-            }
-            if !out.is_empty() {
-                tokio::time::timeout(idle, stream.write_all(&out))
-                    .await
-                    .map_err(|_| SessionError::WriteTimeout(idle))??;
-                out.clear();
-            }
-            if session.closed() {
-                return Ok(());
-            }
-            deadline = Instant::now() + idle;
-        }
-        // Keep the unparsed tail at the front so the buffer stays one frame long at most.
-        buf.drain(..start);
-        start = 0;
-        if buf.is_empty() && buf.capacity() > READ_KEEP {
-            buf = Vec::new();
-        }
-        // Room for the rest of the pending frame (its length is known once 4 bytes are in,
-        // and was checked against the frame limit), or for a burst of small commands.
-        let pending = codec::pending_frame_len(&buf).unwrap_or(0);
-        buf.reserve(pending.saturating_sub(buf.len()).max(READ_MIN));
-        tokio::select! {
-            read = stream.read_buf(&mut buf) => {
-                stream.ack_now();
-                if read? == 0 {
-                    return if buf.is_empty() { Ok(()) } else { Err(SessionError::Truncated(buf.len())) };
+        let command = tokio::select! {
+            read = conn.read_command(deadline) => match read {
+                Ok(Some(command)) => command,
+                Ok(None) => return Ok(()),
+                Err(ConnectionError::Deadline) if session.phase_is_initial() => {
+                    return Err(SessionError::Handshake(handshake));
                 }
-            }
+                Err(ConnectionError::Deadline) => return Err(SessionError::Idle(idle)),
+                Err(e) => return Err(e.into()),
+            },
             // On shutdown, a session that has not started negotiating is closed; the others
             // go on until the MTA quits (closing one between messages would make Postfix
             // defer the client's next message) or the server's drain deadline cuts them off.
@@ -609,14 +565,15 @@ where
                 if draining && session.phase_is_initial() {
                     return Ok(());
                 }
+                continue;
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(if session.phase_is_initial() {
-                    SessionError::Handshake(handshake)
-                } else {
-                    SessionError::Idle(idle)
-                });
-            }
+        };
+        tracing::trace!(command = command.name(), "milter command");
+        let replies = session.handle(command).await?;
+        conn.write_replies(&replies, idle).await?;
+        if session.closed() {
+            return Ok(());
         }
+        deadline = Instant::now() + idle;
     }
 }

@@ -269,6 +269,7 @@ async fn recipient_floods_cost_bounded_memory() {
     eprintln!("recipient flood: RSS grew by {grown} KiB");
     assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
     // The log line carries the sender cut to its bound.
+    assert!(d.wait_log("message scored", Duration::from_secs(5)));
     let line = d
         .log()
         .lines()
