@@ -28,11 +28,18 @@ pub enum DaemonError {
 /// slow DNS server cannot use them up.
 pub const MAX_BLOCKING_THREADS: usize = 32;
 
+/// Stack of each runtime thread (the default is 2 MiB).
+const THREAD_STACK: usize = 8 * 1024 * 1024;
+
 /// The runtime the daemon and `check` run on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(MAX_BLOCKING_THREADS.max(scan_slots() + 4))
+        // The MIME parser and meta evaluation recurse a bounded number of levels (the MIME
+        // structure is cut at 1,000 parts, metas at 2,000 tokens); debug builds use several
+        // times the stack of release builds per level. Only touched pages cost memory.
+        .thread_stack_size(THREAD_STACK)
         .build()
         .expect("tokio runtime starts")
 }
@@ -54,11 +61,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     raise_file_limit(max_connections);
     let drain = config.milter.shutdown_timeout;
     // The files are fingerprinted before they are read, so that an edit made while they are
-    // compiled is seen by the first poll.
-    let mut paths = config.rules.paths.clone();
-    paths.extend(config.allow.files.iter().cloned());
-    let mut rules_seen = rules_fingerprint(&paths);
+    // compiled is seen by the first poll; phrase lists are known once the rules are read.
+    let mut rules_seen = fingerprint(&watched(&config, &[]));
     let first = Arc::new(Engine::new(config));
+    rules_seen.extend(fingerprint(&first.rules.list_files));
+    rules_seen.sort();
     if let Some(dns) = &first.dns {
         dns.spawn_probes();
     }
@@ -66,12 +73,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (engine_tx, engine_rx) = watch::channel(first);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    // Rule files and allowlist files: an edit to either rebuilds the engine.
+    // Rule, phrase list and allowlist files: an edit to any rebuilds the engine.
     let rule_paths = |tx: &watch::Sender<Arc<Engine>>| {
-        let c = &tx.borrow().config;
-        let mut paths = c.rules.paths.clone();
-        paths.extend(c.allow.files.iter().cloned());
-        paths
+        let e = tx.borrow();
+        watched(&e.config, &e.rules.list_files)
     };
     let mut poll = tokio::time::interval(RULES_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -84,13 +89,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                     let (tx, p) = (engine_tx.clone(), path.clone());
                     let _ = tokio::task::spawn_blocking(move || reload(&p, &tx)).await;
                     let paths = rule_paths(&engine_tx);
-                    rules_seen = tokio::task::spawn_blocking(move || rules_fingerprint(&paths))
+                    rules_seen = tokio::task::spawn_blocking(move || fingerprint(&paths))
                         .await
                         .unwrap_or_default();
                 }
                 _ = poll.tick() => {
                     let paths = rule_paths(&engine_tx);
-                    let now = tokio::task::spawn_blocking(move || rules_fingerprint(&paths))
+                    let now = tokio::task::spawn_blocking(move || fingerprint(&paths))
                         .await
                         .unwrap_or_default();
                     if now != rules_seen {
@@ -170,25 +175,33 @@ fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) {
 /// How often rule files are checked for changes (modification time and size).
 const RULES_POLL: Duration = Duration::from_secs(2);
 
-/// Modification times and sizes of every file under the rule paths, to notice an edit.
-fn rules_fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    // Rule trees are small; the cap only guards against a path pointing at "/" by mistake.
-    while let Some(p) = stack.pop() {
-        if out.len() > 10_000 {
-            break;
-        }
-        match std::fs::metadata(&p) {
-            Ok(m) if m.is_dir() => {
-                if let Ok(rd) = std::fs::read_dir(&p) {
-                    stack.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
-                }
-            }
-            Ok(m) => out.push((p, m.modified().ok(), m.len())),
-            Err(_) => out.push((p, None, 0)),
-        }
-    }
+/// The files whose edits rebuild the engine: the rule paths themselves (a directory's time
+/// changes when a file is added or removed), the rule files they hold, the phrase lists the
+/// rules name, and the allowlist files. Exactly what is read, never a walk of a tree (a
+/// `.git` beside the rules would bury them).
+fn watched(config: &Config, list_files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = config.rules.paths.clone();
+    let mut ignored = crate::signatures::parse::Parsed::default();
+    out.extend(crate::signatures::parse::rule_files(
+        &config.rules.paths,
+        &mut ignored,
+    ));
+    out.extend(list_files.iter().cloned());
+    out.extend(config.allow.files.iter().cloned());
+    out
+}
+
+type Fingerprint = Vec<(PathBuf, Option<std::time::SystemTime>, u64)>;
+
+/// Modification times and sizes of files, to notice an edit.
+fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    let mut out: Fingerprint = paths
+        .iter()
+        .map(|p| match std::fs::metadata(p) {
+            Ok(m) => (p.clone(), m.modified().ok(), m.len()),
+            Err(_) => (p.clone(), None, 0),
+        })
+        .collect();
     out.sort();
     out
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::TrustMode;
 use crate::engine::Engine;
-use crate::message::{Envelope, MAX_HEADER_DELETIONS, Message, is_spam_header};
+use crate::message::{Envelope, MAX_HEADER_DELETIONS, MAX_HEADER_NAME, Message, is_spam_header};
 use crate::milter::codec::{self, Command, ConnectAddr, MacroStage, Reply, action, cmd, proto};
 use crate::milter::connection::{Connection, ConnectionError};
 use crate::milter::server::Stream;
@@ -234,14 +234,16 @@ impl Session {
                 vec![reply]
             }
             Command::Macro { stage, pairs } => {
-                let kept = pairs
-                    .into_iter()
-                    .filter_map(|(k, v)| {
-                        let k = k.trim_start_matches('{').trim_end_matches('}');
-                        let name = KEPT_MACROS.iter().find(|n| **n == k)?;
-                        Some((*name, clip(v, MAX_MACRO_VALUE)))
-                    })
-                    .collect();
+                // One value per kept name (the last one sent), so a frame repeating a name
+                // costs no more than one.
+                let mut kept: Vec<(&'static str, String)> = Vec::new();
+                for (k, v) in pairs {
+                    let k = k.trim_start_matches('{').trim_end_matches('}');
+                    if let Some(name) = KEPT_MACROS.iter().find(|n| **n == k) {
+                        kept.retain(|(n, _)| n != name);
+                        kept.push((name, clip(v, MAX_MACRO_VALUE)));
+                    }
+                }
                 self.macros.insert(stage, kept);
                 if stage == cmd::MAIL {
                     self.mail_macros_fresh = true;
@@ -422,8 +424,12 @@ impl MessageState {
     }
 
     fn add_header(&mut self, name: String, value: Vec<u8>) {
-        // Counted for removal up to the bound; past it the message is refused whole.
-        if is_spam_header(&name) && self.message.spam_headers < MAX_HEADER_DELETIONS as usize {
+        // Counted for removal up to the bound; past it the message is refused whole. A name
+        // too long to be a header's is neither kept nor edited (`Message::push_header`).
+        if name.len() <= MAX_HEADER_NAME
+            && is_spam_header(&name)
+            && self.message.spam_headers < MAX_HEADER_DELETIONS as usize
+        {
             self.spam_headers
                 .entry(name.to_ascii_lowercase())
                 .or_insert_with(|| (name.clone(), 0))

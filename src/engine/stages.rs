@@ -27,8 +27,20 @@ impl Compute for MimeStage {
                 ),
             )
         });
+        let long = input.message.long_names;
+        let long = (long > 0).then(|| {
+            Symbol::new(
+                "HEADER_NAME_TOO_LONG",
+                1.0,
+                format!(
+                    "{long} header names longer than {} bytes (RFC 5322's line limit), not scanned",
+                    crate::message::MAX_HEADER_NAME
+                ),
+            )
+        });
         excess
             .into_iter()
+            .chain(long)
             .chain(input.view().anomalies.iter().map(|a| {
                 let (name, score) = a.symbol();
                 Symbol::new(name, score, format!("{a:?}"))

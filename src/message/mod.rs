@@ -14,6 +14,10 @@ use std::net::IpAddr;
 /// `TOO_MANY_SPAM_HEADERS`) rather than delivered with forged verdicts left in it.
 pub const MAX_HEADER_DELETIONS: u32 = 1000;
 
+/// Longest header name kept: RFC 5322 limits a line to 998 bytes, so a longer name is not a
+/// header any mail program wrote; and each kept name may be repeated in an edit to the MTA.
+pub const MAX_HEADER_NAME: usize = 998;
+
 /// Most headers kept for scanning. Real mail has tens, a long relay chain with ARC and DKIM
 /// a couple of hundred; each kept header costs about 100 bytes of bookkeeping on top of its
 /// text, so 500,000 one-line headers would cost 20 times the message's size. Past this, the
@@ -105,12 +109,19 @@ pub struct Message {
     pub headers_dropped: usize,
     /// X-Spam and X-Spam-* headers, kept or not (see [`is_spam_header`]).
     pub spam_headers: usize,
+    /// Headers with a name longer than [`MAX_HEADER_NAME`], counted and not kept.
+    pub long_names: usize,
 }
 
 impl Message {
-    /// Adds a header if it fits: at most [`MAX_HEADERS`] of them, and `room` bytes for its name
-    /// and value. Returns the bytes it took (0 when not kept).
+    /// Adds a header if it fits: a name of at most [`MAX_HEADER_NAME`] bytes, at most
+    /// [`MAX_HEADERS`] headers, and `room` bytes for its name and value. Returns the bytes it
+    /// took (0 when not kept).
     pub fn push_header(&mut self, name: String, value: Vec<u8>, room: usize) -> usize {
+        if name.len() > MAX_HEADER_NAME {
+            self.long_names += 1;
+            return 0;
+        }
         if is_spam_header(&name) {
             self.spam_headers += 1;
         }

@@ -5,11 +5,13 @@
 //! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter.
 //! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
 //! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
+//! - [`linear`]: linear regexes on long texts, zone by zone under the deadline.
 //! - [`backtrack`]: backtracking rules searched zone by zone under step and time budgets.
 //! - [`ruleset`]: the compiled rule set and the scan.
 
 pub mod backtrack;
 pub mod gtube;
+pub mod linear;
 pub mod literals;
 pub mod multi;
 pub mod parse;

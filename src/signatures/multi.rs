@@ -74,12 +74,13 @@ impl Literals {
         Some(Literals { short, long })
     }
 
-    /// All occurrences, ordered by end, then start, then pattern.
-    pub fn find_all(&self, text: &[u8]) -> Vec<Found> {
-        let mut out = Vec::new();
+    /// Calls `f` with every occurrence (overlapping ones included), without collecting them:
+    /// a text of one short literal repeated has millions. Short literals' occurrences come in
+    /// text order, then long ones' in text order.
+    pub fn for_each(&self, text: &[u8], mut f: impl FnMut(Found)) {
         if let Some((ac, ids)) = &self.short {
             for m in ac.find_overlapping_iter(text) {
-                out.push(Found {
+                f(Found {
                     end: m.end(),
                     start: m.start(),
                     pattern: ids[m.pattern().as_usize()],
@@ -87,8 +88,14 @@ impl Literals {
             }
         }
         if let Some(s) = &self.long {
-            s.find_all(text, &mut out);
+            s.for_each(text, &mut f);
         }
+    }
+
+    /// All occurrences, ordered by end, then start, then pattern.
+    pub fn find_all(&self, text: &[u8]) -> Vec<Found> {
+        let mut out = Vec::new();
+        self.for_each(text, |m| out.push(m));
         out.sort_unstable();
         out
     }
@@ -186,7 +193,7 @@ impl Sampler {
         }
     }
 
-    fn find_all(&self, text: &[u8], out: &mut Vec<Found>) {
+    fn for_each(&self, text: &[u8], out: &mut impl FnMut(Found)) {
         if text.len() < self.block {
             return;
         }
@@ -205,7 +212,7 @@ impl Sampler {
     }
 
     #[inline(always)]
-    fn sample(&self, text: &[u8], p: usize, block: u64, out: &mut Vec<Found>) {
+    fn sample(&self, text: &[u8], p: usize, block: u64, out: &mut impl FnMut(Found)) {
         let h = filter_index(block, self.filter_shift);
         // h has 64 - filter_shift bits: always inside the filter.
         if self.filter[h / 64] & (1 << (h % 64)) != 0 {
@@ -214,7 +221,7 @@ impl Sampler {
     }
 
     #[cold]
-    fn verify(&self, text: &[u8], p: usize, block: u64, out: &mut Vec<Found>) {
+    fn verify(&self, text: &[u8], p: usize, block: u64, out: &mut impl FnMut(Found)) {
         let Some(&mask) = self.offsets.get(&block) else {
             return;
         };
@@ -238,7 +245,7 @@ impl Sampler {
                     .get(start..end)
                     .is_some_and(|t| t.eq_ignore_ascii_case(pat))
                 {
-                    out.push(Found {
+                    out(Found {
                         end,
                         start,
                         pattern: self.ids[c as usize],

@@ -224,6 +224,8 @@ pub struct Parsed {
     pub kept: Vec<Kept>,
     /// Rules left out past [`MAX_RULES`].
     pub over_limit: usize,
+    /// Phrase list files the rules name (read or not).
+    pub list_files: Vec<PathBuf>,
 }
 
 /// SpamAssassin settings that say nothing to our engine (lists, report templates, plugin
@@ -461,6 +463,11 @@ impl Parsed {
                         column: col_of(def),
                         ..at.clone()
                     };
+                    if directive == "phrases"
+                        && let Some(list) = phrase_list_of(def, path)
+                    {
+                        self.list_files.push(list);
+                    }
                     match parse_test(directive, def, path) {
                         Ok(test) => {
                             if matches!(test, Test::Eval(_)) {
@@ -613,8 +620,9 @@ fn file_start(path: &Path) -> Location {
     }
 }
 
-/// The files named by the rule paths: files as given, directories' `*.cf` files in name order.
-fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
+/// The files named by the rule paths: files as given, directories' `*.cf` entries in name
+/// order (an entry that is not a regular file is listed too, so that reading it reports it).
+pub fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for path in paths {
         if !path.is_dir() {
@@ -625,7 +633,7 @@ fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
             Ok(rd) => {
                 let mut files: Vec<PathBuf> = rd
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.extension().is_some_and(|e| e == "cf") && !f.is_dir())
+                    .filter(|f| f.extension().is_some_and(|e| e == "cf"))
                     .collect();
                 files.sort();
                 out.extend(files);
@@ -845,6 +853,30 @@ fn is_escaped(s: &str, i: usize) -> bool {
         == 1
 }
 
+/// The list file a phrases rule's `file:` names, relative to the rule file.
+fn list_path(rest: &str, rule_file: &Path) -> Option<PathBuf> {
+    let list = rest.trim().strip_prefix("file:")?;
+    Some(
+        rule_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(list.trim()),
+    )
+}
+
+/// The phrase list file a `phrases` definition reads, if any (read or not), so that a reload
+/// can watch it.
+fn phrase_list_of(def: &str, rule_file: &Path) -> Option<PathBuf> {
+    let (_, mut rest) = split_word(def);
+    loop {
+        let (w, r) = split_word(rest);
+        match w {
+            "word" | "case" | "perhit" => rest = r,
+            _ => return list_path(rest, rule_file),
+        }
+    }
+}
+
 fn parse_phrases(def: &str, rule_file: &Path) -> Result<Test, String> {
     let (target_word, mut rest) = split_word(def);
     let target = match target_word {
@@ -868,11 +900,7 @@ fn parse_phrases(def: &str, rule_file: &Path) -> Result<Test, String> {
         rest = r;
     }
     let rest = rest.trim();
-    let phrases = if let Some(list) = rest.strip_prefix("file:") {
-        let path = rule_file
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(list.trim());
+    let phrases = if let Some(path) = list_path(rest, rule_file) {
         let text = crate::files::read_text(&path, MAX_LIST_FILE)
             .map_err(|e| format!("cannot read phrase list {}: {e}", path.display()))?;
         text.lines()
@@ -926,11 +954,23 @@ fn parse_quoted_list(s: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// Deepest nesting of parentheses in a meta expression; the parser recurses per level.
+/// Deepest nesting of parentheses and unary operators in a meta expression; the parser
+/// recurses per level.
 const MAX_META_DEPTH: usize = 64;
+
+/// Most tokens in one meta expression. An expression is a tree that evaluation walks
+/// recursively, and a chain of N terms is N deep: 30,000 terms overflowed the stack. The
+/// longest metas SpamAssassin ships have a few dozen terms.
+const MAX_META_TOKENS: usize = 2000;
 
 pub fn parse_meta(s: &str) -> Result<Expr, String> {
     let tokens = tokenize(s)?;
+    if tokens.len() > MAX_META_TOKENS {
+        return Err(format!(
+            "meta expression of {} tokens; at most {MAX_META_TOKENS}",
+            tokens.len()
+        ));
+    }
     let mut p = MetaParser {
         t: &tokens,
         i: 0,
@@ -1080,17 +1120,24 @@ impl MetaParser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
-        match self.peek_op() {
-            Some("!") => {
-                self.i += 1;
-                Ok(Expr::Not(Box::new(self.unary()?)))
-            }
-            Some("-") => {
-                self.i += 1;
-                Ok(Expr::Neg(Box::new(self.unary()?)))
-            }
-            _ => self.primary(),
+        let op = match self.peek_op() {
+            Some(op @ ("!" | "-")) => op,
+            _ => return self.primary(),
+        };
+        self.i += 1;
+        self.depth += 1;
+        if self.depth > MAX_META_DEPTH {
+            return Err(format!(
+                "meta expression nested deeper than {MAX_META_DEPTH}"
+            ));
         }
+        let inner = Box::new(self.unary()?);
+        self.depth -= 1;
+        Ok(if op == "!" {
+            Expr::Not(inner)
+        } else {
+            Expr::Neg(inner)
+        })
     }
 
     fn primary(&mut self) -> Result<Expr, String> {
@@ -1264,6 +1311,13 @@ endif
             other => panic!("{other:?}"),
         }
         assert!(parse_meta(&"(".repeat(100)).is_err());
+        // Deep unary chains and long term chains are refused, not parsed into a tree that
+        // evaluation would recurse through.
+        assert!(parse_meta(&format!("{}A", "-".repeat(50_000))).is_err());
+        assert!(parse_meta(&format!("{}A", "!".repeat(60))).is_ok());
+        let long = vec!["__A"; 30_000].join(" + ");
+        assert!(parse_meta(&long).unwrap_err().contains("at most 2000"));
+        assert!(parse_meta(&vec!["__A"; 900].join(" + ")).is_ok());
         assert!(parse_meta("A &&").is_err());
         assert!(parse_meta("A $ B").is_err());
     }

@@ -6,11 +6,12 @@
 //! `regex` crate cannot express (look-around, back-references) run on fancy-regex under a
 //! step limit. A rule set is built once per config or rule change and shared (`Arc`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use super::backtrack::{self, Backtracking, Cut};
+use super::linear;
 use super::literals;
 use super::multi;
 use super::parse::{
@@ -75,8 +76,11 @@ enum Owner {
 /// The automaton and rule lists of one target.
 #[derive(Default)]
 struct Index {
+    /// Distinct literals (lower case; the matcher folds ASCII case), each with every rule or
+    /// phrase that wants it: five rules sharing "name" must not make five hits of each one.
     literals: Vec<Vec<u8>>,
-    owners: Vec<Owner>,
+    owners: Vec<Vec<Owner>>,
+    by_literal: HashMap<Vec<u8>, usize>,
     literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
     always: Vec<usize>,
@@ -86,7 +90,18 @@ struct Index {
 }
 
 impl Index {
+    fn add_literal(&mut self, literal: Vec<u8>, owner: Owner) {
+        let literal = literal.to_ascii_lowercase();
+        let i = *self.by_literal.entry(literal.clone()).or_insert_with(|| {
+            self.literals.push(literal);
+            self.owners.push(Vec::new());
+            self.literals.len() - 1
+        });
+        self.owners[i].push(owner);
+    }
+
     fn finish(&mut self) {
+        self.by_literal = HashMap::new();
         if !self.set_rules.is_empty() {
             let built = regex::RegexSetBuilder::new(self.set_rules.iter().map(|(_, src)| src))
                 .size_limit(REGEX_SIZE_LIMIT * 4)
@@ -156,6 +171,8 @@ pub struct RuleSet {
     pub sources: Vec<parse::Source>,
     /// Files of this set whose new version was refused, their previous version compiled.
     pub kept: Vec<parse::Kept>,
+    /// Phrase list files the rules name.
+    pub list_files: Vec<PathBuf>,
 }
 
 /// Builds the pattern text with the modifiers as inline flags, rewriting the Perl escapes the
@@ -340,6 +357,7 @@ impl RuleSet {
             by_name: BTreeMap::new(),
             sources: parsed.sources.clone(),
             kept: parsed.kept.clone(),
+            list_files: parsed.list_files.clone(),
             problems: parsed.problems.clone(),
             stats: Stats {
                 eval: parsed.stats.eval_rules,
@@ -456,16 +474,14 @@ impl RuleSet {
                 (Kind::Meta(_) | Kind::Inert, _) => {}
                 (Kind::Phrases { phrases, .. }, Some(ix)) => {
                     for (i, p) in phrases.iter().enumerate() {
-                        ix.literals.push(p.to_ascii_lowercase().into_bytes());
-                        ix.owners.push(Owner::Phrase(id, i));
+                        ix.add_literal(p.as_bytes().to_vec(), Owner::Phrase(id, i));
                     }
                 }
                 (Kind::Regex { .. }, Some(ix)) => match literals {
                     Some(lits) => {
                         set.stats.prefiltered += 1;
                         for l in lits {
-                            ix.literals.push(l);
-                            ix.owners.push(Owner::Rule(id));
+                            ix.add_literal(l, Owner::Rule(id));
                         }
                     }
                     None => match gate {
@@ -670,6 +686,8 @@ impl RuleSet {
             cut: Vec::new(),
             deadline,
             expired: false,
+            marked: vec![0; self.rules.len()],
+            epoch: 0,
         };
         let view = input.view();
         if self.body.wanted() {
@@ -798,17 +816,28 @@ fn eval(e: &Compute, counts: &[u32]) -> f64 {
 
 impl RuleSet {
     fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
+        st.epoch += 1;
+        let epoch = st.epoch;
         let mut candidates: Vec<usize> = Vec::new();
-        let mut phrase_hits: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        // Distinct phrases found, and how many per rule.
+        let mut phrases_seen: HashSet<(usize, usize)> = HashSet::new();
+        let mut phrase_counts: BTreeMap<usize, u32> = BTreeMap::new();
         if let Some(lits) = &ix.literals_matcher {
-            for m in lits.find_all(text.as_bytes()) {
-                match ix.owners[m.pattern] {
-                    Owner::Rule(r) => candidates.push(r),
-                    Owner::Phrase(r, p) => {
-                        if self.phrase_ok(r, p, text, m.start, m.end) {
-                            let seen = phrase_hits.entry(r).or_default();
-                            if !seen.contains(&p) {
-                                seen.push(p);
+            lits.for_each(text.as_bytes(), |m| {
+                for owner in &ix.owners[m.pattern] {
+                    match *owner {
+                        Owner::Rule(r) => {
+                            if st.marked[r] != epoch {
+                                st.marked[r] = epoch;
+                                candidates.push(r);
+                            }
+                        }
+                        Owner::Phrase(r, p) => {
+                            if !phrases_seen.contains(&(r, p))
+                                && self.phrase_ok(r, p, text, m.start, m.end)
+                            {
+                                phrases_seen.insert((r, p));
+                                *phrase_counts.entry(r).or_default() += 1;
                                 if st.evidence[r].is_none() {
                                     st.evidence[r] = Some(evidence(text, m.start, m.end));
                                 }
@@ -816,26 +845,27 @@ impl RuleSet {
                         }
                     }
                 }
-            }
+            });
         }
         candidates.sort_unstable();
-        candidates.dedup();
         if let Some(set) = &ix.set {
-            candidates.extend(set.matches(text).iter().map(|i| ix.set_rules[i].0));
+            match linear::set_matches(set, text, st.deadline) {
+                Some(hits) => candidates.extend(hits.into_iter().map(|i| ix.set_rules[i].0)),
+                None => {
+                    st.expired = true;
+                    return;
+                }
+            }
         }
         for r in candidates.into_iter().chain(ix.always.iter().copied()) {
             self.run_regex(r, text, st);
         }
-        for (r, found) in phrase_hits {
+        for (r, found) in phrase_counts {
             let rule = &self.rules[r];
             let Kind::Phrases { perhit, .. } = rule.kind else {
                 continue;
             };
-            let n = if perhit || rule.multiple {
-                found.len() as u32
-            } else {
-                1
-            };
+            let n = if perhit || rule.multiple { found } else { 1 };
             st.counts[r] = (st.counts[r] + n).min(rule.maxhits.max(1));
         }
     }
@@ -846,6 +876,7 @@ impl RuleSet {
         let mut ids: Vec<usize> = ix
             .owners
             .iter()
+            .flatten()
             .filter_map(|o| match o {
                 Owner::Rule(r) => Some(*r),
                 Owner::Phrase(..) => None,
@@ -904,20 +935,13 @@ impl RuleSet {
         if room == 0 {
             return;
         }
-        let mut found: Vec<(usize, usize)> = Vec::new();
-        let mut cut = None;
-        match matcher {
-            Matcher::Fast(re) => {
-                for m in re.find_iter(text).take(room as usize) {
-                    found.push((m.start(), m.end()));
-                }
-            }
+        let (found, cut) = match matcher {
+            Matcher::Fast(re) => linear::find(re, text, room as usize, st.deadline),
             Matcher::Fancy(bt) => {
                 let f = bt.find(text, room as usize, st.deadline);
-                found = f.spans;
-                cut = f.cut;
+                (f.spans, f.cut)
             }
-        }
+        };
         match cut {
             Some(Cut::Deadline) => {
                 st.expired = true;
@@ -949,6 +973,10 @@ struct ScanState {
     deadline: Option<Instant>,
     /// The deadline passed: every rule from here on is skipped and the scan gives up.
     expired: bool,
+    /// Rules made candidates by a literal in the text being scanned: `marked[r] == epoch`,
+    /// with one epoch per text, so nothing needs clearing between texts.
+    marked: Vec<u32>,
+    epoch: u32,
 }
 
 fn evidence(text: &str, start: usize, end: usize) -> Evidence {

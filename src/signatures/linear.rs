@@ -1,0 +1,168 @@
+//! Linear-time regexes (the `regex` crate) on long texts, in pieces that a deadline can stop.
+//!
+//! Linear is not fast: a rule such as `\b(?:\w+\s+){5,60}\d\b` leaves the lazy DFA for the
+//! PikeVM on non-ASCII text and runs at about a megabyte a second; on a 10 MB body one search
+//! is 10 s that nothing can interrupt. So on a text longer than [`ZONE`] a regex (and the
+//! RegexSet pass) searches one zone of starting positions at a time, seeing [`LOOKAHEAD`]
+//! bytes past it, with the scan's deadline and the rule's time budget checked between zones.
+//! Texts up to [`ZONE`] (nearly all mail) are searched whole, exactly as before.
+//!
+//! The price, on long texts only: a match must end within [`LOOKAHEAD`] bytes past the zone it
+//! starts in. A match that reaches the end of its window is searched again on a window a zone
+//! wider, so that `$`, `\b` or a greedy repetition cut short there do not make or shorten one.
+
+use std::time::Instant;
+
+use super::backtrack::{Cut, TIME_LIMIT};
+
+/// Starting positions searched at a time on a long text.
+pub const ZONE: usize = 64 * 1024;
+
+/// Bytes past a zone its search sees.
+pub const LOOKAHEAD: usize = 16 * 1024;
+
+/// Up to `max` non-overlapping matches of `re`, leftmost first, and why the search stopped
+/// early, if it did.
+pub fn find(
+    re: &regex::Regex,
+    text: &str,
+    max: usize,
+    deadline: Option<Instant>,
+) -> (Vec<(usize, usize)>, Option<Cut>) {
+    let mut out = Vec::new();
+    if text.len() <= ZONE {
+        out.extend(re.find_iter(text).take(max).map(|m| (m.start(), m.end())));
+        return (out, None);
+    }
+    let started = Instant::now();
+    let n = text.len();
+    let mut at = 0;
+    while at <= n && out.len() < max {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return (out, Some(Cut::Deadline));
+        }
+        if started.elapsed() >= TIME_LIMIT {
+            return (out, Some(Cut::Time));
+        }
+        let zone_end = text.floor_char_boundary((at + ZONE).min(n));
+        let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
+        let m = match re.find_at(&text[..hay_end], at) {
+            None if zone_end == n => break,
+            None => {
+                at = zone_end;
+                continue;
+            }
+            Some(m) if m.start() >= zone_end && zone_end < n => {
+                at = zone_end;
+                continue;
+            }
+            Some(m) => m,
+        };
+        let (start, mut end) = (m.start(), m.end());
+        if end == hay_end && hay_end < n {
+            // Touching the window's end: a zone further on says what the match really is
+            // (`$`, `\b` and greedy repetitions see more text there).
+            let wider = text.ceil_char_boundary((hay_end + ZONE).min(n));
+            match re.find_at(&text[..wider], start) {
+                Some(w) if w.start() == start => end = w.end(),
+                _ => {
+                    at = text.ceil_char_boundary(start + 1);
+                    continue;
+                }
+            }
+        }
+        out.push((start, end));
+        at = if end > start {
+            end
+        } else if start == n {
+            break;
+        } else {
+            text.ceil_char_boundary(start + 1)
+        };
+    }
+    (out, None)
+}
+
+/// Which patterns of `set` match somewhere in `text`, or None if `deadline` passed first.
+pub fn set_matches(
+    set: &regex::RegexSet,
+    text: &str,
+    deadline: Option<Instant>,
+) -> Option<Vec<usize>> {
+    if text.len() <= ZONE {
+        return Some(set.matches(text).into_iter().collect());
+    }
+    let n = text.len();
+    let mut hit = vec![false; set.len()];
+    let mut at = 0;
+    while at < n {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        let zone_end = text.floor_char_boundary((at + ZONE).min(n));
+        let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
+        // A gate may say yes too often (the rule itself decides), never no too often.
+        for i in set.matches_at(&text[..hay_end], at).iter() {
+            hit[i] = true;
+        }
+        if hit.iter().all(|h| *h) {
+            break;
+        }
+        at = zone_end;
+    }
+    Some((0..hit.len()).filter(|&i| hit[i]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(re: &regex::Regex, text: &str) -> Vec<(usize, usize)> {
+        re.find_iter(text).map(|m| (m.start(), m.end())).collect()
+    }
+
+    #[test]
+    fn a_long_text_gives_the_matches_of_one_search() {
+        let text = format!(
+            "{}viagra {}cheap viagra{}end",
+            "lorem ipsum ".repeat(20_000),
+            "dolor sit ".repeat(30_000),
+            " amet".repeat(10)
+        );
+        for pat in [
+            r"\bviagra\b",
+            r"(?i)cheap\s+viagra",
+            r"end$",
+            r"^lorem",
+            r"\d+",
+        ] {
+            let re = regex::Regex::new(pat).unwrap();
+            let (got, cut) = find(&re, &text, usize::MAX, None);
+            assert_eq!(cut, None);
+            assert_eq!(got, whole(&re, &text), "{pat}");
+        }
+    }
+
+    #[test]
+    fn a_match_cut_at_a_window_end_is_confirmed_on_the_whole_text() {
+        // `x$` would match at the end of a window; the text goes on, so it is no match.
+        let text = format!("{}x{}", "a".repeat(ZONE + LOOKAHEAD - 1), "b".repeat(100));
+        let re = regex::Regex::new("x$").unwrap();
+        assert_eq!(find(&re, &text, 10, None).0, []);
+        // A greedy repetition reaching past the window still gets its whole match.
+        let text = format!("{}{}", "a".repeat(ZONE - 10), "b".repeat(2 * LOOKAHEAD));
+        let re = regex::Regex::new("ab+").unwrap();
+        assert_eq!(find(&re, &text, 10, None).0, whole(&re, &text));
+    }
+
+    #[test]
+    fn the_deadline_stops_a_long_search_and_the_set() {
+        let text = "word ".repeat(100_000);
+        let re = regex::Regex::new(r"\bword\b").unwrap();
+        let (_, cut) = find(&re, &text, usize::MAX, Some(Instant::now()));
+        assert_eq!(cut, Some(Cut::Deadline));
+        let set = regex::RegexSet::new([r"\d", r"word"]).unwrap();
+        assert_eq!(set_matches(&set, &text, Some(Instant::now())), None);
+        assert_eq!(set_matches(&set, &text, None), Some(vec![1]));
+    }
+}
