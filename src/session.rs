@@ -583,3 +583,202 @@ where
         deadline = Instant::now() + idle;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::milter::client::POSTFIX_OFFER;
+    use crate::signatures::ruleset::RuleSet;
+
+    const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+    fn session(config: Config) -> Session {
+        let engine = Engine::with_rules(config, Arc::new(RuleSet::load(&[])));
+        let (_tx, rx) = watch::channel(Arc::new(engine));
+        Session::new(rx, "test")
+    }
+
+    fn connect(ip: &str) -> Command {
+        Command::Connect {
+            hostname: "client.example".into(),
+            addr: ConnectAddr::Inet {
+                ip: ip.parse().unwrap(),
+                port: 25,
+            },
+        }
+    }
+
+    fn header(name: &str, value: &str) -> Command {
+        Command::Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn mail(from: &str) -> Command {
+        Command::Mail {
+            sender: format!("<{from}>"),
+            args: vec![],
+        }
+    }
+
+    /// Feeds commands and checks each one's replies.
+    async fn exchange(s: &mut Session, steps: Vec<(Command, Vec<Reply>)>) {
+        for (i, (command, want)) in steps.into_iter().enumerate() {
+            let name = command.name();
+            let got = s.handle(command).await.unwrap();
+            assert_eq!(got, want, "step {i} ({name})");
+        }
+    }
+
+    fn negotiated() -> Reply {
+        let (_, reply) = state::negotiate(POSTFIX_OFFER, &wants()).unwrap();
+        reply
+    }
+
+    #[tokio::test]
+    async fn a_message_as_postfix_sends_it() {
+        let mut s = session(Config::default());
+        exchange(
+            &mut s,
+            vec![
+                (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
+                (connect("192.0.2.1"), vec![Reply::Continue]),
+                // Negotiated without replies: HELO, RCPT, headers, end of headers.
+                (Command::Helo("client.example".into()), vec![]),
+                (mail("a@example.org"), vec![Reply::Continue]),
+                (
+                    Command::Rcpt {
+                        recipient: "<b@example.net>".into(),
+                        args: vec![],
+                    },
+                    vec![],
+                ),
+                (header("Subject", "test"), vec![]),
+                (header("X-Spam-Flag", "NO"), vec![]),
+                (Command::Eoh, vec![]),
+                (
+                    Command::Body(format!("{GTUBE}\r\n").into_bytes()),
+                    vec![Reply::Continue],
+                ),
+                (
+                    Command::EndOfBody(vec![]),
+                    vec![Reply::ReplyCode(
+                        "550 5.7.1 Message rejected as spam".into(),
+                    )],
+                ),
+                // The next message on the same connection: ham, with the forged header
+                // removed before our headers are added.
+                (mail("a@example.org"), vec![Reply::Continue]),
+                (header("X-Spam-Flag", "YES"), vec![]),
+                (header("x-spam-flag", "YES"), vec![]),
+                (Command::Eoh, vec![]),
+            ],
+        )
+        .await;
+        let r = s
+            .handle(Command::EndOfBody(b"hi\r\n".to_vec()))
+            .await
+            .unwrap();
+        let edits: Vec<(&str, u32)> = r
+            .iter()
+            .filter_map(|r| match r {
+                Reply::ChgHeader { index, name, .. } => Some((name.as_str(), *index)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(edits, [("X-Spam-Flag", 2), ("X-Spam-Flag", 1)]);
+        assert!(matches!(r[2], Reply::AddHeader { .. }), "{r:?}");
+        assert_eq!(r.last(), Some(&Reply::Accept));
+        exchange(&mut s, vec![(Command::Quit, vec![])]).await;
+        assert!(s.closed());
+    }
+
+    #[tokio::test]
+    async fn trusted_clients_and_authenticated_senders_can_skip_the_scan() {
+        let mut c = Config::default();
+        c.trust.networks = vec!["192.0.2.0/24".parse().unwrap()];
+        c.trust.authenticated_mode = TrustMode::Skip;
+        let mut s = session(c);
+        exchange(
+            &mut s,
+            vec![
+                (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
+                (connect("192.0.2.7"), vec![Reply::Accept]),
+                (Command::QuitNc, vec![]),
+                (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
+                (connect("198.51.100.7"), vec![Reply::Continue]),
+                (
+                    Command::Macro {
+                        stage: cmd::MAIL,
+                        pairs: vec![("{auth_authen}".into(), "alice".into())],
+                    },
+                    vec![],
+                ),
+                (mail("alice@example.org"), vec![Reply::Accept]),
+                (Command::EndOfBody(vec![]), vec![Reply::Accept]),
+                // The next sender did not log in: the previous login does not carry over.
+                (mail("mallory@example.org"), vec![Reply::Continue]),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn macros_keep_one_short_value_per_name_they_use() {
+        let mut s = session(Config::default());
+        exchange(
+            &mut s,
+            vec![(Command::Optneg(POSTFIX_OFFER), vec![negotiated()])],
+        )
+        .await;
+        let mut pairs: Vec<(String, String)> = (0..100)
+            .map(|i| ("i".to_string(), format!("{i}{}", "q".repeat(1000))))
+            .collect();
+        pairs.push(("{unused}".into(), "x".repeat(1000)));
+        pairs.push(("i".into(), "QUEUEID".into()));
+        s.handle(Command::Macro {
+            stage: cmd::CONNECT,
+            pairs,
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.macros[&cmd::CONNECT], [("i", "QUEUEID".to_string())]);
+        s.handle(Command::Macro {
+            stage: cmd::BODYEOB,
+            pairs: vec![("i".into(), "é".repeat(1000))],
+        })
+        .await
+        .unwrap();
+        // The newest stage's value, cut to the bound at a character boundary.
+        let v = s.macro_value("i").unwrap();
+        assert!(
+            v.len() <= MAX_MACRO_VALUE && v.starts_with('é'),
+            "{}",
+            v.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_out_of_order_end_the_session() {
+        let mut s = session(Config::default());
+        assert!(matches!(
+            s.handle(mail("a@b")).await,
+            Err(SessionError::OutOfOrder(_))
+        ));
+        let mut s = session(Config::default());
+        exchange(
+            &mut s,
+            vec![
+                (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
+                (connect("192.0.2.1"), vec![Reply::Continue]),
+            ],
+        )
+        .await;
+        assert!(matches!(
+            s.handle(Command::Body(b"x".to_vec())).await,
+            Err(SessionError::OutOfOrder(_))
+        ));
+    }
+}

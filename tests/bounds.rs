@@ -442,3 +442,114 @@ async fn padding_does_not_switch_backtracking_rules_off() {
     );
     assert!(!d.log().contains("RULE_STEP_LIMIT"), "{}", d.log());
 }
+
+/// The daemon's peak resident memory (VmHWM) in KiB.
+fn peak_kib(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_structures_cost_a_bounded_multiple_of_the_message() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+    let d = Daemon::start("", &format!("[rules]\npaths = [\"{shipped}\"]\n"));
+    let mut c = client(&d).await;
+    // Warm up: the first message builds the rule set's caches.
+    let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+    let attacks: [(&str, String); 4] = [
+        // 50,000 nested messages: the parser's structure overflowed the stack when dropped,
+        // killing the daemon and every session with it.
+        (
+            "nested messages",
+            "Content-Type: message/rfc822\n\n".repeat(50_000),
+        ),
+        // 600,000 empty parts: the parser built every one.
+        (
+            "empty parts",
+            format!(
+                "Content-Type: multipart/mixed; boundary=x\r\n\r\n{}",
+                "--x\n\n".repeat(600_000)
+            ),
+        ),
+        // One word a few shipped rules share, a million times: every overlapping hit of
+        // every copy of the literal was collected and sorted.
+        (
+            "a repeated literal",
+            format!("Subject: hi\r\n\r\n{}", "name".repeat(1_000_000)),
+        ),
+        // Twenty headers whose names are a megabyte each: kept three times over, and
+        // repeated in a deletion each.
+        (
+            "megabyte header names",
+            (0..20)
+                .map(|i| format!("X-Spam-{i}{}: v\r\n", "n".repeat(1_000_000)))
+                .collect::<String>()
+                + "Subject: hi\r\n\r\nbody\r\n",
+        ),
+    ];
+    for (what, msg) in attacks {
+        let before = peak_kib(&d);
+        let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
+        assert!(
+            matches!(r.last(), Some(Reply::Accept | Reply::ReplyCode(_))),
+            "{what}: {r:?}"
+        );
+        let grown = peak_kib(&d).saturating_sub(before);
+        eprintln!("{what}: {} bytes, peak RSS grew by {grown} KiB", msg.len());
+        // The message itself is held twice (kept, and the copy the parser reads) and its
+        // decoded text once or twice more: a few times its size, not tens.
+        assert!(
+            grown < 8 * msg.len() as u64 / 1024,
+            "{what}: peak RSS grew by {grown} KiB for a message of {} bytes",
+            msg.len()
+        );
+        assert!(
+            !r.iter()
+                .any(|r| matches!(r, Reply::ChgHeader { name, .. } if name.len() > 998))
+        );
+    }
+    // Still serving.
+    let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
+    assert_eq!(r.last(), Some(&Reply::Accept));
+    assert!(d.log().contains("HEADER_NAME_TOO_LONG"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_linear_rule_on_a_long_body_stops_at_the_deadline() {
+    let d = Daemon::start(
+        "message_timeout = \"3s\"",
+        "[rules]\npaths = [\"$DIR/rules\"]\n",
+    );
+    // No literal to prefilter on, so these go through the RegexSet, and Unicode \b on
+    // accented text keeps them off the lazy DFA: each is minutes on this body.
+    let rules: String = (1..=3)
+        .map(|i| format!("body SLOW{i} /\\b(?:\\w+\\s+){{5,60}}\\d{i}\\b/\nscore SLOW{i} 1\n"))
+        .collect();
+    write_rules(&d, &rules);
+    let mut c = client(&d).await;
+    let msg = format!(
+        "Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
+        "éléphant rôti à côté ".repeat(100_000)
+    );
+    let start = Instant::now();
+    let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
+    let took = start.elapsed();
+    let cpu_at_reply = cpu_seconds(&d);
+    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The rules really were too slow for the deadline: the scan gave up.
+    assert!(
+        d.wait_log("SIGNATURES_TIMEOUT", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let burnt = cpu_seconds(&d) - cpu_at_reply;
+    eprintln!("slow rules: verdict after {took:?}, {burnt:.2} s of CPU in the 2 s after it");
+    assert!(burnt < 0.5, "{burnt:.2} s of CPU used after the verdict");
+}

@@ -505,3 +505,43 @@ fn wait_for(d: &Daemon, found: impl Fn(&str) -> bool) -> bool {
     }
     false
 }
+
+#[tokio::test]
+async fn rule_edits_are_seen_beside_a_large_tree_and_a_file_turned_directory_keeps_its_rules() {
+    let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
+    let rules = d.dir.path().join("rules");
+    // A version-control tree beside the rules: 12,000 files the poll must not walk.
+    let objects = rules.join(".git/objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    for i in 0..12_000 {
+        std::fs::write(objects.join(format!("{i:05}")), "x").unwrap();
+    }
+    std::fs::write(
+        rules.join("a.cf"),
+        "body A_ZORG /zorglub/\nscore A_ZORG 10\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("b.cf"),
+        "body B_FROB /frobnitz/\nscore B_FROB 10\n",
+    )
+    .unwrap();
+    assert!(
+        d.wait_log("engine in use rules=2", Duration::from_secs(15)),
+        "{}",
+        d.log()
+    );
+    let mut c = client(&d.addr()).await;
+    assert!(rejected(&mut c).await);
+    // A deploy that leaves a directory where a rule file was: its rules stay.
+    std::fs::remove_file(rules.join("a.cf")).unwrap();
+    std::fs::create_dir(rules.join("a.cf")).unwrap();
+    assert!(
+        wait_for(&d, |log| log.lines().any(|l| l.contains("WARN")
+            && l.contains("new version of a rule file refused")
+            && l.contains("a directory"))),
+        "{}",
+        d.log()
+    );
+    assert!(rejected(&mut c).await, "{}", d.log());
+}
