@@ -274,11 +274,13 @@ fn rules_lint(a: RulesArgs) -> Result<ExitCode, ExitCode> {
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
     eprintln!(
-        "{} rules loaded ({}), {} prefiltered by literals, {} on the backtracking engine; {errors} error(s), {warnings} warning(s)",
+        "{} rules loaded ({}), {} prefiltered by literals, {} on the backtracking engine, regexes {:.1} MiB of {} MiB; {errors} error(s), {warnings} warning(s)",
         rules.len(),
         kinds.join(", "),
         rules.stats.prefiltered,
         rules.stats.fancy,
+        rules.stats.regex_bytes as f64 / (1 << 20) as f64,
+        repmilter::signatures::ruleset::REGEX_BUDGET >> 20,
     );
     Ok(ExitCode::from(if errors > 0 {
         exit::SPAM

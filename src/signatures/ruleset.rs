@@ -145,6 +145,8 @@ pub struct Evidence {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub by_kind: BTreeMap<&'static str, usize>,
+    /// Automaton bytes of the regexes, against [`REGEX_BUDGET`].
+    pub regex_bytes: usize,
     pub fancy: usize,
     pub prefiltered: usize,
     pub unsupported: Vec<(String, String)>,
@@ -288,6 +290,28 @@ fn literals_of(src: &str, ci: bool) -> Literals {
         .and_then(|hir| literals::required(&hir, ci))
 }
 
+/// Most memory the compiled regexes of one rule set may take, counted as the size of their
+/// automata. A compiled regex takes a few times its automaton (a reverse one, engines,
+/// caches): eighty rules such as `/\w{150}1\b/` count 201 MiB and took 743 MB to compile.
+/// SpamAssassin's stock rules count 52 MiB, so this leaves room for as much again and more.
+pub const REGEX_BUDGET: usize = 128 * 1024 * 1024;
+
+/// The size of a pattern's automaton, the measure of [`REGEX_BUDGET`]; for a backtracking
+/// pattern, that of its relaxed form, which its delegates resemble.
+fn regex_cost(src: &str) -> usize {
+    use regex_automata::nfa::thompson;
+    let nfa = |pattern: &str| {
+        thompson::Compiler::new()
+            .configure(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+            .build(pattern)
+            .map(|n| n.memory_usage())
+            .ok()
+    };
+    nfa(src)
+        .or_else(|| relax::relaxed(src).and_then(|r| nfa(&r)))
+        .unwrap_or(REGEX_SIZE_LIMIT)
+}
+
 fn compile_regex(p: &parse::Pattern) -> Result<Compiled, String> {
     let src = regex_source(p, true);
     match regex::RegexBuilder::new(&src)
@@ -345,6 +369,11 @@ impl RuleSet {
     }
 
     pub fn compile(parsed: Parsed) -> RuleSet {
+        RuleSet::compile_within(parsed, REGEX_BUDGET)
+    }
+
+    /// Compiles with another regex budget than [`REGEX_BUDGET`] (tests).
+    pub fn compile_within(parsed: Parsed, regex_budget: usize) -> RuleSet {
         let mut set = RuleSet {
             rules: Vec::new(),
             body: Index::default(),
@@ -375,6 +404,19 @@ impl RuleSet {
                 set.problem(def.first_seen.clone(), Severity::Error, msg);
                 continue;
             };
+            if let Test::Regex { pattern, .. } = test {
+                let cost = regex_cost(&regex_source(pattern, true));
+                if set.stats.regex_bytes + cost > regex_budget {
+                    let msg = format!(
+                        "{}: the rule set's regexes would take more than {} KiB; left out",
+                        def.name,
+                        regex_budget >> 10
+                    );
+                    set.problem(at.clone(), Severity::Error, msg);
+                    continue;
+                }
+                set.stats.regex_bytes += cost;
+            }
             let (kind, target, literals, gate) = match test {
                 Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None, None),
                 Test::Exists(h) => (Kind::Exists(h.clone()), None, None, None),
@@ -1198,6 +1240,27 @@ score    META_COUNT   1
         assert_eq!(got.len(), 7, "{got:#?}");
         // The good rules still run.
         assert_eq!(names(&s, "Subject: x\r\n\r\ny"), ["NEG", "NOSCORE"]);
+    }
+
+    #[test]
+    fn the_regexes_of_a_rule_set_have_a_memory_budget() {
+        let one = regex_cost(r"\w{20}x");
+        let mut p = Parsed::default();
+        let text: String = (0..6)
+            .map(|i| format!("body BIG{i} /\\w{{20}}x/\nscore BIG{i} 1\n"))
+            .collect::<String>()
+            + "body SMALL /zorglub/\nscore SMALL 1\n";
+        p.parse_text(Path::new("t.cf"), &text);
+        let s = RuleSet::compile_within(p, 4 * one + 1000);
+        // Four fit; the fifth and sixth are refused; a small one after them still fits.
+        assert!(s.id("BIG3").is_some() && s.id("BIG4").is_none() && s.id("BIG5").is_none());
+        assert!(s.id("SMALL").is_some());
+        assert_eq!(s.errors(), 2);
+        assert!(
+            s.problems[0].message.contains("would take more than"),
+            "{:?}",
+            s.problems
+        );
     }
 
     #[test]
