@@ -18,7 +18,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use repmilter::config::Config;
 use repmilter::message::{Envelope, Message};
 use repmilter::reputation::lists::DnsLists;
-use repmilter::reputation::resolver::Resolver;
+use repmilter::reputation::resolver::{Resolve, Resolver};
 use repmilter::scan::ScanInput;
 
 #[path = "../tests/common/mod.rs"]

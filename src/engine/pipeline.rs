@@ -106,9 +106,13 @@ impl Pipeline {
                 ),
             ));
         }
+        let has_lookups = self.stages.iter().any(|s| matches!(s, Stage::Lookup(_)));
         let (view_built, view_ready) = oneshot::channel();
-        let computed = self.compute(input.clone(), deadline, view_built);
+        let computed = self.compute(input.clone(), deadline, has_lookups.then_some(view_built));
         let looked_up = async {
+            if !has_lookups {
+                return Some(Vec::new());
+            }
             // Lookups read the view (URLs, domains); without it the compute side never
             // started, and the deadline has passed.
             if view_ready.await.is_err() {
@@ -149,17 +153,22 @@ impl Pipeline {
         self: &Arc<Self>,
         input: Arc<ScanInput>,
         deadline: Instant,
-        view_built: oneshot::Sender<()>,
+        view_built: Option<oneshot::Sender<()>>,
     ) -> Option<Vec<Vec<Symbol>>> {
-        let permit = tokio::time::timeout_at(deadline, slots().acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
+        let permit = match slots().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout_at(deadline, slots().acquire_owned())
+                .await
+                .ok()?
+                .ok()?,
+        };
         let me = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            input.view();
-            let _ = view_built.send(());
+            if let Some(built) = view_built {
+                input.view();
+                let _ = built.send(());
+            }
             me.stages
                 .iter()
                 .filter_map(|s| match s {

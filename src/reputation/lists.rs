@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::cache::{Cache, SystemClock, TtlBounds};
 use super::dnsbl::{self, Answer};
 use super::hops::{self, Source};
-use super::resolver::{Failure, Resolver};
+use super::resolver::{Failure, Resolve, Resolver};
 use crate::config::{Check, Config, Dns, DnsList, ListKind};
 use crate::config::{Code, CodeMatch};
 use crate::message::mime;
@@ -57,7 +57,7 @@ pub struct DnsLists {
     dns: Dns,
     trusted: Vec<IpNetwork>,
     zones: Vec<Zone>,
-    resolver: Resolver,
+    resolver: Arc<dyn Resolve>,
     cache: Cache<Vec<Ipv4Addr>, Failure>,
     pub stats: Stats,
     warn: WarnLimiter,
@@ -73,6 +73,14 @@ struct Query {
 impl DnsLists {
     /// None when no list is configured.
     pub fn new(config: &Config) -> Option<Arc<DnsLists>> {
+        // Half the budget per attempt: a lost UDP packet gets one retry within the budget.
+        let per_attempt = (config.dns.timeout / 2).max(Duration::from_millis(5));
+        let resolver = Resolver::new(&config.dns.servers, per_attempt, config.dns.min_ttl);
+        DnsLists::with_resolver(config, Arc::new(resolver))
+    }
+
+    /// The lists asking `resolver` (a [`super::resolver::Table`] in tests).
+    pub fn with_resolver(config: &Config, resolver: Arc<dyn Resolve>) -> Option<Arc<DnsLists>> {
         if config.lists.is_empty() {
             return None;
         }
@@ -99,14 +107,12 @@ impl DnsLists {
                 enabled: AtomicBool::new(true),
             })
             .collect();
-        // Half the budget per attempt: a lost UDP packet gets one retry within the budget.
-        let per_attempt = (dns.timeout / 2).max(Duration::from_millis(5));
         let ttl = TtlBounds {
             min: dns.min_ttl,
             max: dns.max_ttl,
         };
         Some(Arc::new(DnsLists {
-            resolver: Resolver::new(&dns.servers, per_attempt, dns.min_ttl),
+            resolver,
             cache: Cache::new(
                 NonZeroUsize::new(dns.cache_size).unwrap_or(NonZeroUsize::MIN),
                 ttl,
@@ -543,5 +549,162 @@ impl Lookup for DnsStage {
 
     fn scan<'a>(&'a self, input: &'a ScanInput) -> LookupFuture<'a> {
         Box::pin(self.lists.check(input))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Envelope, Message};
+    use crate::reputation::resolver::Table;
+    use std::path::Path;
+
+    const LISTS: &str = r#"
+[dns]
+timeout = "1s"
+max_domain_queries = 3
+received = "all"
+
+[trust]
+networks = ["10.0.0.0/8"]
+
+[[dnsbl]]
+name = "IPBL"
+zone = "ip.test"
+codes = [{ code = "127.0.0.2", symbol = "IPBL_SPAM", score = 3.0 }]
+
+[[uribl]]
+name = "URI"
+zone = "uri.test"
+checks = ["urls", "mail_from", "from", "helo"]
+score = 2.0
+test_domain = "listed.example"
+"#;
+
+    fn lists(table: &Arc<Table>) -> Arc<DnsLists> {
+        let config = Config::parse(LISTS, Path::new("t.toml")).unwrap();
+        DnsLists::with_resolver(&config, table.clone()).unwrap()
+    }
+
+    fn input(client: &str, raw: &str) -> ScanInput {
+        ScanInput::new(
+            Envelope {
+                client_ip: Some(client.parse().unwrap()),
+                from: "a@sender.example".into(),
+                helo: "mx.helo.example".into(),
+                ..Envelope::default()
+            },
+            Message::from_raw(raw.as_bytes(), 1 << 20),
+        )
+    }
+
+    fn names(v: &[Symbol]) -> Vec<&str> {
+        v.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn queries_cover_the_client_the_hops_behind_relays_and_domains_once_each() {
+        let table = Arc::new(Table::default());
+        let l = lists(&table);
+        // The client is one of our relays: the hops below it are checked, each once.
+        let raw = "Received: from a ([192.0.2.7]) by relay\r\nReceived: from b ([192.0.2.7]) by x\r\nReceived: from c ([198.51.100.9]) by y\r\nFrom: b@from.example\r\n\r\nhttp://www.url.example/x http://url.example/y\r\n";
+        l.check(&input("10.1.2.3", raw)).await;
+        let mut asked = table.asked();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                "7.2.0.192.ip.test",
+                "9.100.51.198.ip.test",
+                // URL, envelope sender, From and HELO domains, in that order: the fourth is
+                // past dns.max_domain_queries.
+                "from.example.uri.test",
+                "sender.example.uri.test",
+                "url.example.uri.test",
+            ]
+        );
+        // An untrusted client is where the mail entered: only it is checked; and the domain
+        // cap says so.
+        let v = l.check(&input("192.0.2.9", raw)).await;
+        assert_eq!(table.asked()[0], "9.2.0.192.ip.test");
+        assert!(names(&v).contains(&QUERY_LIMIT_SYMBOL), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn answers_become_symbols_and_errors_never_score() {
+        let table = Arc::new(Table::default());
+        let l = lists(&table);
+        table.list("9.2.0.192.ip.test", &["127.0.0.2", "127.0.0.9"]);
+        table.list("url.example.uri.test", &["127.255.255.254"]);
+        table.set(
+            "sender.example.uri.test",
+            Err(Failure::Error("SERVFAIL".into())),
+        );
+        let raw = "From: b@sender.example\r\n\r\nhttp://url.example/\r\n";
+        let v = l.check(&input("192.0.2.9", raw)).await;
+        let got: Vec<(&str, f64)> = v.iter().map(|s| (s.name.as_str(), s.score)).collect();
+        assert_eq!(
+            got,
+            [
+                ("IPBL_SPAM", 3.0),
+                // A listing code the map does not name counts, with nothing.
+                ("IPBL_UNKNOWN", 0.0),
+                ("URI_BLOCKED", 0.0),
+                ("URI_FAIL", 0.0),
+            ]
+        );
+        assert_eq!(l.stats.blocked.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_that_does_not_answer_costs_the_budget_and_no_more() {
+        let table = Arc::new(Table::default());
+        let l = lists(&table);
+        table.hang("9.2.0.192.ip.test");
+        let started = Instant::now();
+        let v = l.check(&input("192.0.2.9", "\r\nhi\r\n")).await;
+        assert_eq!(names(&v), ["IPBL_TIMEOUT"]);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // A repeated question is answered from the cache: no query.
+        let before = table.queries();
+        table.list("x.example.uri.test", &["127.0.0.2"]);
+        let raw = "\r\nhttp://x.example/\r\n";
+        l.check(&input("10.9.9.9", raw)).await;
+        l.check(&input("10.9.9.9", raw)).await;
+        assert_eq!(table.queries() - before, 1);
+    }
+
+    #[tokio::test]
+    async fn probes_disable_a_zone_that_lists_everything_or_nothing_and_enable_it_again() {
+        let table = Arc::new(Table::default());
+        let l = lists(&table);
+        // IP list: 127.0.0.2 must be listed and 127.0.0.1 must not.
+        table.list("2.0.0.127.ip.test", &["127.0.0.2"]);
+        table.list("listed.example.uri.test", &["127.0.0.2"]);
+        l.probe_all().await;
+        assert_eq!(l.enabled("IPBL"), Some(true));
+        assert_eq!(l.enabled("URI"), Some(true));
+        // A list that answers everything: 127.0.0.1 listed.
+        table.list("1.0.0.127.ip.test", &["127.0.0.2"]);
+        // A domain list that stopped listing its test domain.
+        table.set("listed.example.uri.test", Ok(Vec::new()));
+        l.probe_all().await;
+        assert_eq!(l.enabled("IPBL"), Some(false));
+        assert_eq!(l.enabled("URI"), Some(false));
+        let v = l
+            .check(&input("192.0.2.9", "\r\nhttp://url.example/\r\n"))
+            .await;
+        assert_eq!(names(&v), ["IPBL_DISABLED", "URI_DISABLED"]);
+        // An error code (query through a public resolver) does not disable a zone; fixed
+        // zones are enabled again.
+        table.list("1.0.0.127.ip.test", &["127.255.255.254"]);
+        table.list("listed.example.uri.test", &["127.0.0.2"]);
+        l.probe_all().await;
+        assert_eq!(l.enabled("IPBL"), Some(true));
+        assert_eq!(l.enabled("URI"), Some(true));
+        // No answer at all disables.
+        table.set("2.0.0.127.ip.test", Err(Failure::Timeout));
+        l.probe_all().await;
+        assert_eq!(l.enabled("IPBL"), Some(false));
     }
 }

@@ -1,11 +1,16 @@
-//! A-record lookups against the configured recursive resolvers, with the answer's TTL.
+//! A-record lookups, behind the [`Resolve`] trait: [`Resolver`] asks the configured recursive
+//! resolvers, [`Table`] answers from a table (tests).
 //!
 //! hickory-resolver does the DNS work; its own cache is off (size 0), so the lookup cache
 //! (`cache.rs`) and the zone probes see every answer as the server gives it. Names are
 //! queried as absolute names (trailing dot) with no search domains, so a zone can never be
 //! completed with the host's domain.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -40,6 +45,83 @@ impl std::fmt::Display for Failure {
 /// the answer may be kept.
 pub type Answer = (Vec<Ipv4Addr>, Duration);
 
+pub type AnswerFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, Failure>> + Send + 'a>>;
+
+/// Asks for the A records of a name.
+pub trait Resolve: Send + Sync {
+    /// The A records of `name` (a name without the trailing dot).
+    fn lookup_a<'a>(&'a self, name: &'a str) -> AnswerFuture<'a>;
+    /// Queries sent so far.
+    fn queries(&self) -> u64;
+}
+
+/// Answers from a table: the addresses or failure given for a name, NXDOMAIN (no addresses)
+/// for any other, and never an answer for the names set to hang. Counts its queries.
+#[derive(Default)]
+pub struct Table {
+    answers: Mutex<HashMap<String, Result<Vec<Ipv4Addr>, Failure>>>,
+    hang: Mutex<Vec<String>>,
+    asked: Mutex<Vec<String>>,
+    queries: AtomicU64,
+}
+
+impl Table {
+    pub fn set(&self, name: &str, answer: Result<Vec<Ipv4Addr>, Failure>) {
+        self.answers
+            .lock()
+            .expect("table lock")
+            .insert(name.to_string(), answer);
+    }
+
+    pub fn list(&self, name: &str, codes: &[&str]) {
+        let addrs = codes
+            .iter()
+            .map(|c| c.parse().expect("an IPv4 code"))
+            .collect();
+        self.set(name, Ok(addrs));
+    }
+
+    /// Queries for `name` get no answer at all.
+    pub fn hang(&self, name: &str) {
+        self.hang.lock().expect("table lock").push(name.to_string());
+    }
+
+    /// The names asked so far, in order, and forgets them.
+    pub fn asked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.asked.lock().expect("table lock"))
+    }
+}
+
+impl Resolve for Table {
+    fn lookup_a<'a>(&'a self, name: &'a str) -> AnswerFuture<'a> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.asked
+            .lock()
+            .expect("table lock")
+            .push(name.to_string());
+        let hangs = self
+            .hang
+            .lock()
+            .expect("table lock")
+            .iter()
+            .any(|h| h == name);
+        let answer = self.answers.lock().expect("table lock").get(name).cloned();
+        Box::pin(async move {
+            if hangs {
+                std::future::pending::<()>().await;
+            }
+            answer
+                .unwrap_or(Ok(Vec::new()))
+                .map(|addrs| (addrs, Duration::from_secs(300)))
+        })
+    }
+
+    fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+}
+
+/// The real resolver: hickory-resolver asking the configured servers over UDP.
 pub struct Resolver {
     inner: TokioResolver,
     /// Queries sent to the servers (cache hits are not queries).
@@ -75,13 +157,7 @@ impl Resolver {
         }
     }
 
-    /// Queries sent so far.
-    pub fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
-    }
-
-    /// The A records of `name` (a name without the trailing dot).
-    pub async fn lookup_a(&self, name: &str) -> Result<Answer, Failure> {
+    async fn lookup(&self, name: &str) -> Result<Answer, Failure> {
         self.queries.fetch_add(1, Ordering::Relaxed);
         let fqdn = format!("{}.", name.trim_end_matches('.'));
         match self.inner.ipv4_lookup(fqdn).await {
@@ -117,5 +193,15 @@ impl Resolver {
                 _ => Err(Failure::Error(e.to_string())),
             },
         }
+    }
+}
+
+impl Resolve for Resolver {
+    fn lookup_a<'a>(&'a self, name: &'a str) -> AnswerFuture<'a> {
+        Box::pin(self.lookup(name))
+    }
+
+    fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 }
