@@ -115,8 +115,8 @@ const MAX_LOGGED_RULE_PROBLEMS: usize = 20;
 fn log_rule_problems(rules: &RuleSet) {
     for p in rules.problems.iter().take(MAX_LOGGED_RULE_PROBLEMS) {
         match p.severity {
-            crate::signatures::parse::Severity::Error => tracing::warn!("rule skipped: {p}"),
-            crate::signatures::parse::Severity::Warning => tracing::info!("rule warning: {p}"),
+            crate::signatures::rules::Severity::Error => tracing::warn!("rule skipped: {p}"),
+            crate::signatures::rules::Severity::Warning => tracing::info!("rule warning: {p}"),
         }
     }
     if let Some(more) = rules.problems.len().checked_sub(MAX_LOGGED_RULE_PROBLEMS)

@@ -1,10 +1,12 @@
 //! A message as the pipeline sees it: the envelope, the headers as the MTA passed them, the
 //! body bytes kept (up to the configured size), and a decoded view of its text.
 //!
-//! [`mime::MimeView`] is the decoded view that content rules and domain lists look at.
+//! [`mime::MimeView`] is the decoded view that content rules and domain lists look at;
+//! [`targets`] builds the texts rules read from it.
 
 pub mod html;
 pub mod mime;
+pub mod targets;
 pub mod urls;
 
 use std::net::IpAddr;

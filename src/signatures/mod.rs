@@ -1,22 +1,29 @@
 //! Content signatures: rule files (SpamAssassin syntax plus phrase lists) compiled into one
 //! rule set that scans each part of a message once; and the built-in GTUBE test.
 //!
-//! - [`parse`]: rule files to definitions, every problem with file:line:col.
+//! - [`rules`]: what rule files define; [`parse`]: rule files to definitions, every problem
+//!   with file:line:col (`definition` reads a rule's pattern or list, [`meta`] its expression).
+//! - [`perl`]: Perl regexes in the `regex` crate's syntax.
 //! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter.
 //! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
 //! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
 //! - [`linear`]: linear regexes on long texts, zone by zone under the deadline.
 //! - [`backtrack`]: backtracking rules searched zone by zone under step and time budgets.
-//! - [`ruleset`]: the compiled rule set and the scan.
+//! - [`ruleset`]: the compiled rule set; `run`: the scan of a message.
 
 pub mod backtrack;
+mod definition;
 pub mod gtube;
 pub mod linear;
 pub mod literals;
+pub mod meta;
 pub mod multi;
 pub mod parse;
+pub mod perl;
 pub mod relax;
+pub mod rules;
 pub mod ruleset;
+mod run;
 
 use std::sync::Arc;
 

@@ -6,19 +6,18 @@
 //! `regex` crate cannot express (look-around, back-references) run on fancy-regex under a
 //! step limit. A rule set is built once per config or rule change and shared (`Arc`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Instant;
 
-use super::backtrack::{self, Backtracking, Cut};
-use super::linear;
+use super::backtrack::{self, Backtracking};
 use super::literals;
+use super::meta::{self, Compute};
 use super::multi;
-use super::parse::{
-    self, Expr, HeaderPart, HeaderSel, Location, Op, Parsed, Problem, Severity, Target, Test,
-};
+use super::parse::{self, Parsed};
+use super::perl::regex_source;
 use super::relax;
-use crate::scan::ScanInput;
+use super::rules::{Expr, HeaderSel, Location, Pattern, Problem, Severity, Target, Test};
+pub use super::run::{Expired, Scan};
 
 /// Compiled size allowed per regex (the `regex` crate's own default is 10 MiB; rules are many).
 const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
@@ -29,15 +28,12 @@ pub const DEFAULT_SCORE: f64 = 1.0;
 /// Default `maxhits` for `tflags multiple` (SpamAssassin counts without limit; we do not).
 pub const DEFAULT_MAXHITS: u32 = 10;
 
-/// Characters of context shown around a match by `check --explain`.
-const CONTEXT: usize = 40;
-
-enum Matcher {
+pub(super) enum Matcher {
     Fast(regex::Regex),
     Fancy(Backtracking),
 }
 
-enum Kind {
+pub(super) enum Kind {
     Regex {
         matcher: Matcher,
         negate: bool,
@@ -62,31 +58,31 @@ pub struct Rule {
     pub describe: String,
     pub at: Location,
     pub target: &'static str,
-    multiple: bool,
-    maxhits: u32,
-    kind: Kind,
+    pub(super) multiple: bool,
+    pub(super) maxhits: u32,
+    pub(super) kind: Kind,
 }
 
 #[derive(Clone, Copy)]
-enum Owner {
+pub(super) enum Owner {
     Rule(usize),
     Phrase(usize, usize),
 }
 
 /// The automaton and rule lists of one target.
 #[derive(Default)]
-struct Index {
+pub(super) struct Index {
     /// Distinct literals (lower case; the matcher folds ASCII case), each with every rule or
     /// phrase that wants it: five rules sharing "name" must not make five hits of each one.
-    literals: Vec<Vec<u8>>,
-    owners: Vec<Vec<Owner>>,
-    by_literal: HashMap<Vec<u8>, usize>,
-    literals_matcher: Option<multi::Literals>,
+    pub(super) literals: Vec<Vec<u8>>,
+    pub(super) owners: Vec<Vec<Owner>>,
+    pub(super) by_literal: HashMap<Vec<u8>, usize>,
+    pub(super) literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
-    always: Vec<usize>,
+    pub(super) always: Vec<usize>,
     /// Linear-time rules without a usable literal: one RegexSet pass says which to run.
-    set_rules: Vec<(usize, String)>,
-    set: Option<regex::RegexSet>,
+    pub(super) set_rules: Vec<(usize, String)>,
+    pub(super) set: Option<regex::RegexSet>,
 }
 
 impl Index {
@@ -122,7 +118,7 @@ impl Index {
 
 impl Index {
     /// Whether any rule reads this target (building its text costs a copy).
-    fn wanted(&self) -> bool {
+    pub(super) fn wanted(&self) -> bool {
         !self.owners.is_empty() || !self.always.is_empty() || !self.set_rules.is_empty()
     }
 }
@@ -155,17 +151,17 @@ pub struct Stats {
 }
 
 pub struct RuleSet {
-    rules: Vec<Rule>,
-    body: Index,
-    rawbody: Index,
-    full: Index,
-    uri: Index,
-    headers: Vec<(HeaderSel, Index)>,
-    exists: Vec<usize>,
+    pub(super) rules: Vec<Rule>,
+    pub(super) body: Index,
+    pub(super) rawbody: Index,
+    pub(super) full: Index,
+    pub(super) uri: Index,
+    pub(super) headers: Vec<(HeaderSel, Index)>,
+    pub(super) exists: Vec<usize>,
     /// Meta rules in an order where each comes after the rules it uses, with their
     /// expressions resolved to rule ids.
-    metas: Vec<(usize, Compute)>,
-    by_name: BTreeMap<String, usize>,
+    pub(super) metas: Vec<(usize, Compute)>,
+    pub(super) by_name: BTreeMap<String, usize>,
     pub problems: Vec<Problem>,
     pub stats: Stats,
     /// The files compiled, kept for the next reload to fall back on (see
@@ -175,100 +171,6 @@ pub struct RuleSet {
     pub kept: Vec<parse::Kept>,
     /// Phrase list files the rules name.
     pub list_files: Vec<PathBuf>,
-}
-
-/// Builds the pattern text with the modifiers as inline flags, rewriting the Perl escapes the
-/// `regex` crate lacks into equivalents.
-fn regex_source(p: &parse::Pattern, with_ci: bool) -> String {
-    let mut flags = String::new();
-    if with_ci && p.case_insensitive {
-        flags.push('i');
-    }
-    if p.dot_all {
-        flags.push('s');
-    }
-    if p.multi_line {
-        flags.push('m');
-    }
-    if p.extended {
-        flags.push('x');
-    }
-    let mut src = String::with_capacity(p.source.len() + 8);
-    if !flags.is_empty() {
-        src.push_str(&format!("(?{flags})"));
-    }
-    // Perl lets `[` stand unescaped inside a class (`[({[<]`); the regex crate reads it as
-    // a nested class, so it is escaped unless it opens a POSIX class such as `[:alpha:]`.
-    let chars: Vec<char> = p.source.chars().collect();
-    let mut in_class = false;
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\\' => {
-                match chars.get(i + 1) {
-                    // End of text or before a final newline.
-                    Some('Z') => src.push_str(r"\n?\z"),
-                    Some('h') => src.push_str(r"[\t\x20\xA0]"),
-                    Some('H') => src.push_str(r"[^\t\x20\xA0]"),
-                    // Perl's octal escapes (`\015`, `\0`): a leading 0 or three digits.
-                    // A lone `\1`..`\9` stays a back-reference.
-                    Some(d) if d.is_digit(8) => {
-                        let digits: String = chars[i + 1..]
-                            .iter()
-                            .take(3)
-                            .take_while(|c| c.is_digit(8))
-                            .collect();
-                        if *d == '0' || digits.len() == 3 {
-                            let value = u32::from_str_radix(&digits, 8).unwrap_or(0);
-                            src.push_str(&format!("\\x{{{value:x}}}"));
-                            i += 1 + digits.len();
-                            continue;
-                        }
-                        src.push('\\');
-                        src.push(*d);
-                    }
-                    Some(&other) => {
-                        src.push('\\');
-                        src.push(other);
-                    }
-                    None => src.push('\\'),
-                }
-                i += 2;
-                continue;
-            }
-            '[' if !in_class => {
-                in_class = true;
-                src.push('[');
-                // A leading `^` and a leading `]` belong to the class.
-                if chars.get(i + 1) == Some(&'^') {
-                    src.push('^');
-                    i += 1;
-                }
-                if chars.get(i + 1) == Some(&']') {
-                    src.push_str(r"\]");
-                    i += 1;
-                }
-            }
-            '[' if chars.get(i + 1) == Some(&':') => {
-                // A POSIX class inside a class: copy through its closing `:]`.
-                let end = (i + 2..chars.len().saturating_sub(1))
-                    .find(|&k| chars[k] == ':' && chars[k + 1] == ']')
-                    .map_or(chars.len(), |k| k + 2);
-                src.extend(&chars[i..end]);
-                i = end;
-                continue;
-            }
-            '[' => src.push_str(r"\["),
-            ']' if in_class => {
-                in_class = false;
-                src.push(']');
-            }
-            c => src.push(c),
-        }
-        i += 1;
-    }
-    src
 }
 
 /// Literals one of which every match contains (see [`literals::required`]).
@@ -312,7 +214,7 @@ fn regex_cost(src: &str) -> usize {
         .unwrap_or(REGEX_SIZE_LIMIT)
 }
 
-fn compile_regex(p: &parse::Pattern) -> Result<Compiled, String> {
+fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
     let src = regex_source(p, true);
     match regex::RegexBuilder::new(&src)
         .size_limit(REGEX_SIZE_LIMIT)
@@ -580,7 +482,7 @@ impl RuleSet {
                 unreachable!()
             };
             let mut refs = Vec::new();
-            parse::referenced(e, &mut refs);
+            meta::referenced(e, &mut refs);
             let missing: Vec<String> = refs
                 .into_iter()
                 .filter(|r| !self.by_name.contains_key(r))
@@ -615,7 +517,7 @@ impl RuleSet {
                 stack.push((r, true));
                 if let Kind::Meta(e) = &self.rules[r].kind {
                     let mut refs = Vec::new();
-                    parse::referenced(e, &mut refs);
+                    meta::referenced(e, &mut refs);
                     for name in refs {
                         if let Some(&d) = self.by_name.get(&name) {
                             if state[d] == 1 {
@@ -669,7 +571,7 @@ impl RuleSet {
         while let Some(r) = stack.pop() {
             if let Kind::Meta(e) = &self.rules[r].kind {
                 let mut refs = Vec::new();
-                parse::referenced(e, &mut refs);
+                meta::referenced(e, &mut refs);
                 for name in refs {
                     if let Some(&d) = self.by_name.get(&name) {
                         if d == start {
@@ -708,399 +610,14 @@ impl RuleSet {
             .filter(|p| p.severity == Severity::Error)
             .count()
     }
-
-    /// Scans a message without a deadline (the command-line tools).
-    pub fn scan(&self, input: &ScanInput) -> Scan {
-        self.scan_until(input, None)
-            .expect("a scan without a deadline runs to its end")
-    }
-
-    /// Scans a message; past `deadline` the scan stops between two rules (or two zones of a
-    /// backtracking rule) and gives up: a verdict made of some rules would be wrong.
-    pub fn scan_until(
-        &self,
-        input: &ScanInput,
-        deadline: Option<Instant>,
-    ) -> Result<Scan, Expired> {
-        let mut st = ScanState {
-            counts: vec![0; self.rules.len()],
-            evidence: vec![None; self.rules.len()],
-            cut: Vec::new(),
-            deadline,
-            expired: false,
-            marked: vec![0; self.rules.len()],
-            epoch: 0,
-        };
-        let view = input.view();
-        if self.body.wanted() {
-            let size: usize = view.texts.iter().map(|t| t.text.len() + 1).sum();
-            let mut body = String::with_capacity(size + 256);
-            for subject in view.header_values("Subject") {
-                body.push_str(subject);
-                body.push('\n');
-            }
-            for t in &view.texts {
-                body.push_str(&t.text);
-                body.push('\n');
-            }
-            self.scan_index(&self.body, &body, &mut st);
-        }
-        if self.rawbody.wanted() {
-            let mut raw = String::new();
-            for t in &view.texts {
-                raw.push_str(t.source.as_deref().unwrap_or(&t.text));
-                raw.push('\n');
-            }
-            self.scan_index(&self.rawbody, &raw, &mut st);
-        }
-        if self.full.wanted() {
-            // Valid UTF-8 (most mail) is taken as it is, without a second copy.
-            let full = String::from_utf8(input.message.to_raw())
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            self.scan_index(&self.full, &full, &mut st);
-        }
-        for u in &view.urls {
-            self.scan_index(&self.uri, &u.url, &mut st);
-        }
-        for (sel, ix) in &self.headers {
-            match header_text(input, sel) {
-                Some(text) => self.scan_index(ix, &text, &mut st),
-                None => self.scan_unset(ix, &mut st),
-            }
-        }
-        if st.expired {
-            return Err(Expired);
-        }
-        for &r in &self.exists {
-            if let Kind::Exists(name) = &self.rules[r].kind
-                && input.message.header(name).is_some()
-            {
-                st.counts[r] = 1;
-            }
-        }
-        for (m, e) in &self.metas {
-            if eval(e, &st.counts) != 0.0 {
-                st.counts[*m] = 1;
-            }
-        }
-        let hits = st
-            .counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(rule, &count)| Hit {
-                rule,
-                count,
-                evidence: st.evidence[rule].take(),
-            })
-            .collect();
-        Ok(Scan { hits, cut: st.cut })
-    }
-}
-
-/// What a scan found.
-#[derive(Debug, Default)]
-pub struct Scan {
-    /// Rules that fired, sub-rules included.
-    pub hits: Vec<Hit>,
-    /// Backtracking rules cut short on some text (each counts as not matching there), once
-    /// per rule and reason.
-    pub cut: Vec<(usize, Cut)>,
-}
-
-/// The scan's deadline passed before every rule had run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the rule scan did not finish before its deadline")]
-pub struct Expired;
-
-/// A meta rule's expression with rule ids in place of names.
-enum Compute {
-    Num(f64),
-    Rule(usize),
-    Not(Box<Compute>),
-    Neg(Box<Compute>),
-    Bin(Box<Compute>, Op, Box<Compute>),
-}
-
-fn eval(e: &Compute, counts: &[u32]) -> f64 {
-    let b = |x: bool| if x { 1.0 } else { 0.0 };
-    match e {
-        Compute::Num(n) => *n,
-        Compute::Rule(i) => counts[*i] as f64,
-        Compute::Not(x) => b(eval(x, counts) == 0.0),
-        Compute::Neg(x) => -eval(x, counts),
-        Compute::Bin(l, op, r) => {
-            let a = eval(l, counts);
-            // Short-circuit like Perl, so a meta stays cheap.
-            match op {
-                Op::And if a == 0.0 => return 0.0,
-                Op::Or if a != 0.0 => return 1.0,
-                _ => {}
-            }
-            let c = eval(r, counts);
-            match op {
-                Op::Or | Op::And => b(c != 0.0),
-                Op::Eq => b(a == c),
-                Op::Ne => b(a != c),
-                Op::Lt => b(a < c),
-                Op::Le => b(a <= c),
-                Op::Gt => b(a > c),
-                Op::Ge => b(a >= c),
-                Op::Add => a + c,
-                Op::Sub => a - c,
-                Op::Mul => a * c,
-                Op::Div if c == 0.0 => 0.0,
-                Op::Div => a / c,
-            }
-        }
-    }
-}
-
-impl RuleSet {
-    fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
-        st.epoch += 1;
-        let epoch = st.epoch;
-        let mut candidates: Vec<usize> = Vec::new();
-        // Distinct phrases found, and how many per rule.
-        let mut phrases_seen: HashSet<(usize, usize)> = HashSet::new();
-        let mut phrase_counts: BTreeMap<usize, u32> = BTreeMap::new();
-        if let Some(lits) = &ix.literals_matcher {
-            lits.for_each(text.as_bytes(), |m| {
-                for owner in &ix.owners[m.pattern] {
-                    match *owner {
-                        Owner::Rule(r) => {
-                            if st.marked[r] != epoch {
-                                st.marked[r] = epoch;
-                                candidates.push(r);
-                            }
-                        }
-                        Owner::Phrase(r, p) => {
-                            if !phrases_seen.contains(&(r, p))
-                                && self.phrase_ok(r, p, text, m.start, m.end)
-                            {
-                                phrases_seen.insert((r, p));
-                                *phrase_counts.entry(r).or_default() += 1;
-                                if st.evidence[r].is_none() {
-                                    st.evidence[r] = Some(evidence(text, m.start, m.end));
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        candidates.sort_unstable();
-        if let Some(set) = &ix.set {
-            match linear::set_matches(set, text, st.deadline) {
-                Some(hits) => candidates.extend(hits.into_iter().map(|i| ix.set_rules[i].0)),
-                None => {
-                    st.expired = true;
-                    return;
-                }
-            }
-        }
-        for r in candidates.into_iter().chain(ix.always.iter().copied()) {
-            self.run_regex(r, text, st);
-        }
-        for (r, found) in phrase_counts {
-            let rule = &self.rules[r];
-            let Kind::Phrases { perhit, .. } = rule.kind else {
-                continue;
-            };
-            let n = if perhit || rule.multiple { found } else { 1 };
-            st.counts[r] = (st.counts[r] + n).min(rule.maxhits.max(1));
-        }
-    }
-
-    /// For a header absent from the message: rules with `[if-unset: X]` test X, the others
-    /// test the empty string (so `!~` rules fire), as SpamAssassin does.
-    fn scan_unset(&self, ix: &Index, st: &mut ScanState) {
-        let mut ids: Vec<usize> = ix
-            .owners
-            .iter()
-            .flatten()
-            .filter_map(|o| match o {
-                Owner::Rule(r) => Some(*r),
-                Owner::Phrase(..) => None,
-            })
-            .chain(ix.always.iter().copied())
-            .chain(ix.set_rules.iter().map(|(id, _)| *id))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for r in ids {
-            if let Kind::Regex { if_unset, .. } = &self.rules[r].kind {
-                let text = if_unset.clone().unwrap_or_default();
-                self.run_regex(r, &text, st);
-            }
-        }
-    }
-
-    fn phrase_ok(&self, r: usize, p: usize, text: &str, start: usize, end: usize) -> bool {
-        let Kind::Phrases {
-            phrases,
-            word,
-            case,
-            ..
-        } = &self.rules[r].kind
-        else {
-            return false;
-        };
-        if *case && &text[start..end] != phrases[p].as_str() {
-            return false;
-        }
-        if *word {
-            let before = text[..start].chars().next_back();
-            let after = text[end..].chars().next();
-            let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-            if is_word(before) || is_word(after) {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn run_regex(&self, r: usize, text: &str, st: &mut ScanState) {
-        if st.expired || st.deadline.is_some_and(|d| Instant::now() >= d) {
-            st.expired = true;
-            return;
-        }
-        let rule = &self.rules[r];
-        let Kind::Regex {
-            matcher, negate, ..
-        } = &rule.kind
-        else {
-            return;
-        };
-        let want = if rule.multiple { rule.maxhits } else { 1 };
-        let room = want.saturating_sub(st.counts[r]);
-        if room == 0 {
-            return;
-        }
-        let (found, cut) = match matcher {
-            Matcher::Fast(re) => linear::find(re, text, room as usize, st.deadline),
-            Matcher::Fancy(bt) => {
-                let f = bt.find(text, room as usize, st.deadline);
-                (f.spans, f.cut)
-            }
-        };
-        match cut {
-            Some(Cut::Deadline) => {
-                st.expired = true;
-                return;
-            }
-            Some(c) if !st.cut.contains(&(r, c)) => st.cut.push((r, c)),
-            _ => {}
-        }
-        if *negate {
-            // Absent only if every part of the text was searched.
-            if found.is_empty() && cut.is_none() {
-                st.counts[r] = st.counts[r].max(1);
-            }
-            return;
-        }
-        if let Some(&(s, e)) = found.first()
-            && st.evidence[r].is_none()
-        {
-            st.evidence[r] = Some(evidence(text, s, e));
-        }
-        st.counts[r] += found.len() as u32;
-    }
-}
-
-struct ScanState {
-    counts: Vec<u32>,
-    evidence: Vec<Option<Evidence>>,
-    cut: Vec<(usize, Cut)>,
-    deadline: Option<Instant>,
-    /// The deadline passed: every rule from here on is skipped and the scan gives up.
-    expired: bool,
-    /// Rules made candidates by a literal in the text being scanned: `marked[r] == epoch`,
-    /// with one epoch per text, so nothing needs clearing between texts.
-    marked: Vec<u32>,
-    epoch: u32,
-}
-
-fn evidence(text: &str, start: usize, end: usize) -> Evidence {
-    let mut a = start.saturating_sub(CONTEXT);
-    while !text.is_char_boundary(a) {
-        a -= 1;
-    }
-    let mut b = (end + CONTEXT).min(text.len());
-    while !text.is_char_boundary(b) {
-        b += 1;
-    }
-    let flat = |s: &str| s.replace(['\r', '\n', '\t'], " ");
-    Evidence {
-        matched: flat(&text[start..end]),
-        context: flat(&text[a..b]).trim().to_string(),
-    }
-}
-
-/// The text a header rule reads, or None when the message has no such header.
-fn header_text(input: &ScanInput, sel: &HeaderSel) -> Option<String> {
-    let view = input.view();
-    let join = |vals: Vec<String>| {
-        if vals.is_empty() {
-            None
-        } else {
-            Some(vals.join("\n"))
-        }
-    };
-    match sel {
-        HeaderSel::All => join(
-            view.headers
-                .iter()
-                .map(|h| format!("{}: {}", h.name, h.value))
-                .collect(),
-        ),
-        HeaderSel::ToCc(part) => {
-            let mut v = Vec::new();
-            for name in ["To", "Cc"] {
-                v.extend(values(input, name, *part));
-            }
-            join(v)
-        }
-        HeaderSel::Named(name, part) => join(values(input, name, *part)),
-    }
-}
-
-fn values(input: &ScanInput, name: &str, part: HeaderPart) -> Vec<String> {
-    match part {
-        HeaderPart::Raw => input
-            .message
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .collect(),
-        HeaderPart::Decoded => input
-            .view()
-            .header_values(name)
-            .map(str::to_string)
-            .collect(),
-        HeaderPart::Addr | HeaderPart::Name => {
-            let mut out = Vec::new();
-            for (n, raw) in &input.message.headers {
-                if !n.eq_ignore_ascii_case(name) {
-                    continue;
-                }
-                for (display, addr) in crate::message::mime::addresses(raw) {
-                    match part {
-                        HeaderPart::Addr => out.extend(addr),
-                        _ => out.extend(display),
-                    }
-                }
-            }
-            out
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::{Envelope, Message};
+    use crate::scan::ScanInput;
+    use crate::signatures::backtrack::Cut;
     use std::path::Path;
 
     fn set(rules: &str) -> RuleSet {

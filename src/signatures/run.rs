@@ -1,0 +1,283 @@
+//! Running a compiled rule set over a message: every target text scanned once for literals,
+//! the candidate regexes run, metas evaluated, all under the scan's deadline.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use super::backtrack::Cut;
+use super::linear;
+use super::meta::eval;
+use super::ruleset::{Evidence, Hit, Index, Kind, Matcher, Owner, RuleSet};
+use crate::message::targets;
+use crate::scan::ScanInput;
+
+/// Characters of context shown around a match by `check --explain`.
+const CONTEXT: usize = 40;
+
+impl RuleSet {
+    /// Scans a message without a deadline (the command-line tools).
+    pub fn scan(&self, input: &ScanInput) -> Scan {
+        self.scan_until(input, None)
+            .expect("a scan without a deadline runs to its end")
+    }
+
+    /// Scans a message; past `deadline` the scan stops between two rules (or two zones of a
+    /// backtracking rule) and gives up: a verdict made of some rules would be wrong.
+    pub fn scan_until(
+        &self,
+        input: &ScanInput,
+        deadline: Option<Instant>,
+    ) -> Result<Scan, Expired> {
+        let mut st = ScanState {
+            counts: vec![0; self.rules.len()],
+            evidence: vec![None; self.rules.len()],
+            cut: Vec::new(),
+            deadline,
+            expired: false,
+            marked: vec![0; self.rules.len()],
+            epoch: 0,
+        };
+        let view = input.view();
+        if self.body.wanted() {
+            self.scan_index(&self.body, &targets::body(view), &mut st);
+        }
+        if self.rawbody.wanted() {
+            self.scan_index(&self.rawbody, &targets::rawbody(view), &mut st);
+        }
+        if self.full.wanted() {
+            self.scan_index(&self.full, &targets::full(&input.message), &mut st);
+        }
+        for u in &view.urls {
+            self.scan_index(&self.uri, &u.url, &mut st);
+        }
+        for (sel, ix) in &self.headers {
+            match targets::header_text(&input.message, view, sel) {
+                Some(text) => self.scan_index(ix, &text, &mut st),
+                None => self.scan_unset(ix, &mut st),
+            }
+        }
+        if st.expired {
+            return Err(Expired);
+        }
+        for &r in &self.exists {
+            if let Kind::Exists(name) = &self.rules[r].kind
+                && input.message.header(name).is_some()
+            {
+                st.counts[r] = 1;
+            }
+        }
+        for (m, e) in &self.metas {
+            if eval(e, &st.counts) != 0.0 {
+                st.counts[*m] = 1;
+            }
+        }
+        let hits = st
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(rule, &count)| Hit {
+                rule,
+                count,
+                evidence: st.evidence[rule].take(),
+            })
+            .collect();
+        Ok(Scan { hits, cut: st.cut })
+    }
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Rules that fired, sub-rules included.
+    pub hits: Vec<Hit>,
+    /// Backtracking rules cut short on some text (each counts as not matching there), once
+    /// per rule and reason.
+    pub cut: Vec<(usize, Cut)>,
+}
+
+/// The scan's deadline passed before every rule had run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the rule scan did not finish before its deadline")]
+pub struct Expired;
+
+impl RuleSet {
+    fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
+        st.epoch += 1;
+        let epoch = st.epoch;
+        let mut candidates: Vec<usize> = Vec::new();
+        // Distinct phrases found, and how many per rule.
+        let mut phrases_seen: HashSet<(usize, usize)> = HashSet::new();
+        let mut phrase_counts: BTreeMap<usize, u32> = BTreeMap::new();
+        if let Some(lits) = &ix.literals_matcher {
+            lits.for_each(text.as_bytes(), |m| {
+                for owner in &ix.owners[m.pattern] {
+                    match *owner {
+                        Owner::Rule(r) => {
+                            if st.marked[r] != epoch {
+                                st.marked[r] = epoch;
+                                candidates.push(r);
+                            }
+                        }
+                        Owner::Phrase(r, p) => {
+                            if !phrases_seen.contains(&(r, p))
+                                && self.phrase_ok(r, p, text, m.start, m.end)
+                            {
+                                phrases_seen.insert((r, p));
+                                *phrase_counts.entry(r).or_default() += 1;
+                                if st.evidence[r].is_none() {
+                                    st.evidence[r] = Some(evidence(text, m.start, m.end));
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        candidates.sort_unstable();
+        if let Some(set) = &ix.set {
+            match linear::set_matches(set, text, st.deadline) {
+                Some(hits) => candidates.extend(hits.into_iter().map(|i| ix.set_rules[i].0)),
+                None => {
+                    st.expired = true;
+                    return;
+                }
+            }
+        }
+        for r in candidates.into_iter().chain(ix.always.iter().copied()) {
+            self.run_regex(r, text, st);
+        }
+        for (r, found) in phrase_counts {
+            let rule = &self.rules[r];
+            let Kind::Phrases { perhit, .. } = rule.kind else {
+                continue;
+            };
+            let n = if perhit || rule.multiple { found } else { 1 };
+            st.counts[r] = (st.counts[r] + n).min(rule.maxhits.max(1));
+        }
+    }
+
+    /// For a header absent from the message: rules with `[if-unset: X]` test X, the others
+    /// test the empty string (so `!~` rules fire), as SpamAssassin does.
+    fn scan_unset(&self, ix: &Index, st: &mut ScanState) {
+        let mut ids: Vec<usize> = ix
+            .owners
+            .iter()
+            .flatten()
+            .filter_map(|o| match o {
+                Owner::Rule(r) => Some(*r),
+                Owner::Phrase(..) => None,
+            })
+            .chain(ix.always.iter().copied())
+            .chain(ix.set_rules.iter().map(|(id, _)| *id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for r in ids {
+            if let Kind::Regex { if_unset, .. } = &self.rules[r].kind {
+                let text = if_unset.clone().unwrap_or_default();
+                self.run_regex(r, &text, st);
+            }
+        }
+    }
+
+    fn phrase_ok(&self, r: usize, p: usize, text: &str, start: usize, end: usize) -> bool {
+        let Kind::Phrases {
+            phrases,
+            word,
+            case,
+            ..
+        } = &self.rules[r].kind
+        else {
+            return false;
+        };
+        if *case && &text[start..end] != phrases[p].as_str() {
+            return false;
+        }
+        if *word {
+            let before = text[..start].chars().next_back();
+            let after = text[end..].chars().next();
+            let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if is_word(before) || is_word(after) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn run_regex(&self, r: usize, text: &str, st: &mut ScanState) {
+        if st.expired || st.deadline.is_some_and(|d| Instant::now() >= d) {
+            st.expired = true;
+            return;
+        }
+        let rule = &self.rules[r];
+        let Kind::Regex {
+            matcher, negate, ..
+        } = &rule.kind
+        else {
+            return;
+        };
+        let want = if rule.multiple { rule.maxhits } else { 1 };
+        let room = want.saturating_sub(st.counts[r]);
+        if room == 0 {
+            return;
+        }
+        let (found, cut) = match matcher {
+            Matcher::Fast(re) => linear::find(re, text, room as usize, st.deadline),
+            Matcher::Fancy(bt) => {
+                let f = bt.find(text, room as usize, st.deadline);
+                (f.spans, f.cut)
+            }
+        };
+        match cut {
+            Some(Cut::Deadline) => {
+                st.expired = true;
+                return;
+            }
+            Some(c) if !st.cut.contains(&(r, c)) => st.cut.push((r, c)),
+            _ => {}
+        }
+        if *negate {
+            // Absent only if every part of the text was searched.
+            if found.is_empty() && cut.is_none() {
+                st.counts[r] = st.counts[r].max(1);
+            }
+            return;
+        }
+        if let Some(&(s, e)) = found.first()
+            && st.evidence[r].is_none()
+        {
+            st.evidence[r] = Some(evidence(text, s, e));
+        }
+        st.counts[r] += found.len() as u32;
+    }
+}
+
+struct ScanState {
+    counts: Vec<u32>,
+    evidence: Vec<Option<Evidence>>,
+    cut: Vec<(usize, Cut)>,
+    deadline: Option<Instant>,
+    /// The deadline passed: every rule from here on is skipped and the scan gives up.
+    expired: bool,
+    /// Rules made candidates by a literal in the text being scanned: `marked[r] == epoch`,
+    /// with one epoch per text, so nothing needs clearing between texts.
+    marked: Vec<u32>,
+    epoch: u32,
+}
+
+fn evidence(text: &str, start: usize, end: usize) -> Evidence {
+    let mut a = start.saturating_sub(CONTEXT);
+    while !text.is_char_boundary(a) {
+        a -= 1;
+    }
+    let mut b = (end + CONTEXT).min(text.len());
+    while !text.is_char_boundary(b) {
+        b += 1;
+    }
+    let flat = |s: &str| s.replace(['\r', '\n', '\t'], " ");
+    Evidence {
+        matched: flat(&text[start..end]),
+        context: flat(&text[a..b]).trim().to_string(),
+    }
+}
