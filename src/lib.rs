@@ -20,8 +20,8 @@
 //! - [`milter`]: the protocol only: `codec` (bytes to commands, replies to bytes), `state`
 //!   (the state machine), `server` (listeners, permits, shutdown), `client` (the MTA side).
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
-//! - [`files`], [`logging`], [`warn`]: capped file reads, escaped log lines, rate-limited
-//!   warnings.
+//! - [`files`], [`logging`], [`warn`], [`problem`]: capped file reads, escaped log lines,
+//!   rate-limited warnings, problems in files with their positions.
 //!
 //! Start reading at [`session::Session::handle`].
 
@@ -35,6 +35,7 @@ pub mod logging;
 pub mod message;
 pub mod milter;
 pub mod policy;
+pub mod problem;
 pub mod reputation;
 pub mod scan;
 pub mod session;

@@ -3,32 +3,15 @@
 //! serde's `deny_unknown_fields` stops at the first problem and loses the position of bad
 //! values; an operator fixing a file wants all of them at once, each with file, line and key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use crate::problem::Problem;
+use crate::problem::Severity;
 use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    /// Dotted key, such as `milter.listen`; empty for a syntax error.
-    pub key: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
 
 pub(crate) struct Reader<'s> {
     src: &'s str,
@@ -57,6 +40,7 @@ impl<'s> Reader<'s> {
     /// The problems in the order they were found, each with its line and column (1-based;
     /// the column counts characters).
     pub fn finish(self) -> Vec<Problem> {
+        let file: Arc<Path> = Arc::from(self.file);
         let mut order: Vec<usize> = (0..self.pending.len()).collect();
         order.sort_by_key(|&i| self.pending[i].0);
         let mut at = vec![(0, 0); self.pending.len()];
@@ -82,9 +66,10 @@ impl<'s> Reader<'s> {
             .into_iter()
             .zip(at)
             .map(|((_, key, message), (line, column))| Problem {
-                file: self.file.to_path_buf(),
+                file: file.clone(),
                 line,
                 column,
+                severity: Severity::Error,
                 key,
                 message,
             })

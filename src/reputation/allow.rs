@@ -3,11 +3,12 @@
 //! happens on SIGHUP and when the daemon sees one of them change.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnetwork::IpNetwork;
 
 use crate::config::{Allow, names};
+use crate::problem::Problem;
 use crate::scan::{Compute, ScanInput, Symbol};
 
 /// Entries read from one list file at most; a runaway file is cut, not loaded whole.
@@ -16,27 +17,13 @@ pub const MAX_FILE_ENTRIES: usize = 1_000_000;
 /// Largest list file read: a million entries of typical length fit with room to spare.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
 
-/// A problem in a list file, as `file:line: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileProblem {
-    pub file: PathBuf,
-    pub line: usize,
-    pub message: String,
-}
-
-impl std::fmt::Display for FileProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct AllowLists {
     networks: Vec<IpNetwork>,
     sender_domains: HashSet<String>,
     recipients: HashSet<String>,
     score: f64,
-    pub problems: Vec<FileProblem>,
+    pub problems: Vec<Problem>,
 }
 
 impl AllowLists {
@@ -64,11 +51,8 @@ impl AllowLists {
         let text = match crate::files::read_text(path, MAX_FILE_SIZE) {
             Ok(t) => t,
             Err(e) => {
-                self.problems.push(FileProblem {
-                    file: path.to_path_buf(),
-                    line: 0,
-                    message: format!("cannot read: {e}"),
-                });
+                self.problems
+                    .push(Problem::error(path, 0, 0, format!("cannot read: {e}")));
                 return;
             }
         };
@@ -77,6 +61,7 @@ impl AllowLists {
             if entry.is_empty() {
                 continue;
             }
+            let at = crate::problem::column_of(line, line.len() - line.trim_start().len());
             if let Some(n) = names::parse_network(entry) {
                 self.networks.push(n);
             } else if entry.contains('@') {
@@ -84,22 +69,24 @@ impl AllowLists {
                     Some(r) => {
                         self.recipients.insert(r);
                     }
-                    None => self.problems.push(FileProblem {
-                        file: path.to_path_buf(),
-                        line: i + 1,
-                        message: format!("{entry:?} is not an address or @domain"),
-                    }),
+                    None => self.problems.push(Problem::error(
+                        path,
+                        i + 1,
+                        at,
+                        format!("{entry:?} is not an address or @domain"),
+                    )),
                 }
             } else {
                 let d = entry.trim_end_matches('.').to_ascii_lowercase();
                 if names::is_dns_name(&d) {
                     self.sender_domains.insert(d);
                 } else {
-                    self.problems.push(FileProblem {
-                        file: path.to_path_buf(),
-                        line: i + 1,
-                        message: format!("{entry:?} is not a network, a domain or an address"),
-                    });
+                    self.problems.push(Problem::error(
+                        path,
+                        i + 1,
+                        at,
+                        format!("{entry:?} is not a network, a domain or an address"),
+                    ));
                 }
             }
         }
@@ -219,13 +206,13 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             problems[0].ends_with(
-                "allow.txt:6: \"not a valid entry!\" is not a network, a domain or an address"
+                "allow.txt:6:1: \"not a valid entry!\" is not a network, a domain or an address"
             ),
             "{problems:?}"
         );
-        assert!(problems[1].contains("allow.txt:7:"), "{problems:?}");
+        assert!(problems[1].contains("allow.txt:7:1:"), "{problems:?}");
         assert!(
-            problems[2].contains("missing.txt:0: cannot read"),
+            problems[2].contains("missing.txt:0:0: cannot read"),
             "{problems:?}"
         );
 

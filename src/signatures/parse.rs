@@ -137,18 +137,19 @@ fn ignored(directive: &str) -> bool {
 /// One directive line: where it starts, and its arguments.
 struct Line<'a> {
     at: Location,
+    /// The line, comment removed.
+    text: &'a str,
     /// What follows the directive.
     rest: &'a str,
-    /// Column of `rest` in the line.
-    rest_col: usize,
     /// The rule file, for the `file:` lists it names.
     file: &'a Path,
 }
 
 impl Line<'_> {
-    /// Column of a slice of `rest` within the line.
+    /// Column (in characters) of a slice of the line.
     fn column_of(&self, s: &str) -> usize {
-        self.rest_col + (s.as_ptr() as usize).saturating_sub(self.rest.as_ptr() as usize)
+        let offset = (s.as_ptr() as usize).saturating_sub(self.text.as_ptr() as usize);
+        crate::problem::column_of(self.text, offset)
     }
 
     fn at_column_of(&self, s: &str) -> Location {
@@ -198,11 +199,7 @@ impl Parsed {
     }
 
     fn problem(&mut self, at: Location, severity: Severity, message: impl Into<String>) {
-        self.problems.push(Problem {
-            at,
-            severity,
-            message: message.into(),
-        });
+        self.problems.push(at.problem(severity, message));
     }
 
     /// Reads files and directories (their `*.cf` files in name order).
@@ -302,8 +299,8 @@ impl Parsed {
                     line: n + 1,
                     column: indent + 1,
                 },
+                text: line,
                 rest,
-                rest_col: indent + 1 + (trimmed.len() - rest.len()),
                 file: path,
             };
             match directive {

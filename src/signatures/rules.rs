@@ -1,9 +1,10 @@
-//! What rule files define: rules, their tests and patterns, and the problems found in them.
+//! What rule files define: rules, their tests and patterns, and where each was written.
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::message::targets::{HeaderPart, HeaderSel};
+pub use crate::problem::{Problem, Severity};
 
 /// Where something was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,33 +14,23 @@ pub struct Location {
     pub column: usize,
 }
 
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+impl Location {
+    /// A problem found here.
+    pub fn problem(&self, severity: Severity, message: impl Into<String>) -> Problem {
+        Problem {
+            file: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            severity,
+            key: String::new(),
+            message: message.into(),
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Warning,
-    Error,
-}
-
-/// One problem in the rule files, printed as `file:line:col: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub at: Location,
-    pub severity: Severity,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
+impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sev = match self.severity {
-            Severity::Warning => "warning: ",
-            Severity::Error => "",
-        };
-        write!(f, "{}: {sev}{}", self.at, self.message)
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
     }
 }
 

@@ -464,11 +464,7 @@ impl RuleSet {
     }
 
     fn problem(&mut self, at: Location, severity: Severity, message: String) {
-        self.problems.push(Problem {
-            at,
-            severity,
-            message,
-        });
+        self.problems.push(at.problem(severity, message));
     }
 
     /// Puts metas in dependency order; drops those that use unknown rules or form cycles.
