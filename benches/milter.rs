@@ -13,7 +13,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use repmilter::config::Config;
 use repmilter::engine::Engine;
-use repmilter::milter::client::{Client, Envelope, POSTFIX_OFFER};
+use repmilter::milter::client::{Client, POSTFIX_OFFER, Transaction};
 use repmilter::milter::codec::{self, Command, ConnectAddr, Reply};
 use repmilter::milter::server::{self, Listener};
 use repmilter::session;
@@ -151,7 +151,7 @@ fn start_server(rt: &tokio::runtime::Runtime) -> Server {
     })
 }
 
-const ENV: Envelope<'static> = Envelope {
+const ENV: Transaction<'static> = Transaction {
     from: "alice@example.org",
     rcpts: &["bob@example.net"],
     mail_macros: &[("{auth_type}", ""), ("i", "4ABC123")],

@@ -239,9 +239,6 @@ fn read_message(path: &std::path::Path, config: &Config) -> Result<Vec<u8>, Stri
 /// still seen as over it.
 const MESSAGE_HEADROOM: u64 = 1024 * 1024;
 
-/// Largest example message `rules test` reads.
-const RULE_EXAMPLE_LIMIT: u64 = 64 * 1024 * 1024;
-
 /// Loads rules for a command-line tool: problems go to stderr, the good rules are used.
 fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, ExitCode> {
     let rules = RuleSet::load(paths);
@@ -290,65 +287,30 @@ fn rules_lint(a: RulesArgs) -> Result<ExitCode, ExitCode> {
 }
 
 fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
+    use repmilter::signatures::examples::{self, Outcome};
     let paths = rule_paths(&a.rules)?;
     let rules = load_rules(&paths)?;
-    let mut examples: Vec<PathBuf> = match std::fs::read_dir(&a.examples) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect(),
-        Err(e) => {
-            eprintln!(
-                "repmilter: cannot read examples directory {}: {e}",
-                a.examples.display()
-            );
-            return Err(ExitCode::from(exit::INPUT));
-        }
-    };
-    examples.sort();
+    let found = examples::run(&rules, &a.examples).map_err(|e| {
+        eprintln!(
+            "repmilter: cannot read examples directory {}: {e}",
+            a.examples.display()
+        );
+        ExitCode::from(exit::INPUT)
+    })?;
     let (mut passed, mut failed) = (0, 0);
-    for path in &examples {
-        let file = path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or_default();
-        let (name, spam) = if let Some((n, _)) = file.split_once(".spam.") {
-            (n, true)
-        } else if let Some((n, _)) = file.split_once(".ham.") {
-            (n, false)
-        } else {
-            println!("SKIP  {file}: name it RULE.spam.eml or RULE.ham.eml");
-            continue;
-        };
-        let verdict = match (
-            rules.id(name),
-            repmilter::files::read_bounded(path, RULE_EXAMPLE_LIMIT),
-        ) {
-            (None, _) => Err(format!("no rule named {name}")),
-            (_, Err(e)) => Err(format!("cannot read: {e}")),
-            (Some(id), Ok(raw)) => {
-                let input =
-                    ScanInput::new(Envelope::default(), Message::from_raw(&raw, usize::MAX));
-                let hit = rules.scan(&input).hits.iter().any(|h| h.rule == id);
-                if hit == spam {
-                    Ok(())
-                } else if spam {
-                    Err("did not fire".to_string())
-                } else {
-                    Err("fired on ham".to_string())
-                }
-            }
-        };
-        let kind = if spam { "spam" } else { "ham" };
-        match verdict {
-            Ok(()) => {
+    for ex in &found {
+        let kind = if ex.spam { "spam" } else { "ham" };
+        let (name, path) = (&ex.rule, ex.path.display());
+        match &ex.outcome {
+            Outcome::Pass => {
                 passed += 1;
-                println!("PASS  {name:<32} {kind:<4}  {}", path.display());
+                println!("PASS  {name:<32} {kind:<4}  {path}");
             }
-            Err(why) => {
+            Outcome::Fail(why) => {
                 failed += 1;
-                println!("FAIL  {name:<32} {kind:<4}  {}: {why}", path.display());
+                println!("FAIL  {name:<32} {kind:<4}  {path}: {why}");
             }
+            Outcome::Skip => println!("SKIP  {name}: name it RULE.spam.eml or RULE.ham.eml"),
         }
     }
     println!("rules: {passed} passed, {failed} failed");

@@ -7,12 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, ham};
-use repmilter::milter::client::{Client, Envelope};
+use repmilter::milter::client::{Client, Transaction};
 use repmilter::milter::codec::{self, Command, ConnectAddr, Reply, cmd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const ENV: Envelope<'static> = Envelope {
+const ENV: Transaction<'static> = Transaction {
     from: "alice@example.org",
     rcpts: &["bob@example.net"],
     mail_macros: &[],

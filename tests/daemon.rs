@@ -5,11 +5,11 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, GTUBE, config_text, gtube_mail, ham, repmilter, write};
-use repmilter::milter::client::{Client, Envelope};
+use repmilter::milter::client::{Client, Transaction};
 use repmilter::milter::codec::{Command, ConnectAddr, Reply};
 use tokio::net::TcpStream;
 
-const ENV: Envelope<'static> = Envelope {
+const ENV: Transaction<'static> = Transaction {
     from: "alice@example.org",
     rcpts: &["bob@example.net"],
     mail_macros: &[],

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, GTUBE, filler, gtube_mail, ham};
-use repmilter::milter::client::{Client, Envelope, POSTFIX_OFFER};
+use repmilter::milter::client::{Client, POSTFIX_OFFER, Transaction};
 use repmilter::milter::codec::{Command, ConnectAddr, Optneg, Reply, action, proto};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -21,7 +21,7 @@ async fn client(d: &Daemon) -> Client<TcpStream> {
     c
 }
 
-const ENV: Envelope<'static> = Envelope {
+const ENV: Transaction<'static> = Transaction {
     from: "alice@example.org",
     rcpts: &["bob@example.net"],
     mail_macros: &[],
@@ -245,7 +245,7 @@ async fn trusted_networks_and_authenticated_senders_can_be_skipped() {
         port: 1,
     };
     let (mut c, _) = Client::open(s, "other.example", addr).await.unwrap();
-    let env = Envelope {
+    let env = Transaction {
         mail_macros: &[("{auth_authen}", "alice"), ("{auth_type}", "PLAIN")],
         ..ENV
     };
@@ -263,7 +263,7 @@ async fn authenticated_senders_scanned_get_their_score() {
         "[trust]\nauthenticated_mode = \"scan\"\nauthenticated_score = -2.5\n",
     );
     let mut c = client(&d).await;
-    let env = Envelope {
+    let env = Transaction {
         mail_macros: &[("{auth_authen}", "alice")],
         ..ENV
     };

@@ -27,9 +27,10 @@ pub const POSTFIX_OFFER: Optneg = Optneg {
     protocol: 0x1f_ffff,
 };
 
-/// A message to send through a session.
+/// One mail transaction to send through a session: envelope and macros (the message
+/// itself is given apart).
 #[derive(Debug, Clone, Default)]
-pub struct Envelope<'a> {
+pub struct Transaction<'a> {
     pub from: &'a str,
     pub rcpts: &'a [&'a str],
     /// Macros sent before MAIL, as Postfix sends `{auth_authen}` and `i`.
@@ -149,7 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// end of message.
     pub async fn message(
         &mut self,
-        env: &Envelope<'_>,
+        env: &Transaction<'_>,
         raw: &[u8],
     ) -> Result<Vec<Reply>, ClientError> {
         use super::codec::proto;

@@ -10,9 +10,11 @@
 //! - [`linear`]: linear regexes on long texts, zone by zone under the deadline.
 //! - [`backtrack`]: backtracking rules searched zone by zone under step and time budgets.
 //! - [`ruleset`]: the compiled rule set; `run`: the scan of a message.
+//! - [`examples`]: the spam and ham examples kept next to the rules.
 
 pub mod backtrack;
 mod definition;
+pub mod examples;
 pub mod gtube;
 pub mod linear;
 pub mod literals;
