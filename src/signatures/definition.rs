@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use super::meta::parse_meta;
-use super::parse::{MAX_LIST_FILE, split_word, strip_comment};
 use super::rules::{HeaderPart, HeaderSel, Pattern, Target, Test};
+
+/// Longest phrase list file read.
+pub const MAX_LIST_FILE: u64 = 64 * 1024 * 1024;
 
 pub(super) fn parse_test(kind: &str, def: &str, file: &Path) -> Result<Test, String> {
     let def = def.trim();
@@ -278,5 +280,25 @@ fn parse_quoted_list(s: &str) -> Result<Vec<String>, String> {
             return Err("empty phrase".into());
         }
         out.push(phrase);
+    }
+}
+
+/// Removes a comment: `#` to the end of the line unless escaped as `\#` (SpamAssassin's rule).
+pub(super) fn strip_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'#' && (i == 0 || b[i - 1] != b'\\') {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+/// Splits off the first whitespace-separated word.
+pub(super) fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
     }
 }

@@ -7,14 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::definition::{parse_test, phrase_list_of};
+use super::definition::{parse_test, phrase_list_of, split_word, strip_comment};
 use super::rules::{Location, Problem, RuleDef, Severity, Test};
 
 /// Longest rule file read; a rule file is text that people edit, not data.
 pub const MAX_RULE_FILE: u64 = 16 * 1024 * 1024;
-
-/// Longest phrase list file read.
-pub const MAX_LIST_FILE: u64 = 64 * 1024 * 1024;
 
 /// Most rules in one rule set. SpamAssassin's whole stock set is about 3,000 rules, and a
 /// compiled regex rule costs about 20 KiB: 200,000 of them took 7.3 GB and a minute to
@@ -520,26 +517,6 @@ pub fn is_rule_name(s: &str) -> bool {
     let mut chars = body.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || (sub && c.is_ascii_digit()))
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Removes a comment: `#` to the end of the line unless escaped as `\#` (SpamAssassin's rule).
-pub(super) fn strip_comment(line: &str) -> &str {
-    let b = line.as_bytes();
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'#' && (i == 0 || b[i - 1] != b'\\') {
-            return &line[..i];
-        }
-    }
-    line
-}
-
-/// Splits off the first whitespace-separated word.
-pub(super) fn split_word(s: &str) -> (&str, &str) {
-    let s = s.trim_start();
-    match s.find(char::is_whitespace) {
-        Some(i) => (&s[..i], s[i..].trim_start()),
-        None => (s, ""),
-    }
 }
 
 #[cfg(test)]
