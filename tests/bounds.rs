@@ -27,14 +27,19 @@ async fn client(d: &Daemon) -> Client<TcpStream> {
     Client::open(s, "client.example", addr).await.unwrap().0
 }
 
-/// The daemon's resident memory in KiB.
-fn rss_kib(d: &Daemon) -> u64 {
+/// A memory figure of the daemon's, in KiB, from /proc/PID/status (`VmRSS:`, `VmHWM:`).
+fn status_kib(d: &Daemon, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+}
+
+/// The daemon's resident memory in KiB.
+fn rss_kib(d: &Daemon) -> u64 {
+    status_kib(d, "VmRSS:")
 }
 
 /// Waits until the daemon closes `s`; returns how long that took, or None if it stayed open
@@ -385,23 +390,7 @@ async fn a_look_around_bomb_ends_by_the_deadline_and_stops_using_the_cpu() {
     write_rules(&d, &rules);
     let mut c = client(&d).await;
     let msg = format!("Subject: x\r\n\r\nzorglub {}\r\n", "a".repeat(300_000));
-    let start = Instant::now();
-    let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
-    let took = start.elapsed();
-    let cpu_at_reply = cpu_seconds(&d);
-    // Judged without the signatures (fail open), at the deadline, not minutes later.
-    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(
-        d.wait_log("SIGNATURES_TIMEOUT", Duration::from_secs(5)),
-        "{}",
-        d.log()
-    );
-    // And no scan thread goes on computing after the verdict.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let burnt = cpu_seconds(&d) - cpu_at_reply;
-    eprintln!("bomb: verdict after {took:?}, {burnt:.2} s of CPU in the 2 s after it");
-    assert!(burnt < 0.5, "{burnt:.2} s of CPU used after the verdict");
+    cut_at_the_deadline(&d, &mut c, &msg, "bomb").await;
 
     // One such rule alone is cut by its own time limit; the other rules still count.
     write_rules(
@@ -445,12 +434,7 @@ async fn padding_does_not_switch_backtracking_rules_off() {
 
 /// The daemon's peak resident memory (VmHWM) in KiB.
 fn peak_kib(d: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
+    status_kib(d, "VmHWM:")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,12 +520,19 @@ async fn a_slow_linear_rule_on_a_long_body_stops_at_the_deadline() {
         "Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
         "éléphant rôti à côté ".repeat(100_000)
     );
+    cut_at_the_deadline(&d, &mut c, &msg, "slow rules").await;
+}
+
+/// Sends a message the daemon's rules cannot finish by the deadline: it must be judged
+/// without them (fail open) at the deadline, not minutes later, and no scan thread may go on
+/// computing after the verdict.
+async fn cut_at_the_deadline(d: &Daemon, c: &mut Client<TcpStream>, msg: &str, what: &str) {
     let start = Instant::now();
     let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
     let took = start.elapsed();
-    let cpu_at_reply = cpu_seconds(&d);
-    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let cpu_at_reply = cpu_seconds(d);
+    assert_eq!(r.last(), Some(&Reply::Accept), "{what}: {r:?}");
+    assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
     // The rules really were too slow for the deadline: the scan gave up.
     assert!(
         d.wait_log("SIGNATURES_TIMEOUT", Duration::from_secs(5)),
@@ -549,7 +540,10 @@ async fn a_slow_linear_rule_on_a_long_body_stops_at_the_deadline() {
         d.log()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let burnt = cpu_seconds(&d) - cpu_at_reply;
-    eprintln!("slow rules: verdict after {took:?}, {burnt:.2} s of CPU in the 2 s after it");
-    assert!(burnt < 0.5, "{burnt:.2} s of CPU used after the verdict");
+    let burnt = cpu_seconds(d) - cpu_at_reply;
+    eprintln!("{what}: verdict after {took:?}, {burnt:.2} s of CPU in the 2 s after it");
+    assert!(
+        burnt < 0.5,
+        "{what}: {burnt:.2} s of CPU used after the verdict"
+    );
 }

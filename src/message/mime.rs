@@ -283,7 +283,11 @@ fn structure_cut(raw: &[u8], parts: usize) -> usize {
             boundaries.push([b"--", b].concat());
         }
     }
-    if boundaries.is_empty() {
+    // Real mail has a handful of delimiter lines: count every line starting with "--" first
+    // (one fast pass), and match the boundaries only when there could be too many.
+    let dashed = memchr::memmem::find_iter(&raw[..cut], b"\n--").count();
+    // (+1: a delimiter may open the text, with no newline before it.)
+    if boundaries.is_empty() || dashed < 2 * parts {
         return cut;
     }
     let Ok(delimiters) = AhoCorasick::new(&boundaries) else {
