@@ -1,5 +1,5 @@
-//! Reputation: DNS lists and local allowlists now; hub lookups come next. Tests run the DNS
-//! parts against a real DNS server (rbldnsd), not a stand-in.
+//! Reputation: DNS lists and local allowlists now; hub lookups come next. Unit tests run the
+//! DNS stage against a table resolver; integration tests against a real DNS server (rbldnsd).
 //!
 //! - [`dnsbl`]: query names and the meaning of answers (pure, no I/O).
 //! - [`hops`]: which addresses to ask about: the client and the Received chain (pure).
@@ -7,10 +7,13 @@
 //! - [`resolver`]: A lookups through hickory-resolver against the configured servers.
 //! - [`lists`]: the DNS list stage: lookups under a per-message budget, zone probes.
 //! - [`allow`]: local allowlists of networks, sender domains and recipients.
+//! - [`keys`]: what has a reputation at the hub: addresses, names, links, files and the
+//!   content fingerprint of a message (pure).
 
 pub mod allow;
 pub mod cache;
 pub mod dnsbl;
 pub mod hops;
+pub mod keys;
 pub mod lists;
 pub mod resolver;
