@@ -14,6 +14,7 @@
 //!   lookups on the runtime).
 //! - The stages: [`signatures`] (content rules in SpamAssassin syntax, phrase lists, GTUBE),
 //!   [`reputation`] (DNS lists with their cache and probes, Received hops, local allowlists).
+//! - [`feedback`]: events for the hub (verdicts, reported samples) and their durable spool.
 //! - [`policy`]: score to action, and the SpamAssassin-compatible headers.
 //! - [`scan`]: the words stages share: symbols, verdicts, the scan input, the stage traits.
 //! - [`message`]: the message as the stages see it (headers, body, decoded MIME view).
@@ -30,6 +31,7 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod feedback;
 pub mod files;
 pub mod logging;
 pub mod message;
