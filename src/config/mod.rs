@@ -6,9 +6,11 @@
 //!   problem with file, line, column and dotted key;
 //! - `reload`: which keys a reload (SIGHUP) cannot change ([`Config::keep_restart_only`]);
 //! - [`names`]: checks on DNS names, networks and addresses, shared with the list files.
+//! - [`hub`]: the hub's own config file.
 //!
 //! The sample `config/repmilter.toml` documents every key.
 
+pub mod hub;
 mod lists;
 pub mod model;
 pub mod names;

@@ -137,7 +137,11 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
 }
 
 /// The tables of `[[section]]`, with a problem for anything else under that key.
-fn tables<'t, 'i>(r: &mut Reader<'_>, root: &'t Table<'i>, section: &str) -> Vec<&'t Table<'i>> {
+pub(super) fn tables<'t, 'i>(
+    r: &mut Reader<'_>,
+    root: &'t Table<'i>,
+    section: &str,
+) -> Vec<&'t Table<'i>> {
     let Some(v) = root.get(section) else {
         return Vec::new();
     };

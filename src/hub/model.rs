@@ -28,41 +28,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The model's settings (`[model]` in the hub config).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Model {
-    /// Seconds for evidence to lose half its weight.
-    pub half_life: u64,
-    /// Gateways needed on the winning side before a key is judged.
-    pub min_reporters: usize,
-    /// Largest score a key contributes.
-    pub max_score: f64,
-    /// Score of an allowlisted key.
-    pub allow_score: f64,
-    /// Evidence a gateway's own reject or discard adds.
-    pub verdict_weight: f64,
-    /// Share of a co-occurring key's reputation spread to the event's other keys.
-    pub spread: f64,
-    /// Weight per gateway (1 when absent).
-    pub weights: BTreeMap<String, f64>,
-    /// How long a gateway may cache an answer, seconds.
-    pub ttl: u64,
-}
-
-impl Default for Model {
-    fn default() -> Self {
-        Model {
-            half_life: 3 * 24 * 3600,
-            min_reporters: 2,
-            max_score: 10.0,
-            allow_score: -5.0,
-            verdict_weight: 0.25,
-            spread: 0.5,
-            weights: BTreeMap::new(),
-            ttl: 300,
-        }
-    }
-}
+pub use crate::config::hub::Model;
 
 /// Spread evidence below this has decayed away and no longer counts as a reporter.
 const MIN_SPREAD: f64 = 0.01;

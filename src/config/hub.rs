@@ -1,0 +1,500 @@
+//! The hub's config file (`repmilter hub --config HUB.toml`): where it listens, where it keeps
+//! its data, who may talk to it, and the correlation model's settings. `config/hub.toml`
+//! documents every key; problems are reported as for the milter's config.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::read::{ConfigError, MAX_CONFIG_FILE};
+use super::read_lists::tables;
+use super::reader::{Reader, Table, join};
+
+/// What a gateway's token lets it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Ask about keys.
+    Lookup,
+    /// Send events and reports.
+    Report,
+    /// Read stats, manage the allowlist.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Lookup => "lookup",
+            Role::Report => "report",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[gateway]]`: a name (the reporter identity evidence is counted by), its token and
+/// roles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub name: String,
+    pub token: String,
+    pub roles: Vec<Role>,
+}
+
+/// Where the hub keeps its data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// One redb file.
+    Embedded(PathBuf),
+    /// A Redis server or cluster.
+    Redis(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubConfig {
+    pub path: PathBuf,
+    /// Default `127.0.0.1:11380`.
+    pub listen: SocketAddr,
+    /// Default embedded, `hub.redb` beside the config.
+    pub store: StoreConfig,
+    /// Largest request body, bytes. Default 16 MiB (a sample report is a whole message).
+    pub max_body: usize,
+    /// Most keys in one lookup. Default 1,000.
+    pub max_keys: usize,
+    /// Most events in one ingest request. Default 1,000.
+    pub max_events: usize,
+    /// Requests per second per gateway, and the burst allowed. Default 200 and 400.
+    pub rate: u32,
+    pub burst: u32,
+    pub gateways: Vec<Gateway>,
+    pub model: Model,
+}
+
+/// The model's settings (`[model]` in the hub config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Seconds for evidence to lose half its weight.
+    pub half_life: u64,
+    /// Gateways needed on the winning side before a key is judged.
+    pub min_reporters: usize,
+    /// Largest score a key contributes.
+    pub max_score: f64,
+    /// Score of an allowlisted key.
+    pub allow_score: f64,
+    /// Evidence a gateway's own reject or discard adds.
+    pub verdict_weight: f64,
+    /// Share of a co-occurring key's reputation spread to the event's other keys.
+    pub spread: f64,
+    /// Weight per gateway (1 when absent).
+    pub weights: BTreeMap<String, f64>,
+    /// How long a gateway may cache an answer, seconds.
+    pub ttl: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            half_life: 3 * 24 * 3600,
+            min_reporters: 2,
+            max_score: 10.0,
+            allow_score: -5.0,
+            verdict_weight: 0.25,
+            spread: 0.5,
+            weights: BTreeMap::new(),
+            ttl: 300,
+        }
+    }
+}
+
+/// Longest token: bearer tokens are a few dozen characters.
+const MAX_TOKEN: usize = 512;
+
+impl HubConfig {
+    pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
+        let src =
+            crate::files::read_text(path, MAX_CONFIG_FILE).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        HubConfig::parse(&src, path)
+    }
+
+    pub fn parse(src: &str, path: &Path) -> Result<HubConfig, ConfigError> {
+        let mut r = Reader::new(src, path);
+        let invalid = |r: Reader<'_>| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: r.finish(),
+        };
+        let doc = match toml::de::DeTable::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let at = e.span().map(|s| s.start).unwrap_or(0);
+                r.problem_at(at, "", e.message().trim().to_string());
+                return Err(invalid(r));
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut c = HubConfig {
+            path: path.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 11380)),
+            store: StoreConfig::Embedded(base.join("hub.redb")),
+            max_body: 16 * 1024 * 1024,
+            max_keys: 1000,
+            max_events: 1000,
+            rate: 200,
+            burst: 400,
+            gateways: Vec::new(),
+            model: Model::default(),
+        };
+        let root = doc.get_ref();
+        r.known_keys(root, "", &["hub", "model", "gateway"]);
+        if let Some(t) = r.table(root, "", "hub") {
+            read_hub(&mut r, t, base, &mut c);
+        }
+        if let Some(t) = r.table(root, "", "model") {
+            read_model(&mut r, t, &mut c.model);
+        }
+        for (i, t) in tables(&mut r, root, "gateway").into_iter().enumerate() {
+            let p = format!("gateway[{i}]");
+            let Some(g) = read_gateway(&mut r, t, &p, base) else {
+                continue;
+            };
+            if c.gateways
+                .iter()
+                .any(|x| x.name == g.name || x.token == g.token)
+            {
+                let v = t.get("name").expect("a gateway has a name");
+                r.problem(
+                    v,
+                    &join(&p, "name"),
+                    "this gateway's name or token is another gateway's already",
+                );
+            } else {
+                c.gateways.push(g);
+            }
+        }
+        if c.gateways.is_empty() {
+            r.problem_at(
+                0,
+                "gateway",
+                "at least one [[gateway]] with a token is needed",
+            );
+        }
+        if r.problem_count() == 0 {
+            Ok(c)
+        } else {
+            Err(invalid(r))
+        }
+    }
+
+    /// The gateway a bearer token belongs to.
+    pub fn gateway_of(&self, token: &str) -> Option<&Gateway> {
+        self.gateways.iter().find(|g| g.token == token)
+    }
+}
+
+fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
+    let p = "hub";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "listen",
+            "store",
+            "path",
+            "redis_url",
+            "max_body",
+            "max_keys",
+            "max_events",
+            "rate",
+            "burst",
+        ],
+    );
+    if let Some(s) = r.string(t, p, "listen") {
+        match s.parse() {
+            Ok(a) => c.listen = a,
+            Err(_) => {
+                let v = t.get("listen").expect("read");
+                r.problem(
+                    v,
+                    "hub.listen",
+                    format!("{s:?} is not an address such as \"127.0.0.1:11380\""),
+                );
+            }
+        }
+    }
+    let path = r.string(t, p, "path").map(|s| base.join(s));
+    let redis = r.string(t, p, "redis_url");
+    match r.string(t, p, "store").as_deref() {
+        None | Some("embedded") => {
+            if let Some(path) = path {
+                c.store = StoreConfig::Embedded(path);
+            }
+        }
+        Some("redis") => match redis {
+            Some(url) => c.store = StoreConfig::Redis(url),
+            None => {
+                let v = t.get("store").expect("read");
+                r.problem(v, "hub.store", "store = \"redis\" needs redis_url");
+            }
+        },
+        Some(other) => {
+            let v = t.get("store").expect("read");
+            r.problem(
+                v,
+                "hub.store",
+                format!("{other:?}: use \"embedded\" or \"redis\""),
+            );
+        }
+    }
+    for (key, field, max) in [
+        ("max_body", &mut c.max_body, 1usize << 30),
+        ("max_keys", &mut c.max_keys, 100_000),
+        ("max_events", &mut c.max_events, 100_000),
+    ] {
+        if let Some(n) = r.integer(t, p, key, max as u64) {
+            if n == 0 {
+                let v = t.get(key).expect("read");
+                r.problem(v, &join(p, key), "must be at least 1");
+            } else {
+                *field = n as usize;
+            }
+        }
+    }
+    for (key, field) in [("rate", &mut c.rate), ("burst", &mut c.burst)] {
+        if let Some(n) = r.integer(t, p, key, 1_000_000) {
+            if n == 0 {
+                let v = t.get(key).expect("read");
+                r.problem(v, &join(p, key), "must be at least 1");
+            } else {
+                *field = n as u32;
+            }
+        }
+    }
+}
+
+fn read_model(r: &mut Reader<'_>, t: &Table<'_>, m: &mut Model) {
+    let p = "model";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "half_life",
+            "min_reporters",
+            "max_score",
+            "allow_score",
+            "verdict_weight",
+            "spread",
+            "ttl",
+            "weights",
+        ],
+    );
+    let secs = |r: &mut Reader<'_>, key: &str, min: Duration, max: Duration| {
+        let d = r.duration(t, p, key)?;
+        if d < min || d > max {
+            let v = t.get(key).expect("read");
+            r.problem(
+                v,
+                &join(p, key),
+                format!("must be between {min:?} and {max:?}"),
+            );
+            return None;
+        }
+        Some(d.as_secs())
+    };
+    if let Some(s) = secs(
+        r,
+        "half_life",
+        Duration::from_secs(60),
+        Duration::from_secs(365 * 86_400),
+    ) {
+        m.half_life = s;
+    }
+    if let Some(s) = secs(
+        r,
+        "ttl",
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    ) {
+        m.ttl = s;
+    }
+    if let Some(n) = r.integer(t, p, "min_reporters", 1000) {
+        if n == 0 {
+            let v = t.get("min_reporters").expect("read");
+            r.problem(v, "model.min_reporters", "must be at least 1");
+        } else {
+            m.min_reporters = n as usize;
+        }
+    }
+    for (key, field, lo, hi) in [
+        ("max_score", &mut m.max_score, 0.0, 1000.0),
+        ("allow_score", &mut m.allow_score, -1000.0, 0.0),
+        ("verdict_weight", &mut m.verdict_weight, 0.0, 1.0),
+        ("spread", &mut m.spread, 0.0, 1.0),
+    ] {
+        if let Some(x) = r.number(t, p, key) {
+            if !(lo..=hi).contains(&x) {
+                let v = t.get(key).expect("read");
+                r.problem(v, &join(p, key), format!("must be between {lo} and {hi}"));
+            } else {
+                *field = x;
+            }
+        }
+    }
+    if let Some(w) = r.table(t, p, "weights") {
+        let mut weights = BTreeMap::new();
+        for (k, v) in w.iter() {
+            let name = k.get_ref().to_string();
+            if let Some(x) = r.number_value(v, &format!("model.weights.{name}")) {
+                if (0.0..=10.0).contains(&x) {
+                    weights.insert(name, x);
+                } else {
+                    r.problem(
+                        v,
+                        &format!("model.weights.{name}"),
+                        "must be between 0 and 10",
+                    );
+                }
+            }
+        }
+        m.weights = weights;
+    }
+}
+
+fn read_gateway(r: &mut Reader<'_>, t: &Table<'_>, p: &str, base: &Path) -> Option<Gateway> {
+    r.known_keys(t, p, &["name", "token", "token_file", "roles"]);
+    let before = r.problem_count();
+    let name = r.string(t, p, "name");
+    if name.as_deref().is_none_or(|n| {
+        n.is_empty()
+            || n.len() > 64
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    }) {
+        let at = t.get("name").map_or(0, |v| v.span().start);
+        r.problem_at(
+            at,
+            &join(p, "name"),
+            "a gateway needs a name of letters, digits, '-', '_' and '.' (at most 64)",
+        );
+    }
+    let token = match (r.string(t, p, "token"), r.string(t, p, "token_file")) {
+        (Some(tok), None) => Some(tok),
+        (None, Some(file)) => {
+            let path = base.join(&file);
+            match crate::files::read_text(&path, MAX_TOKEN as u64) {
+                Ok(s) => Some(s.trim().to_string()),
+                Err(e) => {
+                    let v = t.get("token_file").expect("read");
+                    r.problem(
+                        v,
+                        &join(p, "token_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            let at = t
+                .get("token")
+                .or_else(|| t.get("token_file"))
+                .map_or(0, |v| v.span().start);
+            r.problem_at(
+                at,
+                &join(p, "token"),
+                "give exactly one of token or token_file",
+            );
+            None
+        }
+    };
+    if let Some(tok) = &token
+        && (tok.len() < 16 || tok.len() > MAX_TOKEN || !tok.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        // The token is a secret: the message names the key, never the value.
+        let at = t
+            .get("token")
+            .or_else(|| t.get("token_file"))
+            .map_or(0, |v| v.span().start);
+        r.problem_at(
+            at,
+            &join(p, "token"),
+            "a token is 16 to 512 printable characters",
+        );
+    }
+    let mut roles = Vec::new();
+    match r.string_list(t, p, "roles") {
+        None => roles = vec![Role::Lookup, Role::Report],
+        Some(list) => {
+            for (s, at) in list {
+                match [Role::Lookup, Role::Report, Role::Admin]
+                    .into_iter()
+                    .find(|x| x.name() == s)
+                {
+                    Some(role) => roles.push(role),
+                    None => r.problem_at(
+                        at,
+                        &join(p, "roles"),
+                        format!("{s:?}: use \"lookup\", \"report\" or \"admin\""),
+                    ),
+                }
+            }
+        }
+    }
+    if r.problem_count() > before {
+        return None;
+    }
+    Some(Gateway {
+        name: name?,
+        token: token?,
+        roles,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_config_with_gateways_and_a_model() {
+        let c = HubConfig::parse(
+            "[hub]\nlisten = \"127.0.0.1:0\"\npath = \"data/hub.redb\"\nrate = 50\n[model]\nhalf_life = \"24h\"\nmin_reporters = 3\n[model.weights]\nmx1 = 2.0\n[[gateway]]\nname = \"mx1\"\ntoken = \"0123456789abcdef0123\"\n[[gateway]]\nname = \"ops\"\ntoken = \"fedcba9876543210fedc\"\nroles = [\"admin\"]\n",
+            Path::new("/etc/repmilter/hub.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Embedded("/etc/repmilter/data/hub.redb".into())
+        );
+        assert_eq!(c.rate, 50);
+        assert_eq!(c.model.half_life, 86_400);
+        assert_eq!(c.model.min_reporters, 3);
+        assert_eq!(c.model.weights["mx1"], 2.0);
+        assert_eq!(c.gateways[0].roles, [Role::Lookup, Role::Report]);
+        assert_eq!(
+            c.gateway_of("fedcba9876543210fedc").unwrap().roles,
+            [Role::Admin]
+        );
+    }
+
+    #[test]
+    fn problems_name_the_key_and_never_the_token() {
+        let err = HubConfig::parse(
+            "[hub]\nstore = \"redis\"\n[model]\nspread = 3\n[[gateway]]\nname = \"bad name\"\ntoken = \"short secret\"\nroles = [\"root\"]\n",
+            Path::new("h.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "h.toml:2:9: hub.store: store = \"redis\" needs redis_url",
+            "h.toml:4:10: model.spread: must be between 0 and 1",
+            "gateway[0].name: a gateway needs a name",
+            "gateway[0].token: a token is 16 to 512",
+            "gateway[0].roles: \"root\"",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in {err}");
+        }
+        assert!(!err.contains("short secret"), "{err}");
+    }
+}
