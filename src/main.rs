@@ -56,6 +56,15 @@ enum Cmd {
     /// Tools for rule authors.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// Run the reputation hub that gateways report to and ask.
+    Hub(HubArgs),
+}
+
+#[derive(Args)]
+struct HubArgs {
+    /// Hub config file (TOML; see config/hub.toml).
+    #[arg(long, short = 'c', default_value = "/etc/repmilter/hub.toml")]
+    config: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +147,7 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check(a),
         Cmd::Rules(RulesCmd::Lint(a)) => rules_lint(a),
         Cmd::Rules(RulesCmd::Test(a)) => rules_test(a),
+        Cmd::Hub(a) => hub(a),
     };
     result.unwrap_or_else(|code| code)
 }
@@ -147,6 +157,21 @@ fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
     repmilter::logging::init(&config.log_level);
     repmilter::daemon::runtime()
         .block_on(repmilter::daemon::run(config))
+        .map_err(|e| {
+            tracing::error!("{}", ErrorChain(&e));
+            ExitCode::from(exit::RUNTIME)
+        })?;
+    Ok(ExitCode::from(exit::OK))
+}
+
+fn hub(a: HubArgs) -> Result<ExitCode, ExitCode> {
+    let config = repmilter::config::hub::HubConfig::load(&a.config).map_err(|e| {
+        eprintln!("repmilter: {}", ErrorChain(&e));
+        ExitCode::from(exit::CONFIG)
+    })?;
+    repmilter::logging::init("info");
+    repmilter::daemon::runtime()
+        .block_on(repmilter::hub::run(config))
         .map_err(|e| {
             tracing::error!("{}", ErrorChain(&e));
             ExitCode::from(exit::RUNTIME)

@@ -1,0 +1,316 @@
+//! The hub's HTTP API, versioned under `/v1`. Every request but `/v1/health` carries a
+//! gateway's bearer token; the token names the gateway (whose evidence counts as one reporter)
+//! and its roles. Bodies are read only after the token and the rate check pass, and never past
+//! `hub.max_body`. Every error is JSON, `{"error": "..."}`, with its status: 400 for a body
+//! or key that does not parse, 401 without a known token, 403 without the role, 404, 413 for
+//! a body over the cap, 429 with `Retry-After` past the gateway's rate, 503 when the store
+//! fails.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde::{Deserialize, Serialize};
+
+use super::model::Reputation;
+use super::service::{Hub, Ingested, now};
+use super::store::StoreError;
+use crate::config::hub::{Gateway, Role};
+use crate::feedback::{Event, EventKind};
+use crate::reputation::keys::Key;
+
+/// An API error: its status and reason, sent as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    fn bad(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, reason)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!("{e}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub's store is unavailable",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.reason });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+struct Api {
+    hub: Arc<Hub>,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+type Shared = Arc<Api>;
+
+/// The routes, with their state.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let c = &hub.config;
+    let quota = Quota::per_second(std::num::NonZeroU32::new(c.rate).expect("rate >= 1"))
+        .allow_burst(std::num::NonZeroU32::new(c.burst).expect("burst >= 1"));
+    let api = Arc::new(Api {
+        limiter: DefaultKeyedRateLimiter::keyed(quota),
+        hub,
+    });
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/lookup", post(lookup))
+        .route("/v1/events", post(events))
+        .route("/v1/report/{kind}", post(report))
+        .route("/v1/keys/{key}", get(key_detail))
+        .route("/v1/allow/{key}", put(allow).delete(disallow))
+        .route("/v1/stats", get(stats))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        // Bodies are read by the handlers, after authorisation, against hub.max_body.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(api)
+}
+
+/// The gateway of the request's bearer token, if it has `role` and is within its rate.
+fn authorize<'a>(api: &'a Api, headers: &HeaderMap, role: Role) -> Result<&'a Gateway, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is needed"))?;
+    let gateway = api
+        .hub
+        .config
+        .gateway_of(token.trim())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))?;
+    if !gateway.roles.contains(&role) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this token does not have the {} role", role.name()),
+        ));
+    }
+    if let Err(not_until) = api.limiter.check_key(&gateway.name) {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit reached; retry later",
+        );
+        e.retry_after = Some(wait.as_secs().max(1));
+        return Err(e);
+    }
+    Ok(gateway)
+}
+
+/// The body, up to `hub.max_body`.
+async fn body_of(api: &Api, body: Body) -> Result<Bytes, ApiError> {
+    let max = api.hub.config.max_body;
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than the limit of {max} bytes, or was cut off"),
+        )
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad(format!("the body is not valid JSON for this endpoint: {e}")))
+}
+
+/// Runs blocking store work off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::from(StoreError(e.to_string())))?
+        .map_err(ApiError::from)
+}
+
+fn check_key(k: &str) -> Result<String, ApiError> {
+    k.parse::<Key>()
+        .map(|k| k.to_string())
+        .map_err(|e| ApiError::bad(e.to_string()))
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupRequest {
+    keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct LookupReply {
+    results: Vec<Reputation>,
+}
+
+async fn lookup(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<LookupReply>, ApiError> {
+    authorize(&api, &headers, Role::Lookup)?;
+    let req: LookupRequest = parse_json(&body_of(&api, body).await?)?;
+    let max = api.hub.config.max_keys;
+    if req.keys.len() > max {
+        return Err(ApiError::bad(format!("more than {max} keys in one lookup")));
+    }
+    let keys = req
+        .keys
+        .iter()
+        .map(|k| check_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hub = api.hub.clone();
+    let results = blocking(move || hub.lookup(&keys, now())).await?;
+    Ok(axum::Json(LookupReply { results }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsRequest {
+    events: Vec<Event>,
+}
+
+async fn events(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Ingested>, ApiError> {
+    let gateway = authorize(&api, &headers, Role::Report)?.name.clone();
+    let req: EventsRequest = parse_json(&body_of(&api, body).await?)?;
+    let max = api.hub.config.max_events;
+    if req.events.len() > max {
+        return Err(ApiError::bad(format!(
+            "more than {max} events in one request"
+        )));
+    }
+    Hub::check(&req.events).map_err(|e| ApiError::bad(e.to_string()))?;
+    let hub = api.hub.clone();
+    let done = blocking(move || hub.ingest(&gateway, &req.events, now())).await?;
+    Ok(axum::Json(done))
+}
+
+async fn report(
+    State(api): State<Shared>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let gateway = authorize(&api, &headers, Role::Report)?.name.clone();
+    let kind = match kind.as_str() {
+        "spam" => EventKind::Spam,
+        "ham" => EventKind::Ham,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "report kinds are spam and ham",
+            ));
+        }
+    };
+    let raw = body_of(&api, body).await?;
+    if raw.is_empty() {
+        return Err(ApiError::bad("the body must be the reported message"));
+    }
+    let hub = api.hub.clone();
+    let event = blocking(move || hub.report(&gateway, &raw, kind, now())).await?;
+    Ok(axum::Json(
+        serde_json::json!({ "event": event.id, "keys": event.keys }),
+    ))
+}
+
+async fn key_detail(
+    State(api): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Reputation>, ApiError> {
+    authorize(&api, &headers, Role::Lookup)?;
+    let key = check_key(&key)?;
+    let hub = api.hub.clone();
+    let mut r = blocking(move || hub.lookup(&[key], now())).await?;
+    Ok(axum::Json(r.remove(0)))
+}
+
+async fn allow(
+    State(api): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    set_allowed(api, key, headers, true).await
+}
+
+async fn disallow(
+    State(api): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    set_allowed(api, key, headers, false).await
+}
+
+async fn set_allowed(
+    api: Shared,
+    key: String,
+    headers: HeaderMap,
+    allowed: bool,
+) -> Result<StatusCode, ApiError> {
+    authorize(&api, &headers, Role::Admin)?;
+    let key = check_key(&key)?;
+    let hub = api.hub.clone();
+    blocking(move || hub.set_allowed(&key, allowed)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stats(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    authorize(&api, &headers, Role::Admin)?;
+    let hub = api.hub.clone();
+    let counts = blocking(move || hub.counts()).await?;
+    Ok(axum::Json(serde_json::json!({ "store": counts })))
+}
+
+/// Serves the API on `listener` until `stop` resolves, then lets requests in flight finish.
+pub async fn serve(
+    hub: Arc<Hub>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(hub))
+        .with_graceful_shutdown(stop)
+        .await
+}

@@ -1,0 +1,212 @@
+//! What the hub does, apart from HTTP: answer lookups from the store and the model, and turn
+//! events and reported samples into evidence. Store calls block (redb): the API runs these on
+//! blocking threads.
+
+use std::sync::Arc;
+
+use super::model::{self, Reputation, Update};
+use super::store::{Counts, Embedded, Store, StoreError};
+use crate::config::hub::{HubConfig, StoreConfig};
+use crate::feedback::{Event, EventKind};
+use crate::message::{Envelope, Message};
+use crate::reputation::keys::{Key, MAX_KEYS, keys_of};
+use crate::scan::ScanInput;
+
+/// Longest symbol name or action in an event, and most symbols.
+const MAX_NAME: usize = 64;
+const MAX_SYMBOLS: usize = 256;
+
+/// Why an event is refused; the API answers 400 with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEvent {
+    #[error("event {index}: id must be 32 hexadecimal digits")]
+    Id { index: usize },
+    #[error("event {index}: key {key}: {reason}")]
+    Key {
+        index: usize,
+        key: usize,
+        reason: String,
+    },
+    #[error("event {index}: more than {MAX_KEYS} keys")]
+    TooManyKeys { index: usize },
+    #[error("event {index}: {what}")]
+    Field { index: usize, what: &'static str },
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Ingested {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+pub struct Hub {
+    pub config: HubConfig,
+    store: Arc<dyn Store>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Hub {
+    pub fn open(config: HubConfig) -> Result<Hub, StoreError> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Embedded(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError(e.to_string()))?;
+                }
+                Arc::new(Embedded::open(path)?)
+            }
+            StoreConfig::Redis(_) => {
+                return Err(StoreError("the Redis store is not built yet".into()));
+            }
+        };
+        Ok(Hub { config, store })
+    }
+
+    /// The reputation of each key, in order. Keys were checked by the caller.
+    pub fn lookup(&self, keys: &[String], now: u64) -> Result<Vec<Reputation>, StoreError> {
+        let records = self.store.records(keys)?;
+        let allowed = self.store.allowed(keys)?;
+        Ok(keys
+            .iter()
+            .zip(records.iter().zip(allowed))
+            .map(|(k, (rec, allow))| {
+                model::reputation(k, rec.as_ref(), allow, now, &self.config.model)
+            })
+            .collect())
+    }
+
+    /// Checks events from outside before any is applied.
+    pub fn check(events: &[Event]) -> Result<(), BadEvent> {
+        for (index, e) in events.iter().enumerate() {
+            if e.id.len() != 32 || !e.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(BadEvent::Id { index });
+            }
+            if e.keys.len() > MAX_KEYS {
+                return Err(BadEvent::TooManyKeys { index });
+            }
+            for (key, k) in e.keys.iter().enumerate() {
+                if let Err(err) = k.parse::<Key>() {
+                    return Err(BadEvent::Key {
+                        index,
+                        key,
+                        reason: err.to_string(),
+                    });
+                }
+            }
+            if !e.score.is_finite() {
+                return Err(BadEvent::Field {
+                    index,
+                    what: "score is not a finite number",
+                });
+            }
+            if e.action.len() > MAX_NAME
+                || e.symbols.len() > MAX_SYMBOLS
+                || e.symbols.iter().any(|s| s.len() > MAX_NAME)
+            {
+                return Err(BadEvent::Field {
+                    index,
+                    what: "action or symbols too long",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies events reported by `gateway` (the token's identity, not what the event says,
+    /// so that one gateway cannot pose as several). Each is applied once however often it
+    /// arrives.
+    pub fn ingest(
+        &self,
+        gateway: &str,
+        events: &[Event],
+        now: u64,
+    ) -> Result<Ingested, StoreError> {
+        let mut out = Ingested::default();
+        for e in events {
+            let keys: Vec<String> = e
+                .keys
+                .iter()
+                .filter_map(|k| k.parse::<Key>().ok())
+                .map(|k| k.to_string())
+                .collect();
+            let records = self.store.records(&keys)?;
+            let updates = model::updates(
+                e.kind,
+                &e.action,
+                &e.symbols,
+                &keys,
+                &records,
+                now,
+                &self.config.model,
+            );
+            let pairs: Vec<(String, Update)> = keys.into_iter().zip(updates).collect();
+            if self
+                .store
+                .ingest(&e.id, gateway, &pairs, now, &self.config.model)?
+            {
+                out.accepted += 1;
+            } else {
+                out.duplicates += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns a reported message into an event of `kind` from `gateway`, and applies it.
+    pub fn report(
+        &self,
+        gateway: &str,
+        raw: &[u8],
+        kind: EventKind,
+        now: u64,
+    ) -> Result<Event, StoreError> {
+        let event = event_of(gateway, raw, kind, now);
+        self.ingest(gateway, std::slice::from_ref(&event), now)?;
+        Ok(event)
+    }
+
+    pub fn set_allowed(&self, key: &str, allowed: bool) -> Result<(), StoreError> {
+        self.store.set_allowed(key, allowed)
+    }
+
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        self.store.counts()
+    }
+}
+
+/// The event for a reported message: its keys (the envelope is unknown, so the message's
+/// own: From, links, attachments, fingerprint, and the sending host of its last Received
+/// header when it names one).
+pub fn event_of(gateway: &str, raw: &[u8], kind: EventKind, now: u64) -> Event {
+    let message = Message::from_raw(raw, raw.len());
+    let client = message
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Received"))
+        .find_map(|(_, v)| crate::reputation::hops::received_from(&String::from_utf8_lossy(v)))
+        .filter(|ip| crate::reputation::hops::is_public(*ip));
+    let input = ScanInput::new(
+        Envelope {
+            client_ip: client,
+            ..Envelope::default()
+        },
+        message,
+    );
+    Event {
+        id: crate::feedback::new_id(),
+        gateway: gateway.to_string(),
+        time: now,
+        kind,
+        keys: keys_of(&input).iter().map(Key::to_string).collect(),
+        score: 0.0,
+        action: String::new(),
+        symbols: Vec::new(),
+        sample: None,
+    }
+}

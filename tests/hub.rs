@@ -1,0 +1,328 @@
+//! The hub as gateways and operators meet it: a real `repmilter hub` process on a loopback
+//! port, spoken to over HTTP.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const GW1: &str = "gw1-token-0123456789abcdef";
+const GW2: &str = "gw2-token-0123456789abcdef";
+const GW3: &str = "gw3-token-0123456789abcdef";
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+struct Hub {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Hub {
+    fn start(hub_extra: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[hub]\nlisten = \"127.0.0.1:0\"\npath = \"data/hub.redb\"\n{hub_extra}\n\
+                 [[gateway]]\nname = \"gw1\"\ntoken = \"{GW1}\"\n\
+                 [[gateway]]\nname = \"gw2\"\ntoken = \"{GW2}\"\n\
+                 [[gateway]]\nname = \"gw3\"\ntoken = \"{GW3}\"\nroles = [\"lookup\"]\n\
+                 [[gateway]]\nname = \"ops\"\ntoken = \"{ADMIN}\"\nroles = [\"admin\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_repmilter"))
+            .args(["hub", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(i) = line.find("hub listening on ") {
+                    let addr = line[i + 17..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the hub starts");
+        Hub {
+            child,
+            url: format!("http://{addr}"),
+            _dir: dir,
+        }
+    }
+}
+
+async fn call(
+    hub: &Hub,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<reqwest::Body>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, format!("{}{path}", hub.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} not JSON ({e}): {text}"))
+    };
+    (status, v, headers)
+}
+
+async fn post_json(hub: &Hub, path: &str, token: &str, v: Value) -> (u16, Value) {
+    let (s, v, _) = call(
+        hub,
+        reqwest::Method::POST,
+        path,
+        Some(token),
+        Some(v.to_string().into()),
+    )
+    .await;
+    (s, v)
+}
+
+async fn lookup(hub: &Hub, keys: &[&str]) -> Vec<Value> {
+    let (s, v) = post_json(hub, "/v1/lookup", GW1, json!({ "keys": keys })).await;
+    assert_eq!(s, 200, "{v}");
+    v["results"].as_array().unwrap().clone()
+}
+
+fn campaign(name: &str, n: u32) -> String {
+    format!(
+        "From: Security <alerts@bank-secure.example>\r\nSubject: account suspended\r\n\r\n\
+         Dear {name}, your account at Example Bank was suspended on {n} March. To restore \
+         access within 48 hours confirm your details at the secure portal below. Failure to \
+         act will close the account permanently.\r\nhttps://login.evil-portal.example/u/{n}/verify\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_list_a_campaign_that_one_alone_cannot() {
+    let hub = Hub::start("");
+    let report = |token: &'static str, msg: String| {
+        let hub = &hub;
+        async move {
+            let (s, v, _) = call(
+                hub,
+                reqwest::Method::POST,
+                "/v1/report/spam",
+                Some(token),
+                Some(msg.into()),
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    // One gateway, many times: nothing is listed.
+    for i in 0..20 {
+        report(GW1, campaign("Ann", i)).await;
+    }
+    let r = lookup(&hub, &["domain:evil-portal.example"]).await;
+    assert_eq!(r[0]["score"], 0.0, "{r:?}");
+    // A second gateway reports a variant: the domain, the link and the fingerprint are listed.
+    let v = report(GW2, campaign("Bob", 99)).await;
+    let keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let r = lookup(&hub, &keys).await;
+    let domain = r
+        .iter()
+        .find(|x| x["key"] == "domain:evil-portal.example")
+        .unwrap();
+    assert!(domain["score"].as_f64().unwrap() > 3.0, "{domain}");
+    assert_eq!(domain["reporters"], 2);
+    assert!(
+        r.iter()
+            .any(|x| x["key"].as_str().unwrap().starts_with("fuzzy:")
+                && x["score"].as_f64().unwrap() > 0.0),
+        "{r:?}"
+    );
+    // Ham reports from two gateways pull it down again.
+    for token in [GW1, GW2] {
+        let (s, _, _) = call(
+            &hub,
+            reqwest::Method::POST,
+            "/v1/report/ham",
+            Some(token),
+            Some(campaign("Cy", 7).into()),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let after = lookup(&hub, &["domain:evil-portal.example"]).await;
+    assert!(
+        after[0]["score"].as_f64().unwrap() < domain["score"].as_f64().unwrap(),
+        "{after:?}"
+    );
+    // The admin allowlist wins outright.
+    let (s, _, _) = call(
+        &hub,
+        reqwest::Method::PUT,
+        "/v1/allow/domain:evil-portal.example",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let r = lookup(&hub, &["domain:evil-portal.example"]).await;
+    assert!(r[0]["score"].as_f64().unwrap() < 0.0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_counted_once_however_often_they_arrive() {
+    let hub = Hub::start("");
+    let event = |id: &str| {
+        json!({ "id": id, "gateway": "anything", "time": 1, "kind": "spam",
+                "keys": ["ip:192.0.2.9"], "score": 20.0, "action": "reject", "symbols": ["GTUBE"] })
+    };
+    let ids: Vec<String> = (0..50).map(|i| format!("{i:032x}")).collect();
+    let batch: Vec<Value> = ids.iter().map(|i| event(i)).collect();
+    let (s, v) = post_json(&hub, "/v1/events", GW1, json!({ "events": batch })).await;
+    assert_eq!(
+        (s, v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (200, Some(50), Some(0))
+    );
+    // The same batch again, as after a lost acknowledgement.
+    let (s, v) = post_json(&hub, "/v1/events", GW1, json!({ "events": batch })).await;
+    assert_eq!(
+        (s, v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (200, Some(0), Some(50))
+    );
+    let (s, v, _) = call(&hub, reqwest::Method::GET, "/v1/stats", Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["store"]["events"], 50);
+    // The event's "gateway" field is not believed: fifty events from gw1 are one reporter.
+    let r = lookup(&hub, &["ip:192.0.2.9"]).await;
+    assert_eq!(r[0]["reporters"], 1, "{r:?}");
+    assert_eq!(r[0]["score"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_json_errors() {
+    let hub = Hub::start("max_body = 4096\nrate = 1\nburst = 12");
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let (s, v, _) = call(&hub, get.clone(), "/v1/health", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+    // No token, an unknown one, the wrong role.
+    let (s, v, _) = call(&hub, post.clone(), "/v1/lookup", None, Some("{}".into())).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("bearer token"));
+    let (s, _, _) = call(
+        &hub,
+        post.clone(),
+        "/v1/lookup",
+        Some("nope-nope-nope-nope"),
+        Some("{}".into()),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, v, _) = call(
+        &hub,
+        post.clone(),
+        "/v1/report/spam",
+        Some(GW3),
+        Some("x".into()),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _, _) = call(&hub, get.clone(), "/v1/stats", Some(GW1), None).await;
+    assert_eq!(s, 403);
+    // Garbage, a bad key, an unknown field, too many bytes, an unknown route.
+    let (s, v) = post_json(&hub, "/v1/lookup", GW2, json!("not an object")).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v, _) = call(
+        &hub,
+        post.clone(),
+        "/v1/lookup",
+        Some(GW2),
+        Some("{\"keys\": [".into()),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = post_json(&hub, "/v1/lookup", GW2, json!({ "keys": ["ip:999.1.2.3"] })).await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("ip:999.1.2.3"), "{v}");
+    let (s, _) = post_json(&hub, "/v1/lookup", GW2, json!({ "keys": [], "extra": 1 })).await;
+    assert_eq!(s, 400);
+    let (s, v) = post_json(
+        &hub,
+        "/v1/events",
+        GW2,
+        json!({ "events": [{ "id": "short" }] }),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let big = "x".repeat(10_000);
+    let (s, v, _) = call(
+        &hub,
+        post.clone(),
+        "/v1/report/spam",
+        Some(GW2),
+        Some(big.into()),
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    let (s, v, _) = call(&hub, get.clone(), "/v1/nothing", Some(GW2), None).await;
+    assert_eq!(s, 404, "{v}");
+    // Past its rate, a gateway is told when to come back; the others are not affected.
+    let mut limited = None;
+    for _ in 0..20 {
+        let (s, _, h) = call(&hub, get.clone(), "/v1/keys/ip:192.0.2.1", Some(GW3), None).await;
+        if s == 429 {
+            limited = h
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            break;
+        }
+    }
+    let retry: u64 = limited.expect("a 429").parse().unwrap();
+    assert!(retry >= 1);
+    let (s, _, _) = call(&hub, get.clone(), "/v1/keys/ip:192.0.2.1", Some(GW1), None).await;
+    assert_eq!(s, 200);
+    // Still serving after all that.
+    let (s, _, _) = call(&hub, get, "/v1/health", None, None).await;
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn the_sample_hub_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hub.toml");
+    repmilter::config::hub::HubConfig::load(std::path::Path::new(path))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
