@@ -326,3 +326,115 @@ fn the_sample_hub_config_is_valid() {
     repmilter::config::hub::HubConfig::load(std::path::Path::new(path))
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+use common::Daemon;
+use repmilter::milter::client::{Client, Transaction};
+use repmilter::milter::codec::{ConnectAddr, Reply};
+
+const ENV: Transaction<'static> = Transaction {
+    from: "alerts@bank-secure.example",
+    rcpts: &["bob@example.net"],
+    mail_macros: &[],
+};
+
+async fn milter_client(d: &Daemon, ip: &str) -> Client<tokio::net::TcpStream> {
+    let s = tokio::net::TcpStream::connect(d.addr()).await.unwrap();
+    let addr = ConnectAddr::Inet {
+        ip: ip.parse().unwrap(),
+        port: 40000,
+    };
+    Client::open(s, "client.example", addr).await.unwrap().0
+}
+
+/// The X-Spam-Status the milter added, or the final reply if it added none.
+fn status(r: &[Reply]) -> String {
+    r.iter()
+        .find_map(|r| match r {
+            Reply::AddHeader { name, value } if name == "X-Spam-Status" => {
+                Some(String::from_utf8_lossy(value).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("{:?}", r.last()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_scores_a_campaign_other_gateways_reported() {
+    let hub = Hub::start("");
+    for (token, name) in [(GW1, "Ann"), (GW2, "Bob")] {
+        let (s, v, _) = call(
+            &hub,
+            reqwest::Method::POST,
+            "/v1/report/spam",
+            Some(token),
+            Some(campaign(name, 3).into()),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // A third gateway (the milter, with gw3's lookup token) gets a variant of the campaign
+    // from an address nobody reported.
+    let d = Daemon::start(
+        "",
+        &format!(
+            "[hub]\nurl = \"{}\"\ntoken = \"{GW3}\"\ntimeout = \"2s\"\n",
+            hub.url
+        ),
+    );
+    let mut c = milter_client(&d, "198.51.100.23").await;
+    let r = c
+        .message(&ENV, campaign("Dora", 11).as_bytes())
+        .await
+        .unwrap();
+    // Rejected or marked, with the hub's symbols saying which keys carried the score.
+    assert!(
+        matches!(r.last(), Some(Reply::ReplyCode(_))) || status(&r).starts_with("Yes"),
+        "{r:?}"
+    );
+    assert!(d.wait_log("message scored", Duration::from_secs(5)));
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("message scored"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("HUB_SPAM_DOMAIN") && line.contains("HUB_FUZZY"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_hangs_never_holds_mail_past_the_budget() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming() {
+            held.push(s);
+        }
+    });
+    let d = Daemon::start(
+        "",
+        &format!("[hub]\nurl = \"{url}\"\ntoken = \"{GW1}\"\ntimeout = \"500ms\"\n"),
+    );
+    let mut c = milter_client(&d, "198.51.100.23").await;
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let start = std::time::Instant::now();
+        let r = c
+            .message(&ENV, campaign("Eve", i).as_bytes())
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "message {i} took {took:?}");
+        assert_eq!(r.last(), Some(&Reply::Accept));
+        seen.push((status(&r), took));
+    }
+    // The first messages wait out the 500 ms budget; after three the breaker is open and the
+    // next ones are judged without asking.
+    assert!(seen[0].0.contains("HUB_TIMEOUT"), "{seen:?}");
+    assert!(seen[4].0.contains("HUB_UNAVAILABLE"), "{seen:?}");
+    assert!(seen[4].1 < Duration::from_millis(400), "{seen:?}");
+}

@@ -112,6 +112,29 @@ pub struct Config {
     /// `[[dnsbl]]`, `[[dnswl]]` and `[[uribl]]` tables, in file order.
     pub lists: Vec<DnsList>,
     pub allow: Allow,
+    /// `[hub]`: the reputation hub this gateway asks and reports to; none by default.
+    pub hub: Option<HubClient>,
+}
+
+/// `[hub]` in the milter's config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubClient {
+    /// The hub's base URL, `http://host:port` (`/v1/...` is appended).
+    pub url: String,
+    /// The gateway's bearer token (from `token` or `token_file`).
+    pub token: String,
+    /// Budget for the hub lookup of one message. Default 1 s.
+    pub timeout: Duration,
+    /// Answers kept in the lookup cache. Default 100,000 keys.
+    pub cache_size: usize,
+    /// Directory of the event spool. Default `spool` beside the config.
+    pub spool: PathBuf,
+    /// Most bytes the spool may hold before events are dropped (counted and logged). Default
+    /// 256 MiB.
+    pub spool_max: u64,
+    /// Send the message itself with reported samples (never with verdicts). Default false:
+    /// only keys and hashes leave the gateway.
+    pub share_samples: bool,
 }
 
 impl Default for Config {
@@ -161,6 +184,7 @@ impl Default for Config {
                 score: -20.0,
                 ..Allow::default()
             },
+            hub: None,
         }
     }
 }

@@ -94,7 +94,7 @@ impl Config {
             "",
             &[
                 "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log", "dns",
-                "dnsbl", "dnswl", "uribl", "allow",
+                "dnsbl", "dnswl", "uribl", "allow", "hub",
             ],
         );
         if let Some(t) = r.table(root, "", "milter") {
@@ -163,6 +163,10 @@ impl Config {
                     c.dns.timeout, c.milter.message_timeout
                 ),
             );
+        }
+        if let Some(t) = r.table(root, "", "hub") {
+            let base = path.parent().unwrap_or(Path::new("."));
+            c.hub = read_hub(&mut r, t, base, c.milter.message_timeout);
         }
         if let Some(t) = r.table(root, "", "log") {
             r.known_keys(t, "log", &["level"]);
@@ -423,4 +427,114 @@ fn read_trust(r: &mut Reader<'_>, t: &Table<'_>, tr: &mut Trust) {
     if let Some(x) = r.number(t, p, "authenticated_score") {
         tr.authenticated_score = x;
     }
+}
+
+/// Longest hub token.
+const MAX_TOKEN: u64 = 512;
+
+fn read_hub(
+    r: &mut Reader<'_>,
+    t: &Table<'_>,
+    base: &Path,
+    message_timeout: Duration,
+) -> Option<HubClient> {
+    let p = "hub";
+    r.known_keys(
+        t,
+        p,
+        &[
+            "url",
+            "token",
+            "token_file",
+            "timeout",
+            "cache_size",
+            "spool",
+            "spool_max",
+            "share_samples",
+        ],
+    );
+    let before = r.problem_count();
+    let url = r
+        .string(t, p, "url")
+        .map(|u| u.trim_end_matches('/').to_string());
+    match &url {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+            if reqwest::Url::parse(u).is_err() {
+                let v = t.get("url").expect("read");
+                r.problem(v, "hub.url", format!("{u:?} is not a URL"));
+            }
+        }
+        Some(u) => {
+            let v = t.get("url").expect("read");
+            r.problem(
+                v,
+                "hub.url",
+                format!("{u:?}: use http://host:port or https://host:port"),
+            );
+        }
+        None => r.problem_at(0, "hub.url", "[hub] needs a url"),
+    }
+    let token = match (r.string(t, p, "token"), r.string(t, p, "token_file")) {
+        (Some(tok), None) => Some(tok),
+        (None, Some(file)) => match crate::files::read_text(&base.join(&file), MAX_TOKEN) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) => {
+                let v = t.get("token_file").expect("read");
+                r.problem(v, "hub.token_file", format!("cannot read {file}: {e}"));
+                None
+            }
+        },
+        _ => {
+            let at = t
+                .get("token")
+                .or_else(|| t.get("token_file"))
+                .map_or(0, |v| v.span().start);
+            r.problem_at(at, "hub.token", "give exactly one of token or token_file");
+            None
+        }
+    };
+    if let Some(tok) = &token
+        && (tok.is_empty()
+            || tok.len() > MAX_TOKEN as usize
+            || !tok.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        // The token is a secret: the problem names the key, never the value.
+        let at = t
+            .get("token")
+            .or_else(|| t.get("token_file"))
+            .map_or(0, |v| v.span().start);
+        r.problem_at(at, "hub.token", "a token is 1 to 512 printable characters");
+    }
+    let mut hub = HubClient {
+        url: url.unwrap_or_default(),
+        token: token.unwrap_or_default(),
+        timeout: Duration::from_secs(1),
+        cache_size: 100_000,
+        spool: base.join("spool"),
+        spool_max: 256 * 1024 * 1024,
+        share_samples: false,
+    };
+    if let Some(d) = r.duration(t, p, "timeout") {
+        if d < Duration::from_millis(10) || d >= message_timeout {
+            let v = t.get("timeout").expect("read");
+            r.problem(
+                v,
+                "hub.timeout",
+                format!("must be at least 10ms and shorter than milter.message_timeout ({message_timeout:?})"),
+            );
+        } else {
+            hub.timeout = d;
+        }
+    }
+    if let Some(n) = r.integer(t, p, "cache_size", 10_000_000) {
+        hub.cache_size = (n as usize).max(1);
+    }
+    if let Some(s) = r.string(t, p, "spool") {
+        hub.spool = base.join(s);
+    }
+    if let Some(n) = r.integer(t, p, "spool_max", 1 << 40) {
+        hub.spool_max = n.max(1024 * 1024);
+    }
+    hub.share_samples = r.bool(t, p, "share_samples").unwrap_or(false);
+    (r.problem_count() == before).then_some(hub)
 }

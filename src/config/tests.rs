@@ -273,3 +273,23 @@ fn restart_only_keys_are_named() {
     assert_eq!(new.log_level, running.log_level);
     assert_eq!(new.actions.reject, Some(20.0));
 }
+
+#[test]
+fn the_hub_table_parses_and_checks_its_values() {
+    let c = parse("[hub]\nurl = \"http://127.0.0.1:11380/\"\ntoken = \"secret-token-123\"\ntimeout = \"2s\"\n").unwrap();
+    let hub = c.hub.unwrap();
+    assert_eq!(hub.url, "http://127.0.0.1:11380");
+    assert_eq!(hub.timeout, Duration::from_secs(2));
+    assert_eq!(hub.spool, PathBuf::from("/etc/repmilter/spool"));
+    assert!(parse("").unwrap().hub.is_none());
+    let err = parse("[hub]\nurl = \"ftp://x\"\ntoken = \"a b\"\ntimeout = \"30s\"\n").unwrap_err();
+    expect_problems(
+        &err,
+        &[
+            "2:hub.url \"ftp://x\": use http",
+            "3:hub.token a token is 1 to 512",
+            "4:hub.timeout must be at least 10ms and shorter",
+        ],
+    );
+    assert!(!err.to_string().contains("a b"), "{err}");
+}

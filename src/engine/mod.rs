@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::message::MAX_HEADER_DELETIONS;
 use crate::policy::{self, Decision};
+use crate::reputation::hub::HubLookups;
 use crate::reputation::lists::DnsLists;
 use crate::scan::{ScanInput, Symbol, Verdict};
 use crate::signatures::ruleset::RuleSet;
@@ -26,6 +27,9 @@ pub struct Engine {
     /// The DNS lists (None when none is configured); kept across reloads that leave their
     /// config alone, so the cache and probe state survive.
     pub dns: Option<Arc<DnsLists>>,
+    /// The hub client (None without `[hub]`); kept across reloads that leave `[hub]` alone,
+    /// so its cache and breaker survive.
+    pub hub: Option<Arc<HubLookups>>,
     pipeline: Arc<Pipeline>,
 }
 
@@ -40,13 +44,25 @@ impl Engine {
 
     pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
         let dns = DnsLists::new(&config);
-        Engine::assemble(config, rules, dns)
+        let hub = config.hub.as_ref().map(HubLookups::new);
+        Engine::assemble(config, rules, dns, hub)
     }
 
-    fn assemble(config: Config, rules: Arc<RuleSet>, dns: Option<Arc<DnsLists>>) -> Engine {
+    fn assemble(
+        config: Config,
+        rules: Arc<RuleSet>,
+        dns: Option<Arc<DnsLists>>,
+        hub: Option<Arc<HubLookups>>,
+    ) -> Engine {
         let config = Arc::new(config);
         Engine {
-            pipeline: Arc::new(Pipeline::new(config.clone(), rules.clone(), dns.clone())),
+            pipeline: Arc::new(Pipeline::new(
+                config.clone(),
+                rules.clone(),
+                dns.clone(),
+                hub.clone(),
+            )),
+            hub,
             rules,
             dns,
             config,
@@ -62,6 +78,10 @@ impl Engine {
             Some(d) if d.same_config(&config) => Some(d.clone()),
             _ => DnsLists::new(&config),
         };
+        let hub = match (&running.hub, &config.hub) {
+            (Some(h), Some(c)) if h.same_config(c) => Some(h.clone()),
+            (_, c) => c.as_ref().map(HubLookups::new),
+        };
         let rules = Arc::new(RuleSet::reload(&config.rules.paths, &running.rules));
         log_rule_problems(&rules);
         if rules.is_empty()
@@ -74,9 +94,9 @@ impl Engine {
                 "the rule files yield no rule; keeping the running rule set (to run without \
                  rules, remove the paths from [rules])"
             );
-            return Engine::assemble(config, running.rules.clone(), dns);
+            return Engine::assemble(config, running.rules.clone(), dns, hub);
         }
-        Engine::assemble(config, rules, dns)
+        Engine::assemble(config, rules, dns, hub)
     }
 
     /// Scores a message and decides what to do with it, within `milter.message_timeout`.

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::stages::{MimeStage, TrustStage};
 use crate::config::Config;
 use crate::reputation::allow::{AllowLists, AllowStage};
+use crate::reputation::hub::{HubLookups, HubStage};
 use crate::reputation::lists::{DnsLists, DnsStage};
 use crate::scan::{Compute, Lookup, ScanInput, Symbol, Verdict};
 use crate::signatures::SignatureStage;
@@ -63,10 +64,18 @@ fn slots() -> Arc<Semaphore> {
 impl Pipeline {
     /// The standard pipeline: the one place that lists the stages, in the order their
     /// symbols appear. DNS lists are built by the caller so that they can outlive a reload.
-    pub fn new(config: Arc<Config>, rules: Arc<RuleSet>, dns: Option<Arc<DnsLists>>) -> Pipeline {
+    pub fn new(
+        config: Arc<Config>,
+        rules: Arc<RuleSet>,
+        dns: Option<Arc<DnsLists>>,
+        hub: Option<Arc<HubLookups>>,
+    ) -> Pipeline {
         let mut stages = Vec::new();
         if let Some(lists) = dns {
             stages.push(Stage::Lookup(Box::new(DnsStage { lists })));
+        }
+        if let Some(lookups) = hub {
+            stages.push(Stage::Lookup(Box::new(HubStage { lookups })));
         }
         stages.push(Stage::Compute(Box::new(TrustStage {
             config: config.clone(),
@@ -226,6 +235,7 @@ mod tests {
         Arc::new(Pipeline::new(
             Arc::new(c),
             Arc::new(RuleSet::load(&[])),
+            None,
             None,
         ))
     }

@@ -7,6 +7,7 @@
 //! - [`resolver`]: A lookups through hickory-resolver against the configured servers.
 //! - [`lists`]: the DNS list stage: lookups under a per-message budget, zone probes.
 //! - [`allow`]: local allowlists of networks, sender domains and recipients.
+//! - [`hub`]: the hub lookup stage: one request per message, cached, behind a breaker.
 //! - [`keys`]: what has a reputation at the hub: addresses, names, links, files and the
 //!   content fingerprint of a message (pure).
 
@@ -14,6 +15,7 @@ pub mod allow;
 pub mod cache;
 pub mod dnsbl;
 pub mod hops;
+pub mod hub;
 pub mod keys;
 pub mod lists;
 pub mod resolver;
