@@ -11,6 +11,7 @@ use crate::ErrorChain;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::pipeline::scan_slots;
+use crate::feedback::reporter::Reporter;
 use crate::milter::server::{self, BindError, Listener};
 use crate::session;
 use crate::warn::WarnLimiter;
@@ -21,6 +22,8 @@ pub enum DaemonError {
     Bind(#[from] BindError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("cannot open the feedback spool ([hub] spool)")]
+    Spool(#[source] crate::feedback::spool::SpoolError),
 }
 
 /// Blocking threads at most. Compute stages hold [`scan_slots`] of them, reloads and the
@@ -63,7 +66,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // The files are fingerprinted before they are read, so that an edit made while they are
     // compiled is seen by the first poll; phrase lists are known once the rules are read.
     let mut rules_seen = fingerprint(&watched(&config, &[]));
-    let first = Arc::new(Engine::new(config));
+    // The spool is opened before mail is taken: events of a daemon that cannot keep them
+    // would be lost, and a second daemon on the same spool is refused here.
+    let reporter = match &config.hub {
+        Some(h) => Some(Reporter::start(h).map_err(DaemonError::Spool)?),
+        None => None,
+    };
+    let mut first = Engine::new(config);
+    if let Some(r) = reporter {
+        first = first.with_reporter(r);
+    }
+    let first = Arc::new(first);
     rules_seen.extend(fingerprint(&first.rules.list_files));
     rules_seen.sort();
     if let Some(dns) = &first.dns {
@@ -71,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tracing::info!(rules = first.rules.len(), "engine in use");
     let (engine_tx, engine_rx) = watch::channel(first);
+    let last_engine = engine_tx.subscribe();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Rule, phrase list and allowlist files: an edit to any rebuilds the engine.
@@ -131,9 +145,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     })
     .await;
+    // Mail is done; what is spooled is made durable, and sent if the hub answers at once
+    // (the rest goes at the next start).
+    let reporter = last_engine.borrow().reporter.clone();
+    if let Some(r) = reporter {
+        r.sync();
+        let _ = tokio::time::timeout(FINAL_SHIP, r.ship()).await;
+        let (segments, bytes) = r.status();
+        tracing::info!(segments, bytes, "feedback spool left for the next start");
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping daemon tries to ship the spool.
+const FINAL_SHIP: Duration = Duration::from_secs(2);
 
 /// Descriptors the daemon needs besides one per connection: listener, resolver sockets, rule
 /// and list files being read, standard streams.

@@ -62,6 +62,9 @@ pub struct ScanInput {
     pub message: Message,
     /// Built on first use and shared by every stage of this message.
     view: OnceLock<MimeView>,
+    /// The message's reputation keys as text (see `reputation::keys::key_strings`): computed
+    /// once, by the hub lookup or the feedback event, whichever comes first.
+    pub keys: OnceLock<Vec<String>>,
 }
 
 impl ScanInput {
@@ -70,6 +73,7 @@ impl ScanInput {
             envelope,
             message,
             view: OnceLock::new(),
+            keys: OnceLock::new(),
         }
     }
 

@@ -29,12 +29,16 @@ impl Drop for Hub {
 
 impl Hub {
     fn start(hub_extra: &str) -> Hub {
+        Hub::start_on("127.0.0.1:0", hub_extra)
+    }
+
+    fn start_on(listen: &str, hub_extra: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hub.toml");
         std::fs::write(
             &config,
             format!(
-                "[hub]\nlisten = \"127.0.0.1:0\"\npath = \"data/hub.redb\"\n{hub_extra}\n\
+                "[hub]\nlisten = \"{listen}\"\npath = \"data/hub.redb\"\n{hub_extra}\n\
                  [[gateway]]\nname = \"gw1\"\ntoken = \"{GW1}\"\n\
                  [[gateway]]\nname = \"gw2\"\ntoken = \"{GW2}\"\n\
                  [[gateway]]\nname = \"gw3\"\ntoken = \"{GW3}\"\nroles = [\"lookup\"]\n\
@@ -437,4 +441,137 @@ async fn a_hub_that_hangs_never_holds_mail_past_the_budget() {
     assert!(seen[0].0.contains("HUB_TIMEOUT"), "{seen:?}");
     assert!(seen[4].0.contains("HUB_UNAVAILABLE"), "{seen:?}");
     assert!(seen[4].1 < Duration::from_millis(400), "{seen:?}");
+}
+
+async fn stored_events(hub: &Hub) -> u64 {
+    let (s, v, _) = call(hub, reqwest::Method::GET, "/v1/stats", Some(ADMIN), None).await;
+    assert_eq!(s, 200, "{v}");
+    v["store"]["events"].as_u64().unwrap()
+}
+
+/// Waits until the hub holds `n` events (never more: each is counted once).
+async fn wait_events(hub: &Hub, n: u64, within: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = stored_events(hub).await;
+        assert!(got <= n, "{got} events stored, {n} sent");
+        if got == n {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{got} of {n} events after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verdict_reaches_the_hub_through_an_outage_and_a_kill() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spool = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[hub]\nurl = \"http://127.0.0.1:{port}\"\ntoken = \"{GW1}\"\ntimeout = \"300ms\"\n\
+         spool = \"{}\"\n",
+        spool.path().display()
+    );
+    // Campaign variants are accepted (nothing local knows them); GTUBE is rejected.
+    let send = |d: &Daemon, n: u32, tag: &'static str| {
+        let addr = d.addr();
+        async move {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let ip = ConnectAddr::Inet {
+                ip: "198.51.100.77".parse().unwrap(),
+                port: 40000,
+            };
+            let mut c = Client::open(s, "client.example", ip).await.unwrap().0;
+            for i in 0..n {
+                let gtube = tag == "gtube";
+                let body = if gtube {
+                    common::gtube_mail()
+                } else {
+                    campaign(&format!("{tag}{i}"), i)
+                };
+                let r = c.message(&ENV, body.as_bytes()).await.unwrap();
+                let rejected = matches!(r.last(), Some(Reply::ReplyCode(_)));
+                assert_eq!(rejected, gtube, "{r:?}");
+            }
+        }
+    };
+    // The hub is down: mail flows, verdicts wait in the spool.
+    let mut d = Daemon::start("", &config);
+    send(&d, 20, "a").await;
+    // Killed without warning: what was replied to is in the spool.
+    d.signal("KILL");
+    let killed = d.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed),
+        Some(9)
+    );
+    let d = Daemon::start("", &config);
+    // A second daemon on the same spool is refused at start.
+    let clash = common::repmilter()
+        .args(["serve", "--config"])
+        .arg(&d.config_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(!clash.status.success(), "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
+    send(&d, 20, "b").await;
+    // The hub comes up where the gateway expects it: all 40 arrive, each once.
+    let hub = Hub::start_on(&format!("127.0.0.1:{port}"), "");
+    wait_events(&hub, 40, Duration::from_secs(60)).await;
+    send(&d, 10, "gtube").await;
+    wait_events(&hub, 50, Duration::from_secs(10)).await;
+    // Accepted mail is no evidence; the rejections are, a little (verdict_weight 0.25 each,
+    // one gateway's evidence capped at 1), from gw1, the token's gateway.
+    let (s, v, _) = call(
+        &hub,
+        reqwest::Method::GET,
+        "/v1/keys/ip:198.51.100.77",
+        Some(GW1),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["reporters"].as_u64(), Some(1), "{v}");
+    let spam = v["spam"].as_f64().unwrap();
+    assert!(spam > 0.99 && spam <= 1.0, "{v}");
+    assert_eq!(
+        v["score"].as_f64(),
+        Some(0.0),
+        "one gateway alone lists nothing: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_hub_refuses_does_not_hold_back_the_spool() {
+    let hub = Hub::start("");
+    let spool = tempfile::tempdir().unwrap();
+    {
+        let mut s = repmilter::feedback::spool::Spool::open(spool.path(), 1 << 20).unwrap();
+        for key in ["ip:192.0.2.1", "no-such-kind:x", "ip:192.0.2.3"] {
+            let e = json!({
+                "id": repmilter::feedback::new_id(), "gateway": "", "time": 1,
+                "kind": "spam", "keys": [key], "score": 0.0, "action": "", "symbols": []
+            });
+            s.append(e.to_string().as_bytes()).unwrap();
+        }
+    }
+    let d = Daemon::start(
+        "",
+        &format!(
+            "[hub]\nurl = \"{}\"\ntoken = \"{GW1}\"\nspool = \"{}\"\n",
+            hub.url,
+            spool.path().display()
+        ),
+    );
+    wait_events(&hub, 2, Duration::from_secs(10)).await;
+    assert!(d.wait_log("the hub refused a feedback event", Duration::from_secs(5)));
+    assert!(d.log().contains("no-such-kind"), "{}", d.log());
 }

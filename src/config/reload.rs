@@ -21,6 +21,13 @@ impl Config {
         keep!(milter.max_connections, "milter.max_connections");
         keep!(milter.shutdown_timeout, "milter.shutdown_timeout");
         keep!(log_level, "log.level");
+        if let (Some(new), Some(old)) = (&mut self.hub, &running.hub)
+            && (new.spool != old.spool || new.spool_max != old.spool_max)
+        {
+            changed.push("hub.spool");
+            new.spool = old.spool.clone();
+            new.spool_max = old.spool_max;
+        }
         changed
     }
 }

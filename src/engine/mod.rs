@@ -12,9 +12,12 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::feedback::Event;
+use crate::feedback::reporter::Reporter;
 use crate::message::MAX_HEADER_DELETIONS;
 use crate::policy::{self, Decision};
 use crate::reputation::hub::HubLookups;
+use crate::reputation::keys::key_strings;
 use crate::reputation::lists::DnsLists;
 use crate::scan::{ScanInput, Symbol, Verdict};
 use crate::signatures::ruleset::RuleSet;
@@ -30,6 +33,9 @@ pub struct Engine {
     /// The hub client (None without `[hub]`); kept across reloads that leave `[hub]` alone,
     /// so its cache and breaker survive.
     pub hub: Option<Arc<HubLookups>>,
+    /// Where verdicts go as feedback events (None without `[hub]`, and outside the daemon:
+    /// `repmilter check` reports nothing); kept across reloads.
+    pub reporter: Option<Arc<Reporter>>,
     pipeline: Arc<Pipeline>,
 }
 
@@ -45,7 +51,13 @@ impl Engine {
     pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
         let dns = DnsLists::new(&config);
         let hub = config.hub.as_ref().map(HubLookups::new);
-        Engine::assemble(config, rules, dns, hub)
+        Engine::assemble(config, rules, dns, hub, None)
+    }
+
+    /// Sends this engine's verdicts to the hub through `reporter`.
+    pub fn with_reporter(mut self, reporter: Arc<Reporter>) -> Engine {
+        self.reporter = Some(reporter);
+        self
     }
 
     fn assemble(
@@ -53,6 +65,7 @@ impl Engine {
         rules: Arc<RuleSet>,
         dns: Option<Arc<DnsLists>>,
         hub: Option<Arc<HubLookups>>,
+        reporter: Option<Arc<Reporter>>,
     ) -> Engine {
         let config = Arc::new(config);
         Engine {
@@ -63,6 +76,7 @@ impl Engine {
                 hub.clone(),
             )),
             hub,
+            reporter,
             rules,
             dns,
             config,
@@ -82,6 +96,7 @@ impl Engine {
             (Some(h), Some(c)) if h.same_config(c) => Some(h.clone()),
             (_, c) => c.as_ref().map(HubLookups::new),
         };
+        let reporter = reporter_for(&config, running);
         let rules = Arc::new(RuleSet::reload(&config.rules.paths, &running.rules));
         log_rule_problems(&rules);
         if rules.is_empty()
@@ -94,9 +109,9 @@ impl Engine {
                 "the rule files yield no rule; keeping the running rule set (to run without \
                  rules, remove the paths from [rules])"
             );
-            return Engine::assemble(config, running.rules.clone(), dns, hub);
+            return Engine::assemble(config, running.rules.clone(), dns, hub, reporter);
         }
-        Engine::assemble(config, rules, dns, hub)
+        Engine::assemble(config, rules, dns, hub, reporter)
     }
 
     /// Scores a message and decides what to do with it, within `milter.message_timeout`.
@@ -122,9 +137,34 @@ impl Engine {
             let decision = policy::refuse("Message has too many X-Spam headers");
             return (verdict, decision);
         }
-        let verdict = self.pipeline.run(input, deadline).await;
+        let verdict = self.pipeline.run(input.clone(), deadline).await;
         let decision = policy::decide(&self.config, &verdict);
+        if let Some(r) = &self.reporter {
+            let keys = key_strings(&input).to_vec();
+            r.report(&Event::verdict(keys, &verdict, decision.action.to_string()));
+        }
         (verdict, decision)
+    }
+}
+
+/// The reporter a reloaded engine uses: the running one, sent to the hub the new config names
+/// (its spool is restart-only); a new one when `[hub]` appears; none when it goes (what is
+/// spooled waits there for the next start with `[hub]`).
+fn reporter_for(config: &Config, running: &Engine) -> Option<Arc<Reporter>> {
+    let c = config.hub.as_ref()?;
+    if let Some(r) = &running.reporter {
+        r.retarget(c);
+        return Some(r.clone());
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return None;
+    }
+    match Reporter::start(c) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!("feedback events will not be sent: {e}");
+            None
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //!   content only when the gateway shares samples.
 //! - [`spool`]: append-only, checksummed segments on disk; a segment leaves only when the hub
 //!   has acknowledged every event in it.
+//! - [`reporter`]: puts each verdict in the spool and ships the spool to the hub.
 
+pub mod reporter;
 pub mod spool;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,55 @@ pub struct Event {
     pub sample: Option<String>,
 }
 
+/// Most symbols an event carries (the hub refuses more), and the longest name or action.
+pub const MAX_SYMBOLS: usize = 256;
+pub const MAX_SYMBOL_NAME: usize = 64;
+
+impl Event {
+    /// The event for a verdict the gateway reached: its keys, score, action and symbols
+    /// (names only; never the message).
+    pub fn verdict(keys: Vec<String>, verdict: &crate::scan::Verdict, action: String) -> Event {
+        Event {
+            id: new_id(),
+            gateway: String::new(),
+            time: now(),
+            kind: EventKind::Verdict,
+            keys,
+            score: verdict.score,
+            action,
+            symbols: symbol_names(verdict),
+            sample: None,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The verdict's symbol names within the hub's limits: the weightiest first when there are
+/// too many, long names cut (at a character boundary).
+fn symbol_names(verdict: &crate::scan::Verdict) -> Vec<String> {
+    let mut symbols: Vec<&crate::scan::Symbol> = verdict.symbols.iter().collect();
+    if symbols.len() > MAX_SYMBOLS {
+        symbols.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+        symbols.truncate(MAX_SYMBOLS);
+    }
+    symbols
+        .iter()
+        .map(|s| {
+            let mut end = s.name.len().min(MAX_SYMBOL_NAME);
+            while !s.name.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.name[..end].to_string()
+        })
+        .collect()
+}
+
 /// A fresh event id: 128 random bits in hex.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -71,5 +122,28 @@ mod tests {
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
         assert_eq!(e.id.len(), 32);
         assert_ne!(new_id(), new_id());
+    }
+
+    #[test]
+    fn a_verdict_event_keeps_within_the_hub_s_limits() {
+        use crate::scan::{Symbol, Verdict};
+        let mut v = Verdict::default();
+        for i in 0..300 {
+            v.add(Symbol::new(format!("R{i}"), f64::from(i % 7), ""));
+        }
+        v.add(Symbol::new("Ä".repeat(40), 100.0, ""));
+        let e = Event::verdict(vec!["ip:192.0.2.1".into()], &v, "reject".into());
+        assert_eq!(e.symbols.len(), MAX_SYMBOLS);
+        assert_eq!(
+            e.symbols[0],
+            "Ä".repeat(32),
+            "weightiest first, cut at 64 bytes"
+        );
+        assert!(
+            !e.symbols.contains(&"R0".to_string()),
+            "the zero scores are left out"
+        );
+        assert_eq!(e.kind, EventKind::Verdict);
+        assert_eq!(e.score, v.score);
     }
 }

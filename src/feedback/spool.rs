@@ -36,6 +36,8 @@ pub enum SpoolError {
     Full { max: u64 },
     #[error("a record of {0} bytes is larger than the limit of {MAX_RECORD}")]
     TooLarge(usize),
+    #[error("spool {}: in use by another process (its lock file is held)", dir.display())]
+    Busy { dir: PathBuf },
 }
 
 /// A sealed segment's records, read back.
@@ -55,6 +57,8 @@ pub struct Spool {
     next_id: u64,
     /// Records found torn or corrupt (cut off) when the spool was opened.
     pub recovered_torn: u64,
+    /// Held (locked) while the spool is open: two writers would interleave segment ids.
+    _lock: File,
 }
 
 impl Spool {
@@ -66,6 +70,21 @@ impl Spool {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Busy {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         let mut ids: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok())
@@ -82,6 +101,7 @@ impl Spool {
             active: None,
             next_id: ids.last().map_or(1, |l| l + 1),
             recovered_torn: 0,
+            _lock: lock,
         };
         for id in ids {
             let path = spool.path(id);
@@ -157,10 +177,17 @@ impl Spool {
         // Straight to the kernel: a process killed from here on loses nothing.
         let written = w.write_all(&record).and_then(|()| w.flush());
         *bytes += size;
-        written.map_err(|source| SpoolError::Io {
-            dir: self.dir.clone(),
-            source,
-        })
+        if let Err(source) = written {
+            // Part of the record may be on disk: the segment is sealed with the tear at its
+            // end (where reading stops), so that later records go to a new one and stay
+            // readable.
+            let _ = self.seal();
+            return Err(SpoolError::Io {
+                dir: self.dir.clone(),
+                source,
+            });
+        }
+        Ok(())
     }
 
     /// Makes what was appended durable on disk (a power loss loses nothing before this).
@@ -178,20 +205,40 @@ impl Spool {
 
     /// Seals the segment being written, so that it can be shipped.
     pub fn seal(&mut self) -> Result<(), SpoolError> {
-        self.sync()?;
+        // Sealed even when the sync fails: the segment is shipped as far as it reads back.
+        let synced = self.sync();
         if let Some((id, bytes, _)) = self.active.take() {
             self.sealed.push((id, bytes));
         }
-        Ok(())
+        synced
     }
 
     /// The oldest sealed segment's records, if any.
     pub fn oldest(&self) -> Result<Option<Segment>, SpoolError> {
-        let Some(&(id, _)) = self.sealed.first() else {
+        let Some((id, path)) = self.oldest_path() else {
             return Ok(None);
         };
-        let (records, _) = read_segment(&self.path(id)).map_err(self.io())?;
+        let (records, _) = read_segment(&path).map_err(self.io())?;
         Ok(Some(Segment { id, records }))
+    }
+
+    /// The oldest sealed segment's id and file, to read without holding the spool (sealed
+    /// segments never change).
+    pub fn oldest_path(&self) -> Option<(u64, PathBuf)> {
+        self.sealed.first().map(|&(id, _)| (id, self.path(id)))
+    }
+
+    /// A handle on the file being written, to make it durable without holding the spool
+    /// (appends go on meanwhile).
+    pub fn active_file(&self) -> Option<File> {
+        self.active
+            .as_ref()
+            .and_then(|(_, _, w)| w.get_ref().try_clone().ok())
+    }
+
+    /// Whether a segment is being written.
+    pub fn has_active(&self) -> bool {
+        self.active.is_some()
     }
 
     /// Deletes a sealed segment, once the hub has acknowledged every record in it.
@@ -215,7 +262,7 @@ impl Spool {
 
 /// The records of a segment file, and the length of its valid prefix (where a torn or corrupt
 /// record starts, if one does).
-fn read_segment(path: &Path) -> std::io::Result<(Vec<Vec<u8>>, u64)> {
+pub fn read_segment(path: &Path) -> std::io::Result<(Vec<Vec<u8>>, u64)> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut records = Vec::new();
@@ -249,6 +296,30 @@ mod tests {
         out
     }
 
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_the_first_holds_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Spool::open(dir.path(), 1 << 30).unwrap();
+        let err = Spool::open(dir.path(), 1 << 30).err().expect("busy");
+        assert!(matches!(err, SpoolError::Busy { .. }), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
+        drop(first);
+        Spool::open(dir.path(), 1 << 30).expect("free again");
+    }
+
     #[test]
     fn records_survive_reopening_and_leave_only_when_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -263,7 +334,7 @@ mod tests {
         assert_eq!(got.len(), 1000);
         assert_eq!(got[999], b"event 999");
         assert_eq!(s.status(), (0, 0));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(segments(dir.path()).is_empty());
     }
 
     #[test]
@@ -274,12 +345,7 @@ mod tests {
         s.append(b"second").unwrap();
         s.seal().unwrap();
         drop(s);
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let seg = segments(dir.path()).remove(0);
         // A record cut mid-write, as a crash would leave it.
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(&[20, 0, 0, 0, 1, 2, 3, 4, b'x']).unwrap();
@@ -287,6 +353,7 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
         assert_eq!(s.recovered_torn, 1);
         assert_eq!(all(&mut s), [b"first".to_vec(), b"second".to_vec()]);
+        drop(s);
 
         // A flipped bit in a payload: that record and what follows are cut.
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
@@ -294,12 +361,7 @@ mod tests {
         s.append(b"flipped").unwrap();
         s.seal().unwrap();
         drop(s);
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let seg = segments(dir.path()).remove(0);
         let mut bytes = std::fs::read(&seg).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

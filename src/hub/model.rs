@@ -3,8 +3,9 @@
 //!
 //! **Evidence.** Each gateway `g` holds spam evidence `s_g` and ham evidence `h_g` on a key.
 //! A spam report adds 1 to `s_g`, a ham report (a false positive) 1 to `h_g`; the gateway's
-//! own verdict of reject or discard adds `verdict_weight` (0.25) to `s_g`, unless a hub symbol
-//! was part of it (the hub must not reinforce itself). Evidence decays with time: at age
+//! own verdict of reject or discard adds `verdict_weight` (0.25) to `s_g`, unless the hub's
+//! spam opinion was part of it (`HUB_SPAM_*`, `HUB_FUZZY`: the hub must not reinforce
+//! itself; `HUB_UNAVAILABLE` and the like carry no opinion and do not count). Evidence decays with time: at age
 //! `t` it weighs `2^(-t / half_life)` (half-life 3 days).
 //!
 //! **One gateway cannot list or clear a key.** A gateway's contribution is capped at 1 and
@@ -174,6 +175,11 @@ pub fn reputation(
     r
 }
 
+/// A symbol by which the hub's own spam opinion entered a verdict.
+fn is_hub_opinion(symbol: &str) -> bool {
+    symbol.starts_with("HUB_SPAM_") || symbol == "HUB_FUZZY"
+}
+
 /// What an event of `kind` adds to each of its keys, given their current records (for the
 /// spread), in key order.
 pub fn updates(
@@ -191,7 +197,7 @@ pub fn updates(
         EventKind::Ham => (0.0, 1.0),
         EventKind::Verdict
             if matches!(action, "reject" | "discard")
-                && !symbols.iter().any(|s| s.starts_with("HUB_")) =>
+                && !symbols.iter().any(|s| is_hub_opinion(s)) =>
         {
             (model.verdict_weight, 0.0)
         }
@@ -333,6 +339,21 @@ mod tests {
             &m,
         );
         assert_eq!(u[0].spam, 0.0);
+        // A hub that was down gave no opinion: the gateway's verdict is its own.
+        let u = updates(
+            EventKind::Verdict,
+            "discard",
+            &[
+                "GTUBE".into(),
+                "HUB_UNAVAILABLE".into(),
+                "HUB_TIMEOUT".into(),
+            ],
+            &keys,
+            &[None],
+            0,
+            &m,
+        );
+        assert_eq!(u[0].spam, m.verdict_weight);
         let u = updates(EventKind::Verdict, "accept", &[], &keys, &[None], 0, &m);
         assert_eq!(u[0].spam, 0.0);
     }

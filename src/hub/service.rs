@@ -13,8 +13,7 @@ use crate::reputation::keys::{Key, MAX_KEYS, keys_of};
 use crate::scan::ScanInput;
 
 /// Longest symbol name or action in an event, and most symbols.
-const MAX_NAME: usize = 64;
-const MAX_SYMBOLS: usize = 256;
+use crate::feedback::{MAX_SYMBOL_NAME as MAX_NAME, MAX_SYMBOLS};
 
 /// Why an event is refused; the API answers 400 with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use futures_util::future::Shared;
 
 use super::cache::{Cache, SystemClock, TtlBounds};
-use super::keys::{Key, keys_of};
+use super::keys::{Key, key_strings};
 use crate::config::HubClient;
 use crate::scan::{Lookup, LookupFuture, ScanInput, Symbol};
 use crate::warn::WarnLimiter;
@@ -216,7 +216,7 @@ impl HubLookups {
 
     /// The symbols for a message's keys.
     pub async fn check(&self, input: &ScanInput) -> Vec<Symbol> {
-        let keys: Vec<String> = keys_of(input).iter().map(Key::to_string).collect();
+        let keys = key_strings(input);
         if keys.is_empty() {
             return Vec::new();
         }

@@ -231,6 +231,13 @@ pub fn keys_of(input: &ScanInput) -> Vec<Key> {
     out
 }
 
+/// [`keys_of`] as text, computed once per message and shared by every user of it.
+pub fn key_strings(input: &ScanInput) -> &[String] {
+    input
+        .keys
+        .get_or_init(|| keys_of(input).iter().map(Key::to_string).collect())
+}
+
 /// The first 16 bytes of a SHA-256, in hex.
 fn hex16(s: &str) -> String {
     use sha2::{Digest, Sha256};
