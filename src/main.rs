@@ -58,6 +58,37 @@ enum Cmd {
     Rules(RulesCmd),
     /// Run the reputation hub that gateways report to and ask.
     Hub(HubArgs),
+    /// Report spam and wrongly filtered mail to the hub; see the feedback spool.
+    #[command(subcommand)]
+    Feedback(FeedbackCmd),
+}
+
+#[derive(Subcommand)]
+enum FeedbackCmd {
+    /// Report messages as spam or as ham (wrongly filtered), or send ARF reports, to the hub
+    /// named by the config's [hub]. Only keys and hashes leave unless share_samples is on.
+    Report(FeedbackReportArgs),
+    /// Show what waits in the feedback spool and how shipping to the hub goes.
+    Status(ConfigArg),
+}
+
+#[derive(Args)]
+#[group(id = "kind", required = true, multiple = false)]
+struct FeedbackReportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The messages are spam that got through.
+    #[arg(long, group = "kind")]
+    spam: bool,
+    /// The messages are ham that was filtered (false positives).
+    #[arg(long, group = "kind")]
+    ham: bool,
+    /// The files are ARF reports (RFC 5965); each says spam or ham itself.
+    #[arg(long, group = "kind")]
+    arf: bool,
+    /// Message files (RFC 5322, as saved from a mail client; an mbox From line is skipped).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -148,6 +179,8 @@ fn main() -> ExitCode {
         Cmd::Rules(RulesCmd::Lint(a)) => rules_lint(a),
         Cmd::Rules(RulesCmd::Test(a)) => rules_test(a),
         Cmd::Hub(a) => hub(a),
+        Cmd::Feedback(FeedbackCmd::Report(a)) => feedback_report(a),
+        Cmd::Feedback(FeedbackCmd::Status(a)) => feedback_status(a),
     };
     result.unwrap_or_else(|code| code)
 }
@@ -176,6 +209,134 @@ fn hub(a: HubArgs) -> Result<ExitCode, ExitCode> {
             tracing::error!("{}", ErrorChain(&e));
             ExitCode::from(exit::RUNTIME)
         })?;
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// The config's [hub], or the exit for a config without one.
+fn hub_client(config: &Config) -> Result<&repmilter::config::HubClient, ExitCode> {
+    config.hub.as_ref().ok_or_else(|| {
+        eprintln!(
+            "repmilter: {} has no [hub] table: there is no hub to report to",
+            config.path.display()
+        );
+        ExitCode::from(exit::CONFIG)
+    })
+}
+
+fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
+    use repmilter::feedback::submit::{ReportAs, report_files};
+    let config = load(&a.config.config)?;
+    let hub = hub_client(&config)?;
+    let how = match (a.spam, a.ham) {
+        (true, _) => ReportAs::Spam,
+        (_, true) => ReportAs::Ham,
+        _ => ReportAs::Arf,
+    };
+    // Drawn only on a terminal, and only when there is more than one file to wait for.
+    let bar = if a.files.len() > 1 {
+        indicatif::ProgressBar::new(a.files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files, {eta} left")
+            .expect("a valid template"),
+    );
+    let rt = repmilter::daemon::runtime();
+    let result = rt.block_on(report_files(hub, how, &a.files, || bar.inc(1)));
+    bar.finish_and_clear();
+    let (summary, failed) = match result {
+        Ok(s) => (s, None),
+        Err((e, s)) => (s, Some(e)),
+    };
+    for skipped in &summary.skipped {
+        eprintln!("repmilter: skipped {skipped}");
+    }
+    let what = match (summary.spam, summary.ham) {
+        (s, 0) => format!("{s} as spam"),
+        (0, h) => format!("{h} as ham"),
+        (s, h) => format!("{s} as spam and {h} as ham"),
+    };
+    println!(
+        "reported {} of {} files to {}: {what}; {} new to the hub, {} it had already{}",
+        summary.sent,
+        a.files.len(),
+        hub.url,
+        summary.hub.accepted,
+        summary.hub.duplicates,
+        if hub.share_samples {
+            " (with the messages: share_samples is on)"
+        } else {
+            " (keys and hashes only)"
+        }
+    );
+    if let Some(e) = failed {
+        eprintln!("repmilter: {e}");
+        return Err(ExitCode::from(exit::RUNTIME));
+    }
+    Ok(ExitCode::from(if summary.skipped.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT
+    }))
+}
+
+fn feedback_status(a: ConfigArg) -> Result<ExitCode, ExitCode> {
+    use repmilter::feedback::reporter::{STATUS_FILE, Status};
+    let config = load(&a.config)?;
+    let hub = hub_client(&config)?;
+    let seen = repmilter::feedback::spool::inspect(&hub.spool).map_err(|e| {
+        eprintln!("repmilter: {}", ErrorChain(&e));
+        ExitCode::from(exit::INPUT)
+    })?;
+    let now = std::time::SystemTime::now();
+    let ago = |t: std::time::SystemTime| {
+        now.duration_since(t)
+            .map_or("just now".to_string(), |d| format!("{}s ago", d.as_secs()))
+    };
+    let ago_secs = |t: u64| ago(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+    println!("spool:    {}", hub.spool.display());
+    println!("hub:      {}", hub.url);
+    println!(
+        "daemon:   {}",
+        if seen.held {
+            "running (holds the spool)"
+        } else {
+            "not running on this spool"
+        }
+    );
+    println!(
+        "waiting:  {} events in {} segments, {} bytes of {} allowed",
+        seen.events, seen.segments, seen.bytes, hub.spool_max
+    );
+    if let Some(t) = seen.oldest {
+        println!("oldest:   written {}", ago(t));
+    }
+    let status: Option<Status> = std::fs::read(hub.spool.join(STATUS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match status {
+        Some(s) => {
+            println!(
+                "since the daemon started (as of {}): {} spooled, {} shipped, {} dropped (spool full), {} refused by the hub, {} failed tries",
+                ago_secs(s.updated),
+                s.spooled,
+                s.shipped,
+                s.dropped,
+                s.refused,
+                s.failures
+            );
+            if let Some(t) = s.last_shipped {
+                println!("last shipped: {}", ago_secs(t));
+            }
+            if let (Some(e), Some(t)) = (s.last_error, s.last_error_at) {
+                println!("last error:   {} ({e})", ago_secs(t));
+            }
+        }
+        None => {
+            println!("no shipping status yet (the daemon writes it once it has shipped or tried)")
+        }
+    }
     Ok(ExitCode::from(exit::OK))
 }
 

@@ -122,6 +122,24 @@ async fn lookup(hub: &Hub, keys: &[&str]) -> Vec<Value> {
     v["results"].as_array().unwrap().clone()
 }
 
+/// An ARF report (RFC 5965) of `feedback_type` about a campaign message.
+fn arf(feedback_type: &str, source_ip: &str) -> String {
+    let source = if source_ip.is_empty() {
+        String::new()
+    } else {
+        format!("Source-IP: {source_ip}\r\n")
+    };
+    format!(
+        "From: fbl@isp.example\r\nSubject: report\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"arf\"\r\n\r\n\
+         --arf\r\nContent-Type: text/plain\r\n\r\nAn abuse report.\r\n\
+         --arf\r\nContent-Type: message/feedback-report\r\n\r\n\
+         Feedback-Type: {feedback_type}\r\nVersion: 1\r\n{source}\r\n\
+         --arf\r\nContent-Type: message/rfc822\r\n\r\n{}\r\n--arf--\r\n",
+        campaign("Fay", 5)
+    )
+}
+
 fn campaign(name: &str, n: u32) -> String {
     format!(
         "From: Security <alerts@bank-secure.example>\r\nSubject: account suspended\r\n\r\n\
@@ -304,6 +322,37 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(s, 413, "{v}");
     let (s, v, _) = call(&hub, get.clone(), "/v1/nothing", Some(GW2), None).await;
     assert_eq!(s, 404, "{v}");
+    // An ARF report that is not one, and one without its original message.
+    let (s, v, _) = call(
+        &hub,
+        post.clone(),
+        "/v1/report/arf",
+        Some(GW2),
+        Some("Subject: hi\r\n\r\njust mail\r\n".into()),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not an ARF report"),
+        "{v}"
+    );
+    let (s, v, _) = call(
+        &hub,
+        post.clone(),
+        "/v1/report/arf",
+        Some(GW2),
+        Some(
+            arf("abuse", "")
+                .replace("message/rfc822", "text/plain")
+                .into(),
+        ),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no original message"),
+        "{v}"
+    );
     // Past its rate, a gateway is told when to come back; the others are not affected.
     let mut limited = None;
     for _ in 0..20 {
@@ -574,4 +623,186 @@ async fn an_event_the_hub_refuses_does_not_hold_back_the_spool() {
     wait_events(&hub, 2, Duration::from_secs(10)).await;
     assert!(d.wait_log("the hub refused a feedback event", Duration::from_secs(5)));
     assert!(d.log().contains("no-such-kind"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arf_reports_from_two_gateways_list_the_source_they_name() {
+    let hub = Hub::start("");
+    for token in [GW1, GW2] {
+        let (s, v, _) = call(
+            &hub,
+            reqwest::Method::POST,
+            "/v1/report/arf",
+            Some(token),
+            Some(arf("abuse", "203.0.113.50").into()),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["kind"], "spam", "{v}");
+        assert_eq!(v["feedback_type"], "abuse", "{v}");
+    }
+    let r = lookup(&hub, &["ip:203.0.113.50", "domain:evil-portal.example"]).await;
+    for x in &r {
+        assert!(x["score"].as_f64().unwrap() > 0.0, "{x}");
+        assert_eq!(x["reporters"], 2, "{x}");
+    }
+    // A not-spam report pulls the source back (one gateway's ham against two spam).
+    let (s, v, _) = call(
+        &hub,
+        reqwest::Method::POST,
+        "/v1/report/arf",
+        Some(GW1),
+        Some(arf("not-spam", "203.0.113.50").into()),
+    )
+    .await;
+    assert_eq!((s, &v["kind"]), (200, &json!("ham")), "{v}");
+    let after = lookup(&hub, &["ip:203.0.113.50"]).await;
+    assert!(
+        after[0]["score"].as_f64().unwrap() < r[0]["score"].as_f64().unwrap(),
+        "{after:?} vs {r:?}"
+    );
+}
+
+/// `repmilter feedback report` with a daemon's config; its stdout, or a panic with stderr.
+fn report_cli(d: &Daemon, kind: &str, files: &[&std::path::Path]) -> String {
+    let out = common::repmilter()
+        .args(["feedback", "report", "--config"])
+        .arg(&d.config_path)
+        .arg(kind)
+        .args(files)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
+const NEWS_ENV: Transaction<'static> = Transaction {
+    from: "news@shop.example",
+    rcpts: &["bob@example.net"],
+    mail_macros: &[],
+};
+
+fn newsletter() -> String {
+    "From: Shop <news@shop.example>\r\nSubject: this week's offers\r\n\r\n\
+     Hello, this week our garden tools are on offer: spades, rakes and hoses at good prices. \
+     See them all at https://shop.example/deals/garden before Sunday.\r\n"
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_reported_from_two_gateways_catch_a_new_variant_and_ham_clears_a_mistake() {
+    // Answers may be cached for 1 s only, so that a cleared key is seen as such at once.
+    let hub = Hub::start("\n[model]\nttl = \"1s\"");
+    let gateway = |token: &str| {
+        Daemon::start(
+            "",
+            &format!(
+                "[hub]\nurl = \"{}\"\ntoken = \"{token}\"\ntimeout = \"2s\"\n",
+                hub.url
+            ),
+        )
+    };
+    let (d1, d2) = (gateway(GW1), gateway(GW2));
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: String| common::write(files.path(), name, &text);
+    let received = |ip: &str| {
+        format!("Received: from mx.sender.example (mx.sender.example [{ip}]) by mx.example.net\r\n")
+    };
+    let spam1 = file("spam1.eml", received("203.0.113.7") + &campaign("Ann", 3));
+    let spam2 = file("spam2.eml", received("203.0.113.8") + &campaign("Bob", 4));
+    // A newsletter both gateways' users report by mistake.
+    let news = file("news.eml", received("192.0.2.80") + &newsletter());
+    let out = report_cli(&d1, "--spam", &[&spam1, &news]);
+    assert!(
+        out.contains("reported 2 of 2 files") && out.contains("2 new"),
+        "{out}"
+    );
+    assert!(out.contains("keys and hashes only"), "{out}");
+    report_cli(&d2, "--spam", &[&spam2, &news]);
+
+    // A new variant, from an address nobody reported, reaches the second gateway.
+    let mut c = milter_client(&d2, "198.51.100.99").await;
+    let r = c
+        .message(&ENV, campaign("Cleo", 17).as_bytes())
+        .await
+        .unwrap();
+    assert!(d2.wait_log("message scored", Duration::from_secs(5)));
+    let line = d2
+        .log()
+        .lines()
+        .find(|l| l.contains("message scored"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("HUB_SPAM_DOMAIN") && line.contains("HUB_FUZZY"),
+        "{line}\n{r:?}"
+    );
+
+    // The newsletter is now a false positive at the first gateway...
+    let mut c = milter_client(&d1, "192.0.2.80").await;
+    let r = c.message(&NEWS_ENV, newsletter().as_bytes()).await.unwrap();
+    assert_ne!(r.last(), Some(&Reply::Accept), "{r:?}");
+    assert!(d1.wait_log("message scored", Duration::from_secs(5)));
+    assert!(d1.log().contains("HUB_SPAM_DOMAIN"), "{}", d1.log());
+    // ... until both gateways' users say it is ham.
+    report_cli(&d1, "--ham", &[&news]);
+    report_cli(&d2, "--ham", &[&news]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = c.message(&NEWS_ENV, newsletter().as_bytes()).await.unwrap();
+    assert!(!status(&r).contains("HUB_SPAM_"), "{}", status(&r));
+    assert_eq!(r.last(), Some(&Reply::Accept));
+}
+
+#[test]
+fn feedback_report_names_what_it_cannot_send() {
+    let d = Daemon::start(
+        "",
+        "[hub]\nurl = \"http://127.0.0.1:9\"\ntoken = \"gw1-token-0123456789abcdef\"\n",
+    );
+    let files = tempfile::tempdir().unwrap();
+    let junk = common::write(files.path(), "junk.bin", "\u{7f}ELF binary");
+    let arf = common::write(files.path(), "bad.arf", "Subject: hi\r\n\r\nno report\r\n");
+    let mail = common::write(files.path(), "ok.eml", &newsletter());
+    let run = |args: &[&std::ffi::OsStr]| {
+        common::repmilter()
+            .args(["feedback", "report", "--config"])
+            .arg(&d.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Nothing sendable: each file named with its reason, exit 4 (input).
+    let out = run(&["--spam".as_ref(), junk.as_os_str(), "missing.eml".as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("junk.bin: not a mail message"), "{err}");
+    assert!(err.contains("missing.eml: cannot read"), "{err}");
+    let out = run(&["--arf".as_ref(), arf.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.arf: not an ARF report"), "{err}");
+    // A hub that is not there: exit 5, saying where it tried.
+    let out = run(&["--ham".as_ref(), mail.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("cannot reach the hub at http://127.0.0.1:9"),
+        "{err}"
+    );
+    // Exactly one kind.
+    let out = run(&["--spam".as_ref(), "--ham".as_ref(), mail.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    // feedback status shows the spool the daemon holds.
+    let out = common::repmilter()
+        .args(["feedback", "status", "--config"])
+        .arg(&d.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("running (holds the spool)"), "{text}");
+    assert!(text.contains("waiting:  0 events"), "{text}");
 }

@@ -135,6 +135,9 @@ pub struct HubClient {
     /// Send the message itself with reported samples (never with verdicts). Default false:
     /// only keys and hashes leave the gateway.
     pub share_samples: bool,
+    /// How often the spool is made durable (fsync) and shipped. Default 500 ms: a power
+    /// loss loses at most that much of the verdicts (a crashed daemon loses none).
+    pub sync_interval: Duration,
 }
 
 impl Default for Config {

@@ -451,6 +451,7 @@ fn read_hub(
             "spool",
             "spool_max",
             "share_samples",
+            "sync_interval",
         ],
     );
     let before = r.problem_count();
@@ -513,7 +514,16 @@ fn read_hub(
         spool: base.join("spool"),
         spool_max: 256 * 1024 * 1024,
         share_samples: false,
+        sync_interval: Duration::from_millis(500),
     };
+    if let Some(d) = r.duration(t, p, "sync_interval") {
+        if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+            let v = t.get("sync_interval").expect("read");
+            r.problem(v, "hub.sync_interval", "must be between 10ms and 60s");
+        } else {
+            hub.sync_interval = d;
+        }
+    }
     if let Some(d) = r.duration(t, p, "timeout") {
         if d < Duration::from_millis(10) || d >= message_timeout {
             let v = t.get("timeout").expect("read");

@@ -281,14 +281,19 @@ fn the_hub_table_parses_and_checks_its_values() {
     assert_eq!(hub.url, "http://127.0.0.1:11380");
     assert_eq!(hub.timeout, Duration::from_secs(2));
     assert_eq!(hub.spool, PathBuf::from("/etc/repmilter/spool"));
+    assert_eq!(hub.sync_interval, Duration::from_millis(500));
     assert!(parse("").unwrap().hub.is_none());
-    let err = parse("[hub]\nurl = \"ftp://x\"\ntoken = \"a b\"\ntimeout = \"30s\"\n").unwrap_err();
+    let err = parse(
+        "[hub]\nurl = \"ftp://x\"\ntoken = \"a b\"\ntimeout = \"30s\"\nsync_interval = \"2m\"\n",
+    )
+    .unwrap_err();
     expect_problems(
         &err,
         &[
             "2:hub.url \"ftp://x\": use http",
             "3:hub.token a token is 1 to 512",
             "4:hub.timeout must be at least 10ms and shorter",
+            "5:hub.sync_interval must be between 10ms and 60s",
         ],
     );
     assert!(!err.to_string().contains("a b"), "{err}");

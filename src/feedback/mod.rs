@@ -6,9 +6,14 @@
 //! - [`spool`]: append-only, checksummed segments on disk; a segment leaves only when the hub
 //!   has acknowledged every event in it.
 //! - [`reporter`]: puts each verdict in the spool and ships the spool to the hub.
+//! - [`report`] and [`arf`]: messages users report, and ARF reports, as events;
+//!   [`submit`] sends them to the hub for `repmilter feedback report`.
 
+pub mod arf;
+pub mod report;
 pub mod reporter;
 pub mod spool;
+pub mod submit;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +46,13 @@ pub struct Event {
     /// The message itself, base64, only when the gateway shares samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<String>,
+}
+
+/// The hub's answer to a batch of events: how many were new, how many it had already.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingested {
+    pub accepted: usize,
+    pub duplicates: usize,
 }
 
 /// Most symbols an event carries (the hub refuses more), and the longest name or action.

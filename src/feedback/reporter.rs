@@ -18,9 +18,6 @@ use crate::config::HubClient;
 use crate::reputation::hub::HubFailure;
 use crate::warn::WarnLimiter;
 
-/// How often the spool is synced and shipped when the hub is well.
-pub const SHIP_INTERVAL: Duration = Duration::from_millis(500);
-
 /// Longest wait between tries while the hub fails.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -47,12 +44,35 @@ enum SendError {
     Refused(String),
 }
 
+/// What the shipping task last wrote to `status.json` in the spool, for `feedback status`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// When this was written (seconds since the epoch).
+    pub updated: u64,
+    /// Counts since the daemon started.
+    pub spooled: u64,
+    pub dropped: u64,
+    pub shipped: u64,
+    pub refused: u64,
+    pub failures: u64,
+    /// When the hub last took events, and the last failure to reach it.
+    pub last_shipped: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+}
+
+/// The status file's name in the spool directory.
+pub const STATUS_FILE: &str = "status.json";
+
 pub struct Reporter {
     spool: Mutex<Spool>,
+    dir: std::path::PathBuf,
     client: reqwest::Client,
     /// Where events go: the `/v1/events` URL and the token; a reload may change them (the
     /// spool itself is fixed until a restart).
     target: RwLock<(String, String)>,
+    /// How often the spool is synced and shipped when the hub is well (`hub.sync_interval`).
+    interval: Duration,
     pub counters: Counters,
     warn: WarnLimiter,
 }
@@ -69,11 +89,13 @@ impl Reporter {
         }
         Ok(Arc::new(Reporter {
             spool: Mutex::new(spool),
+            dir: config.spool.clone(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("an HTTP client builds with rustls"),
             target: RwLock::new(target_of(config)),
+            interval: config.sync_interval,
             counters: Counters::default(),
             warn: WarnLimiter::default(),
         }))
@@ -135,15 +157,23 @@ impl Reporter {
     /// Starts the task that syncs and ships the spool; it ends when the reporter is dropped.
     pub fn spawn(self: &Arc<Self>) {
         let me: Weak<Reporter> = Arc::downgrade(self);
+        let interval = self.interval;
         tokio::spawn(async move {
-            let mut wait = SHIP_INTERVAL;
+            let mut wait = interval;
+            let mut status = Status::default();
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(r) = me.upgrade() else {
                     return;
                 };
+                let shipped = r.counters.shipped.load(Ordering::Relaxed);
                 wait = match r.ship().await {
-                    Ok(()) => SHIP_INTERVAL,
+                    Ok(()) => {
+                        if r.counters.shipped.load(Ordering::Relaxed) > shipped {
+                            status.last_shipped = Some(super::now());
+                        }
+                        interval
+                    }
                     Err(HubFailure::RateLimited(d)) => d.min(MAX_BACKOFF),
                     Err(HubFailure::Unavailable(why)) => {
                         r.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -153,11 +183,52 @@ impl Reporter {
                                 "shipping feedback to the hub failed: {why}"
                             );
                         }
+                        status.last_error = Some(why);
+                        status.last_error_at = Some(super::now());
                         (wait * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
                     }
                 };
+                r.write_status(&mut status);
             }
         });
+    }
+
+    /// Writes `status.json` when the counts changed (whole or not at all: a rename).
+    fn write_status(&self, status: &mut Status) {
+        let c = &self.counters;
+        let counts = [
+            c.spooled.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed),
+            c.shipped.load(Ordering::Relaxed),
+            c.refused.load(Ordering::Relaxed),
+            c.failures.load(Ordering::Relaxed),
+        ];
+        let old = [
+            status.spooled,
+            status.dropped,
+            status.shipped,
+            status.refused,
+            status.failures,
+        ];
+        if counts == old && status.updated != 0 {
+            return;
+        }
+        [
+            status.spooled,
+            status.dropped,
+            status.shipped,
+            status.refused,
+            status.failures,
+        ] = counts;
+        status.updated = super::now();
+        let tmp = self.dir.join(".status.json.tmp");
+        let written = serde_json::to_vec_pretty(status)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(STATUS_FILE)));
+        if let Err(e) = written {
+            tracing::debug!("spool: cannot write {STATUS_FILE}: {e}");
+        }
     }
 
     /// Seals what was written and ships every sealed segment, oldest first, until the spool
@@ -296,6 +367,7 @@ mod tests {
             spool: dir.to_path_buf(),
             spool_max,
             share_samples: false,
+            sync_interval: Duration::from_millis(500),
         }
     }
 

@@ -260,6 +260,57 @@ impl Spool {
     }
 }
 
+/// A spool as seen from outside, without taking it from the daemon that writes it.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    pub segments: usize,
+    pub events: usize,
+    pub bytes: u64,
+    /// When the oldest waiting segment was last written.
+    pub oldest: Option<std::time::SystemTime>,
+    /// Whether a running daemon holds the spool.
+    pub held: bool,
+}
+
+/// Counts what waits in the spool at `dir` (none if it does not exist yet).
+pub fn inspect(dir: &Path) -> Result<Inspection, SpoolError> {
+    let io = |source| SpoolError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Inspection::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        // A segment deleted meanwhile (shipped) is simply not counted.
+        let Ok((records, valid)) = read_segment(&path) else {
+            continue;
+        };
+        out.segments += 1;
+        out.events += records.len();
+        out.bytes += valid;
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        out.oldest = match (out.oldest, modified) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    if let Ok(lock) = File::open(dir.join("lock")) {
+        out.held = matches!(
+            lock.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        );
+    }
+    Ok(out)
+}
+
 /// The records of a segment file, and the length of its valid prefix (where a torn or corrupt
 /// record starts, if one does).
 pub fn read_segment(path: &Path) -> std::io::Result<(Vec<Vec<u8>>, u64)> {
@@ -318,6 +369,23 @@ mod tests {
         );
         drop(first);
         Spool::open(dir.path(), 1 << 30).expect("free again");
+    }
+
+    #[test]
+    fn a_spool_is_inspected_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inspect(&dir.path().join("none")).unwrap().events, 0);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for i in 0..10 {
+            s.append(format!("event {i}").as_bytes()).unwrap();
+        }
+        let seen = inspect(dir.path()).unwrap();
+        assert_eq!((seen.segments, seen.events, seen.held), (1, 10, true));
+        assert!(seen.oldest.is_some());
+        s.append(b"still writable").unwrap();
+        drop(s);
+        let seen = inspect(dir.path()).unwrap();
+        assert_eq!((seen.events, seen.held), (11, false));
     }
 
     #[test]

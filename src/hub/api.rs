@@ -232,25 +232,43 @@ async fn report(
     body: Body,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let gateway = authorize(&api, &headers, Role::Report)?.name.clone();
-    let kind = match kind.as_str() {
-        "spam" => EventKind::Spam,
-        "ham" => EventKind::Ham,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "report kinds are spam and ham",
-            ));
-        }
-    };
+    if !matches!(kind.as_str(), "spam" | "ham" | "arf") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "report kinds are spam, ham and arf",
+        ));
+    }
     let raw = body_of(&api, body).await?;
     if raw.is_empty() {
         return Err(ApiError::bad("the body must be the reported message"));
     }
     let hub = api.hub.clone();
-    let event = blocking(move || hub.report(&gateway, &raw, kind, now())).await?;
-    Ok(axum::Json(
-        serde_json::json!({ "event": event.id, "keys": event.keys }),
-    ))
+    let (event, feedback_type) = blocking(move || {
+        let (message, kind, client, feedback_type) = match kind.as_str() {
+            "spam" => (raw.to_vec(), EventKind::Spam, None, None),
+            "ham" => (raw.to_vec(), EventKind::Ham, None, None),
+            _ => match crate::feedback::arf::parse(&raw) {
+                Ok(arf) => (
+                    arf.original,
+                    arf.kind,
+                    arf.source_ip,
+                    Some(arf.feedback_type),
+                ),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let event = hub.report(&gateway, &message, kind, client, now())?;
+        Ok(Ok((event, feedback_type)))
+    })
+    .await?
+    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("ARF report: {e}")))?;
+    let mut reply = serde_json::json!({
+        "event": event.id, "kind": event.kind, "keys": event.keys,
+    });
+    if let Some(t) = feedback_type {
+        reply["feedback_type"] = t.into();
+    }
+    Ok(axum::Json(reply))
 }
 
 async fn key_detail(

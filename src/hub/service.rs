@@ -8,9 +8,7 @@ use super::model::{self, Reputation, Update};
 use super::store::{Counts, Embedded, Store, StoreError};
 use crate::config::hub::{HubConfig, StoreConfig};
 use crate::feedback::{Event, EventKind};
-use crate::message::{Envelope, Message};
-use crate::reputation::keys::{Key, MAX_KEYS, keys_of};
-use crate::scan::ScanInput;
+use crate::reputation::keys::{Key, MAX_KEYS};
 
 /// Longest symbol name or action in an event, and most symbols.
 use crate::feedback::{MAX_SYMBOL_NAME as MAX_NAME, MAX_SYMBOLS};
@@ -32,12 +30,7 @@ pub enum BadEvent {
     Field { index: usize, what: &'static str },
 }
 
-/// What an ingest did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Ingested {
-    pub accepted: usize,
-    pub duplicates: usize,
-}
+pub use crate::feedback::Ingested;
 
 pub struct Hub {
     pub config: HubConfig,
@@ -157,15 +150,19 @@ impl Hub {
         Ok(out)
     }
 
-    /// Turns a reported message into an event of `kind` from `gateway`, and applies it.
+    /// Turns a reported message into an event of `kind` from `gateway` (the message's sender
+    /// is `client` when the report names it), and applies it.
     pub fn report(
         &self,
         gateway: &str,
         raw: &[u8],
         kind: EventKind,
+        client: Option<std::net::IpAddr>,
         now: u64,
     ) -> Result<Event, StoreError> {
-        let event = event_of(gateway, raw, kind, now);
+        let mut event = crate::feedback::report::event_of(raw, kind, client);
+        event.gateway = gateway.to_string();
+        event.time = now;
         self.ingest(gateway, std::slice::from_ref(&event), now)?;
         Ok(event)
     }
@@ -176,36 +173,5 @@ impl Hub {
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
         self.store.counts()
-    }
-}
-
-/// The event for a reported message: its keys (the envelope is unknown, so the message's
-/// own: From, links, attachments, fingerprint, and the sending host of its last Received
-/// header when it names one).
-pub fn event_of(gateway: &str, raw: &[u8], kind: EventKind, now: u64) -> Event {
-    let message = Message::from_raw(raw, raw.len());
-    let client = message
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Received"))
-        .find_map(|(_, v)| crate::reputation::hops::received_from(&String::from_utf8_lossy(v)))
-        .filter(|ip| crate::reputation::hops::is_public(*ip));
-    let input = ScanInput::new(
-        Envelope {
-            client_ip: client,
-            ..Envelope::default()
-        },
-        message,
-    );
-    Event {
-        id: crate::feedback::new_id(),
-        gateway: gateway.to_string(),
-        time: now,
-        kind,
-        keys: keys_of(&input).iter().map(Key::to_string).collect(),
-        score: 0.0,
-        action: String::new(),
-        symbols: Vec::new(),
-        sample: None,
     }
 }

@@ -258,7 +258,7 @@ impl MimeView {
 /// every other part starts at a boundary delimiter line; so the text is cut before the
 /// Content-Type header past `parts`, or before the delimiter line past `2 * parts` (opening
 /// and closing lines), whichever comes first. Real mail with fewer parts is not cut.
-fn structure_cut(raw: &[u8], parts: usize) -> usize {
+pub fn structure_cut(raw: &[u8], parts: usize) -> usize {
     static NAMES: OnceLock<AhoCorasick> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
         AhoCorasick::builder()

@@ -392,6 +392,7 @@ mod tests {
             spool: "spool".into(),
             spool_max: 1 << 20,
             share_samples: false,
+            sync_interval: Duration::from_millis(500),
         }
     }
 
