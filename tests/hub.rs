@@ -17,7 +17,8 @@ const ADMIN: &str = "admin-token-0123456789abcdef";
 struct Hub {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    /// Its config and store, when the hub owns them (a restarted hub reuses another's).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Hub {
@@ -34,7 +35,14 @@ impl Hub {
 
     fn start_on(listen: &str, hub_extra: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("hub.toml");
+        let mut hub = Hub::start_in(dir.path(), listen, hub_extra);
+        hub._dir = Some(dir);
+        hub
+    }
+
+    /// A hub whose config and store are in `dir` (kept when it stops).
+    fn start_in(dir: &std::path::Path, listen: &str, hub_extra: &str) -> Hub {
+        let config = dir.join("hub.toml");
         std::fs::write(
             &config,
             format!(
@@ -72,7 +80,7 @@ impl Hub {
         Hub {
             child,
             url: format!("http://{addr}"),
-            _dir: dir,
+            _dir: None,
         }
     }
 }
@@ -805,4 +813,110 @@ fn feedback_report_names_what_it_cannot_send() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("running (holds the spool)"), "{text}");
     assert!(text.contains("waiting:  0 events"), "{text}");
+}
+
+/// Sends `n` messages over `conns` connections at once, each connection from a client
+/// address nobody used before (so its lookup is no cache hit); all are accepted. Returns the
+/// X-Spam-Status of each connection's last message.
+async fn flood(d: &Daemon, conns: u32, n: u32) -> Vec<String> {
+    static NEXT_CLIENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let addr = d.addr();
+            let client = NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                // In 198.18.0.0/15, the benchmarking range.
+                let ip = ConnectAddr::Inet {
+                    ip: std::net::Ipv4Addr::from(0xC612_0000 + client).into(),
+                    port: 40000,
+                };
+                let mut client = Client::open(s, "client.example", ip).await.unwrap().0;
+                let mut last = String::new();
+                for i in 0..n / conns + u32::from(c < n % conns) {
+                    let r = client
+                        .message(&ENV, campaign("Gus", i % 7).as_bytes())
+                        .await
+                        .unwrap();
+                    assert_eq!(r.last(), Some(&Reply::Accept), "{r:?}");
+                    last = status(&r);
+                }
+                last
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_verdicts_arrive_exactly_once_through_hub_kills_and_a_milter_kill() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let hub_dir = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[hub]\nurl = \"http://{listen}\"\ntoken = \"{GW1}\"\ntimeout = \"300ms\"\n\
+         cool_down = \"1s\"\nsync_interval = \"100ms\"\nspool = \"{}\"\n",
+        spool.path().display()
+    );
+    // Plenty of rate for one gateway shipping as fast as it can.
+    let hub_config = "rate = 10000\nburst = 20000";
+    let mut hub = Hub::start_in(hub_dir.path(), &listen, hub_config);
+    let mut d = Daemon::start("", &config);
+    let mut sent = 0;
+    // Each phase: mail flows while the hub is killed (SIGKILL) or restarted under it.
+    for phase in 0..4 {
+        let mail = flood(&d, 4, 1500);
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            hub.child.kill().unwrap();
+            hub.child.wait().unwrap();
+        };
+        tokio::join!(mail, kill);
+        sent += 1500;
+        let statuses = flood(&d, 2, 500).await;
+        sent += 500;
+        // With the hub down the breaker is open: mail is judged without it.
+        assert!(
+            statuses.iter().all(|s| s.contains("HUB_UNAVAILABLE")),
+            "phase {phase}: {statuses:?}"
+        );
+        if phase == 2 {
+            // The milter too, without warning, between messages.
+            d.signal("KILL");
+            d.child.wait().unwrap();
+            d = Daemon::start("", &config);
+        }
+        hub = Hub::start_in(hub_dir.path(), &listen, hub_config);
+    }
+    assert_eq!(sent, 8000);
+    let statuses = flood(&d, 4, 2000).await;
+    sent += 2000;
+    wait_events(&hub, sent, Duration::from_secs(120)).await;
+    // The hub is back: after the cool-down the breaker closed and lookups answer again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let last = flood(&d, 1, 1).await;
+    assert!(
+        !last[0].contains("HUB_UNAVAILABLE"),
+        "{last:?} (before: {statuses:?})"
+    );
+    sent += 1;
+    wait_events(&hub, sent, Duration::from_secs(10)).await;
+    // Nothing was dropped or refused on the way.
+    let out = common::repmilter()
+        .args(["feedback", "status", "--config"])
+        .arg(&d.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("waiting:  0 events"), "{text}");
+    assert!(text.contains("0 dropped (spool full), 0 refused"), "{text}");
 }

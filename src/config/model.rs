@@ -138,6 +138,8 @@ pub struct HubClient {
     /// How often the spool is made durable (fsync) and shipped. Default 500 ms: a power
     /// loss loses at most that much of the verdicts (a crashed daemon loses none).
     pub sync_interval: Duration,
+    /// How long a failing hub is left alone before one lookup tries it again. Default 30 s.
+    pub cool_down: Duration,
 }
 
 impl Default for Config {

@@ -452,6 +452,7 @@ fn read_hub(
             "spool_max",
             "share_samples",
             "sync_interval",
+            "cool_down",
         ],
     );
     let before = r.problem_count();
@@ -515,7 +516,16 @@ fn read_hub(
         spool_max: 256 * 1024 * 1024,
         share_samples: false,
         sync_interval: Duration::from_millis(500),
+        cool_down: Duration::from_secs(30),
     };
+    if let Some(d) = r.duration(t, p, "cool_down") {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+            let v = t.get("cool_down").expect("read");
+            r.problem(v, "hub.cool_down", "must be between 1s and 1h");
+        } else {
+            hub.cool_down = d;
+        }
+    }
     if let Some(d) = r.duration(t, p, "sync_interval") {
         if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
             let v = t.get("sync_interval").expect("read");

@@ -368,6 +368,7 @@ mod tests {
             spool_max,
             share_samples: false,
             sync_interval: Duration::from_millis(500),
+            cool_down: Duration::from_secs(30),
         }
     }
 

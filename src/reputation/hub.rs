@@ -5,7 +5,7 @@
 //! flight for another message are awaited, not asked again. The breaker opens after
 //! [`FAILURES_TO_OPEN`] failed requests in a row, or at once for the time a 429's
 //! `Retry-After` asks; while open no request is sent and messages get a zero-score
-//! `HUB_UNAVAILABLE`. After [`COOL_DOWN`] one request is let through; its success closes the
+//! `HUB_UNAVAILABLE`. After `hub.cool_down` (30 s) one request is let through; its success closes the
 //! breaker. Mail never waits for a hub that is down: past the budget the stage is cut off
 //! with `HUB_TIMEOUT`.
 
@@ -27,9 +27,6 @@ use crate::warn::WarnLimiter;
 
 /// Failed requests in a row that open the breaker.
 pub const FAILURES_TO_OPEN: u32 = 3;
-
-/// How long an open breaker waits before letting one request through.
-pub const COOL_DOWN: Duration = Duration::from_secs(30);
 
 /// Longest a 429's Retry-After is believed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -199,7 +196,7 @@ impl HubLookups {
                 Arc::new(SystemClock),
             ),
             breaker: Mutex::new(Breaker::default()),
-            cool_down: COOL_DOWN,
+            cool_down: config.cool_down,
             config: config.clone(),
             warn: WarnLimiter::default(),
         })
@@ -393,6 +390,7 @@ mod tests {
             spool_max: 1 << 20,
             share_samples: false,
             sync_interval: Duration::from_millis(500),
+            cool_down: Duration::from_secs(30),
         }
     }
 
@@ -427,7 +425,7 @@ mod tests {
             ("domain:evil.example".to_string(), 6.0),
             ("ip:192.0.2.1".to_string(), -2.0),
         ]);
-        let l = lookups(&fake, COOL_DOWN);
+        let l = lookups(&fake, Duration::from_secs(30));
         let v = l.check(&input()).await;
         assert_eq!(names(&v), ["HUB_HAM_IP", "HUB_SPAM_DOMAIN"]);
         assert_eq!(v.iter().map(|s| s.score).sum::<f64>(), 4.0);
@@ -461,7 +459,7 @@ mod tests {
     async fn a_rate_limit_is_honoured_at_once() {
         let fake = Arc::new(Fake::default());
         fake.mode.store(2, Ordering::Relaxed);
-        let l = lookups(&fake, COOL_DOWN);
+        let l = lookups(&fake, Duration::from_secs(30));
         assert_eq!(names(&l.check(&input()).await), ["HUB_UNAVAILABLE"]);
         let calls = fake.calls.load(Ordering::Relaxed);
         fake.mode.store(0, Ordering::Relaxed);
