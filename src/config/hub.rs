@@ -46,8 +46,8 @@ pub struct Gateway {
 pub enum StoreConfig {
     /// One redb file.
     Embedded(PathBuf),
-    /// A Redis server or cluster.
-    Redis(String),
+    /// A Redis server (one URL) or the seed nodes of a Redis Cluster.
+    Redis { urls: Vec<String>, cluster: bool },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,6 +203,7 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
             "store",
             "path",
             "redis_url",
+            "redis_cluster",
             "max_body",
             "max_keys",
             "max_events",
@@ -225,17 +226,44 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
     }
     let path = r.string(t, p, "path").map(|s| base.join(s));
     let redis = r.string(t, p, "redis_url");
+    let cluster: Option<Vec<String>> = r
+        .string_list(t, p, "redis_cluster")
+        .map(|l| l.into_iter().map(|(s, _)| s).collect());
+    for url in redis.iter().chain(cluster.iter().flatten()) {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            let v = t
+                .get("redis_url")
+                .or_else(|| t.get("redis_cluster"))
+                .expect("read");
+            r.problem(v, "hub.store", format!("{url:?} is not a redis:// URL"));
+        }
+    }
     match r.string(t, p, "store").as_deref() {
         None | Some("embedded") => {
             if let Some(path) = path {
                 c.store = StoreConfig::Embedded(path);
             }
         }
-        Some("redis") => match redis {
-            Some(url) => c.store = StoreConfig::Redis(url),
-            None => {
+        Some("redis") => match (redis, cluster) {
+            (Some(url), None) => {
+                c.store = StoreConfig::Redis {
+                    urls: vec![url],
+                    cluster: false,
+                }
+            }
+            (None, Some(urls)) if !urls.is_empty() => {
+                c.store = StoreConfig::Redis {
+                    urls,
+                    cluster: true,
+                }
+            }
+            _ => {
                 let v = t.get("store").expect("read");
-                r.problem(v, "hub.store", "store = \"redis\" needs redis_url");
+                r.problem(
+                    v,
+                    "hub.store",
+                    "store = \"redis\" needs redis_url (one server) or redis_cluster (a list of seed nodes), not both",
+                );
             }
         },
         Some(other) => {
@@ -476,6 +504,40 @@ mod tests {
             c.gateway_of("fedcba9876543210fedc").unwrap().roles,
             [Role::Admin]
         );
+    }
+
+    #[test]
+    fn a_redis_store_is_one_server_or_a_cluster() {
+        let gw = "[[gateway]]\nname = \"mx1\"\ntoken = \"0123456789abcdef0123\"\n";
+        let parse =
+            |hub: &str| HubConfig::parse(&format!("[hub]\n{hub}\n{gw}"), Path::new("h.toml"));
+        let c = parse("store = \"redis\"\nredis_url = \"redis://10.0.0.1:6379/\"").unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Redis {
+                urls: vec!["redis://10.0.0.1:6379/".into()],
+                cluster: false
+            }
+        );
+        let c =
+            parse("store = \"redis\"\nredis_cluster = [\"redis://a:7000\", \"redis://b:7000\"]")
+                .unwrap();
+        assert!(
+            matches!(c.store, StoreConfig::Redis { cluster: true, ref urls } if urls.len() == 2)
+        );
+        for (bad, want) in [
+            (
+                "store = \"redis\"\nredis_url = \"redis://a/\"\nredis_cluster = [\"redis://b/\"]",
+                "needs redis_url (one server) or redis_cluster",
+            ),
+            (
+                "store = \"redis\"\nredis_url = \"http://a/\"",
+                "\"http://a/\" is not a redis:// URL",
+            ),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 
     #[test]

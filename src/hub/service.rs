@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::model::{self, Reputation, Update};
-use super::store::{Counts, Embedded, Store, StoreError};
+use super::model::{self, Reputation};
+use super::store::{Counts, Embedded, Ingest, Redis, Store, StoreError};
 use crate::config::hub::{HubConfig, StoreConfig};
 use crate::feedback::{Event, EventKind};
 use crate::reputation::keys::{Key, MAX_KEYS};
@@ -53,9 +53,7 @@ impl Hub {
                 }
                 Arc::new(Embedded::open(path)?)
             }
-            StoreConfig::Redis(_) => {
-                return Err(StoreError("the Redis store is not built yet".into()));
-            }
+            StoreConfig::Redis { urls, cluster } => Arc::new(Redis::open(urls, *cluster)?),
         };
         Ok(Hub { config, store })
     }
@@ -119,35 +117,52 @@ impl Hub {
         events: &[Event],
         now: u64,
     ) -> Result<Ingested, StoreError> {
-        let mut out = Ingested::default();
-        for e in events {
-            let keys: Vec<String> = e
-                .keys
-                .iter()
-                .filter_map(|k| k.parse::<Key>().ok())
-                .map(|k| k.to_string())
-                .collect();
-            let records = self.store.records(&keys)?;
-            let updates = model::updates(
-                e.kind,
-                &e.action,
-                &e.symbols,
-                &keys,
-                &records,
-                now,
-                &self.config.model,
-            );
-            let pairs: Vec<(String, Update)> = keys.into_iter().zip(updates).collect();
-            if self
-                .store
-                .ingest(&e.id, gateway, &pairs, now, &self.config.model)?
-            {
-                out.accepted += 1;
-            } else {
-                out.duplicates += 1;
-            }
-        }
-        Ok(out)
+        // The records of every key of the batch in one read, for the spread; the updates in
+        // one write.
+        let keys_of: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                e.keys
+                    .iter()
+                    .filter_map(|k| k.parse::<Key>().ok())
+                    .map(|k| k.to_string())
+                    .collect()
+            })
+            .collect();
+        let mut all: Vec<String> = keys_of.iter().flatten().cloned().collect();
+        all.sort_unstable();
+        all.dedup();
+        let records: std::collections::HashMap<String, Option<model::KeyRecord>> =
+            all.iter().cloned().zip(self.store.records(&all)?).collect();
+        let batch: Vec<Ingest> = events
+            .iter()
+            .zip(keys_of)
+            .map(|(e, keys)| {
+                let recs: Vec<Option<model::KeyRecord>> =
+                    keys.iter().map(|k| records[k].clone()).collect();
+                let updates = model::updates(
+                    e.kind,
+                    &e.action,
+                    &e.symbols,
+                    &keys,
+                    &recs,
+                    now,
+                    &self.config.model,
+                );
+                Ingest {
+                    event_id: e.id.clone(),
+                    updates: keys.into_iter().zip(updates).collect(),
+                }
+            })
+            .collect();
+        let new = self
+            .store
+            .ingest(gateway, &batch, now, &self.config.model)?;
+        let accepted = new.iter().filter(|n| **n).count();
+        Ok(Ingested {
+            accepted,
+            duplicates: new.len() - accepted,
+        })
     }
 
     /// Turns a reported message into an event of `kind` from `gateway` (the message's sender

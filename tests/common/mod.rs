@@ -214,3 +214,6 @@ pub fn filler(n: usize) -> String {
 mod rbldnsd;
 #[allow(unused_imports)]
 pub use rbldnsd::{Rbldnsd, Zone, free_udp_port};
+
+#[path = "hub.rs"]
+pub mod hub;

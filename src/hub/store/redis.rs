@@ -1,0 +1,523 @@
+//! The store in Redis, for hubs that outgrow one machine: several hub replicas share one
+//! Redis server or one Redis Cluster.
+//!
+//! **Layout.** Every name carries a hash tag `{rmNN}`, `NN` one of [`SHARDS`] shards chosen by
+//! a hash of the reputation key (or of the event id), so that Redis Cluster keeps a shard in
+//! one slot and a batch touches at most `SHARDS` slots, however many keys it has:
+//!
+//! | name                    | type   | holds                                              |
+//! |-------------------------|--------|----------------------------------------------------|
+//! | `rm:{rmNN}:r:KEY`       | hash   | `g:GATEWAY` = "spam ham at", `spread` = "spam at"  |
+//! | `rm:{rmNN}:a:KEY`       | string | present while KEY is on the admin allowlist        |
+//! | `rm:{rmNN}:i:KIND`      | set    | the keys of that kind with a record (exports)      |
+//! | `rm:{rmNN}:e:EVENT`     | string | event applied (kept [`EVENT_MARK_TTL`])            |
+//! | `rm:{rmNN}:g:EVENT`     | string | event's updates to this shard applied ([`GROUP_MARK_TTL`]) |
+//! | `rm:{rmNN}:events`, `:keys`, `:allowed` | counters | for `/v1/stats`                   |
+//!
+//! **Ingest** of a batch: (1) the event marks say which events are new; (2) one Lua script per
+//! shard applies, for each new event, its updates to that shard's keys, unless the event's
+//! group mark there says it already did; (3) one script per shard sets the event marks and
+//! counts the events that were new. Each script runs in one slot, atomically. A replica that
+//! dies between the steps leaves group marks behind, so the gateway's retry (it retries until
+//! acknowledged) applies each update exactly once; only a retry more than
+//! [`GROUP_MARK_TTL`] after such a crash could apply part of an event twice. Evidence decays
+//! in the script exactly as in `model::Evidence` (the same formula, in Lua).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::{FromRedisValue, RedisResult};
+
+use super::{Counts, Ingest, Store, StoreError};
+use crate::hub::model::{Evidence, KeyRecord, Model};
+
+/// Shards (hash tags, so Cluster slots) the data is spread over.
+pub const SHARDS: u32 = 32;
+
+/// How long an applied event's id is kept: a gateway resending it within this time has it
+/// counted once.
+pub const EVENT_MARK_TTL: u64 = 30 * 24 * 3600;
+
+/// How long a shard remembers applying an event's updates, for retries after a replica died
+/// midway through a batch.
+pub const GROUP_MARK_TTL: u64 = 3600;
+
+/// Idle connections kept per hub replica.
+const POOL: usize = 32;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Applies the updates of new events to one shard. See the module comment for KEYS and ARGV.
+const APPLY: &str = r#"
+local now = tonumber(ARGV[1])
+local hl = math.max(tonumber(ARGV[2]), 1)
+local ttl = ARGV[3]
+local gw = 'g:' .. ARGV[4]
+local n = tonumber(ARGV[5])
+local a = 6
+local created = 0
+local function decay(at)
+  local age = now - at
+  if age < 0 then age = 0 end
+  return 2 ^ (-age / hl)
+end
+for e = 1, n do
+  local mark = KEYS[tonumber(ARGV[a])]
+  local m = tonumber(ARGV[a + 1])
+  a = a + 2
+  local fresh = redis.call('SET', mark, '1', 'NX', 'EX', ttl)
+  for u = 1, m do
+    local rec = KEYS[tonumber(ARGV[a])]
+    local idx = KEYS[tonumber(ARGV[a + 1])]
+    local s, h, sp = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+    local name = ARGV[a + 5]
+    a = a + 6
+    if fresh then
+      if redis.call('EXISTS', rec) == 0 then
+        created = created + 1
+        redis.call('SADD', idx, name)
+      end
+      if s > 0 or h > 0 then
+        local os, oh, oa = 0, 0, now
+        local v = redis.call('HGET', rec, gw)
+        if v then
+          local it = string.gmatch(v, '%S+')
+          os, oh, oa = tonumber(it()), tonumber(it()), tonumber(it())
+        end
+        local f = decay(oa)
+        redis.call('HSET', rec, gw,
+          string.format('%.17g %.17g %d', os * f + s, oh * f + h, math.max(now, oa)))
+      end
+      if sp > 0 then
+        local os, oa = 0, now
+        local v = redis.call('HGET', rec, 'spread')
+        if v then
+          local it = string.gmatch(v, '%S+')
+          os, oa = tonumber(it()), tonumber(it())
+        end
+        redis.call('HSET', rec, 'spread',
+          string.format('%.17g %d', os * decay(oa) + sp, math.max(now, oa)))
+      end
+    end
+  end
+end
+if created > 0 then redis.call('INCRBY', KEYS[1], created) end
+return created
+"#;
+
+/// Marks events applied in one shard; answers 1 for each that was new. KEYS: the counter, then
+/// the marks; ARGV: the marks' lifetime.
+const MARK: &str = r#"
+local out = {}
+local new = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    out[i - 1] = 1
+    new = new + 1
+  else
+    out[i - 1] = 0
+  end
+end
+if new > 0 then redis.call('INCRBY', KEYS[1], new) end
+return out
+"#;
+
+/// Puts a key on the allowlist (ARGV[1] = 1) or takes it off, keeping the count.
+const ALLOW: &str = r#"
+if ARGV[1] == '1' then
+  if redis.call('SET', KEYS[1], '1', 'NX') then redis.call('INCR', KEYS[2]) end
+elseif redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('DECR', KEYS[2])
+end
+return 0
+"#;
+
+enum Connector {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Conn {
+    /// Sends `cmds` in one round trip (per node, on a cluster) and reads their answers.
+    fn pipe<T: FromRedisValue>(&mut self, cmds: Vec<redis::Cmd>) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => {
+                let mut p = redis::pipe();
+                for cmd in cmds {
+                    p.add_command(cmd);
+                }
+                p.query(c)
+            }
+            Conn::Cluster(c) => {
+                let mut p = redis::cluster::cluster_pipe();
+                for cmd in cmds {
+                    p.add_command(cmd);
+                }
+                p.query(c)
+            }
+        }
+    }
+}
+
+pub struct Redis {
+    connector: Connector,
+    idle: Mutex<Vec<Conn>>,
+    /// Where it is, for errors (without credentials).
+    name: String,
+}
+
+/// The shard of a key or event id (FNV-1a, fixed across versions and replicas).
+fn shard(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % SHARDS
+}
+
+fn tag(shard: u32) -> String {
+    format!("rm:{{rm{shard:02}}}")
+}
+
+fn record_name(key: &str) -> String {
+    format!("{}:r:{key}", tag(shard(key)))
+}
+
+fn kind_of(key: &str) -> &str {
+    key.split_once(':').map_or(key, |(k, _)| k)
+}
+
+impl Redis {
+    /// Connects to one server (`cluster` false, one URL) or a cluster (its seed nodes), and
+    /// checks that it answers.
+    pub fn open(urls: &[String], cluster: bool) -> Result<Redis, StoreError> {
+        let bad = |e: redis::RedisError| StoreError(format!("redis: {e}"));
+        let connector = if cluster {
+            Connector::Cluster(
+                redis::cluster::ClusterClient::builder(urls.to_vec())
+                    .connection_timeout(TIMEOUT)
+                    .response_timeout(TIMEOUT)
+                    .build()
+                    .map_err(bad)?,
+            )
+        } else {
+            let url = urls
+                .first()
+                .ok_or_else(|| StoreError("redis: no URL".into()))?;
+            Connector::Single(redis::Client::open(url.as_str()).map_err(bad)?)
+        };
+        let name = urls
+            .iter()
+            .map(|u| {
+                // Credentials stay out of messages.
+                u.rsplit_once('@')
+                    .map_or(u.clone(), |(_, host)| format!("redis://{host}"))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let store = Redis {
+            connector,
+            idle: Mutex::new(Vec::new()),
+            name,
+        };
+        // It answers, and holds what this layout expects (or nothing yet).
+        store.counts()?;
+        Ok(store)
+    }
+
+    fn connect(&self) -> RedisResult<Conn> {
+        Ok(match &self.connector {
+            Connector::Single(client) => {
+                let c = client.get_connection_with_timeout(TIMEOUT)?;
+                c.set_read_timeout(Some(TIMEOUT))?;
+                c.set_write_timeout(Some(TIMEOUT))?;
+                Conn::Single(c)
+            }
+            Connector::Cluster(client) => Conn::Cluster(Box::new(client.get_connection()?)),
+        })
+    }
+
+    /// Runs `cmds` as one pipeline on a pooled connection; a connection that failed is not
+    /// reused.
+    fn pipe<T: FromRedisValue>(&self, cmds: Vec<redis::Cmd>) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self
+                .connect()
+                .map_err(|e| StoreError(format!("redis {}: {e}", self.name)))?,
+        };
+        match conn.pipe(cmds) {
+            Ok(v) => {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < POOL {
+                    idle.push(conn);
+                }
+                Ok(v)
+            }
+            Err(e) => Err(StoreError(format!("redis {}: {e}", self.name))),
+        }
+    }
+}
+
+fn eval(script: &str, keys: &[String], args: &[String]) -> redis::Cmd {
+    let mut c = redis::cmd("EVAL");
+    c.arg(script).arg(keys.len()).arg(keys).arg(args);
+    c
+}
+
+/// One shard's part of a batch, as APPLY takes it.
+#[derive(Default)]
+struct ShardBatch {
+    keys: Vec<String>,
+    args: Vec<String>,
+    events: usize,
+}
+
+impl ShardBatch {
+    fn key(&mut self, name: String) -> usize {
+        if let Some(i) = self.keys.iter().position(|k| *k == name) {
+            return i + 1;
+        }
+        self.keys.push(name);
+        self.keys.len()
+    }
+}
+
+fn parse_record(key: &str, fields: Vec<(String, String)>) -> Result<Option<KeyRecord>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        StoreError(format!(
+            "redis: the record of {key} is not in the expected form"
+        ))
+    };
+    let mut rec = KeyRecord::default();
+    for (field, value) in fields {
+        let nums: Vec<f64> = value
+            .split_whitespace()
+            .map(|n| n.parse::<f64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        if field == "spread" {
+            let [spam, at] = nums[..] else {
+                return Err(bad());
+            };
+            rec.spread = Evidence {
+                spam,
+                ham: 0.0,
+                at: at as u64,
+            };
+        } else if let Some(gw) = field.strip_prefix("g:") {
+            let [spam, ham, at] = nums[..] else {
+                return Err(bad());
+            };
+            rec.by_gateway.insert(
+                gw.to_string(),
+                Evidence {
+                    spam,
+                    ham,
+                    at: at as u64,
+                },
+            );
+        }
+    }
+    Ok(Some(rec))
+}
+
+impl Store for Redis {
+    fn ingest(
+        &self,
+        gateway: &str,
+        events: &[Ingest],
+        now: u64,
+        model: &Model,
+    ) -> Result<Vec<bool>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let event_mark = |id: &str| format!("{}:e:{id}", tag(shard(id)));
+        // 1. Which events were applied before.
+        let known: Vec<bool> = self.pipe(
+            events
+                .iter()
+                .map(|e| redis::Cmd::exists(event_mark(&e.event_id)))
+                .collect(),
+        )?;
+        // 2. The new events' updates, one script per shard.
+        // KEYS[1] of each script is its shard's key counter.
+        let mut shards: Vec<ShardBatch> = (0..SHARDS)
+            .map(|s| ShardBatch {
+                keys: vec![format!("{}:keys", tag(s))],
+                ..ShardBatch::default()
+            })
+            .collect();
+        for (e, _) in events.iter().zip(&known).filter(|(_, k)| !**k) {
+            let mut per_shard: Vec<Vec<String>> = vec![Vec::new(); SHARDS as usize];
+            for (key, u) in &e.updates {
+                if u.spam <= 0.0 && u.ham <= 0.0 && u.spread <= 0.0 {
+                    continue;
+                }
+                let s = shard(key) as usize;
+                let b = &mut shards[s];
+                let rec = b.key(record_name(key));
+                let idx = b.key(format!("{}:i:{}", tag(s as u32), kind_of(key)));
+                per_shard[s].extend([
+                    rec.to_string(),
+                    idx.to_string(),
+                    u.spam.to_string(),
+                    u.ham.to_string(),
+                    u.spread.to_string(),
+                    key.clone(),
+                ]);
+            }
+            for (s, args) in per_shard.into_iter().enumerate() {
+                if args.is_empty() {
+                    continue;
+                }
+                let b = &mut shards[s];
+                let mark = b.key(format!("{}:g:{}", tag(s as u32), e.event_id));
+                b.args.push(mark.to_string());
+                b.args.push((args.len() / 6).to_string());
+                b.args.extend(args);
+                b.events += 1;
+            }
+        }
+        let scripts: Vec<redis::Cmd> = shards
+            .into_iter()
+            .filter(|b| b.events > 0)
+            .map(|b| {
+                let mut args = vec![
+                    now.to_string(),
+                    model.half_life.to_string(),
+                    GROUP_MARK_TTL.to_string(),
+                    gateway.to_string(),
+                    b.events.to_string(),
+                ];
+                args.extend(b.args);
+                eval(APPLY, &b.keys, &args)
+            })
+            .collect();
+        if !scripts.is_empty() {
+            self.pipe::<Vec<i64>>(scripts)?;
+        }
+        // 3. Mark the events and count the new ones.
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
+        for (i, e) in events.iter().enumerate() {
+            if !known[i] {
+                by_shard[shard(&e.event_id) as usize].push(i);
+            }
+        }
+        let mut out = vec![false; events.len()];
+        let groups: Vec<(u32, Vec<usize>)> = by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(s, v)| (s as u32, v))
+            .collect();
+        if groups.is_empty() {
+            return Ok(out);
+        }
+        let answers: Vec<Vec<i64>> = self.pipe(
+            groups
+                .iter()
+                .map(|(s, idx)| {
+                    let mut keys = vec![format!("{}:events", tag(*s))];
+                    keys.extend(idx.iter().map(|&i| event_mark(&events[i].event_id)));
+                    eval(MARK, &keys, &[EVENT_MARK_TTL.to_string()])
+                })
+                .collect(),
+        )?;
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            for (&i, new) in idx.iter().zip(answer) {
+                out[i] = new == 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn records(&self, keys: &[String]) -> Result<Vec<Option<KeyRecord>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<Vec<(String, String)>> = self.pipe(
+            keys.iter()
+                .map(|k| redis::Cmd::hgetall(record_name(k)))
+                .collect(),
+        )?;
+        keys.iter()
+            .zip(raw)
+            .map(|(k, fields)| parse_record(k, fields))
+            .collect()
+    }
+
+    fn set_allowed(&self, key: &str, allowed: bool) -> Result<(), StoreError> {
+        let t = tag(shard(key));
+        let keys = [format!("{t}:a:{key}"), format!("{t}:allowed")];
+        let arg = if allowed { "1" } else { "0" };
+        self.pipe::<Vec<i64>>(vec![eval(ALLOW, &keys, &[arg.to_string()])])?;
+        Ok(())
+    }
+
+    fn allowed(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.pipe(
+            keys.iter()
+                .map(|k| redis::Cmd::exists(format!("{}:a:{k}", tag(shard(k)))))
+                .collect(),
+        )
+    }
+
+    /// Keys whose names start with `prefix`, found through the per-kind indexes (so `prefix`
+    /// should name a kind, as `ip:`).
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<(String, KeyRecord)>, StoreError> {
+        let kind = kind_of(prefix);
+        let names: Vec<Vec<String>> = self.pipe(
+            (0..SHARDS)
+                .map(|s| redis::Cmd::smembers(format!("{}:i:{kind}", tag(s))))
+                .collect(),
+        )?;
+        let keys: Vec<String> = names
+            .into_iter()
+            .flatten()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            for (k, rec) in chunk.iter().zip(self.records(chunk)?) {
+                if let Some(rec) = rec {
+                    out.push((k.clone(), rec));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let values: Vec<Option<i64>> = self.pipe(
+            (0..SHARDS)
+                .flat_map(|s| {
+                    ["events", "keys", "allowed"]
+                        .map(|what| redis::Cmd::get(format!("{}:{what}", tag(s))))
+                })
+                .collect(),
+        )?;
+        let mut sums = [0i64; 3];
+        for (i, v) in values.into_iter().enumerate() {
+            sums[i % 3] += v.unwrap_or(0);
+        }
+        Ok(Counts {
+            events: sums[0].max(0) as u64,
+            keys: sums[1].max(0) as u64,
+            allowlisted: sums[2].max(0) as u64,
+        })
+    }
+}
