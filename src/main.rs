@@ -92,10 +92,38 @@ struct FeedbackReportArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct HubArgs {
+    #[command(subcommand)]
+    command: Option<HubCmd>,
     /// Hub config file (TOML; see config/hub.toml).
     #[arg(long, short = 'c', default_value = "/etc/repmilter/hub.toml")]
     config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum HubCmd {
+    /// Write the hub's listed addresses as an rbldnsd zone (ip4set, or ip6trie with
+    /// --family 6), for postscreen or any MTA to query as a DNS list. Asks the running hub
+    /// (with the config's first admin token), or reads its store when it is not running.
+    ExportZone(ExportZoneArgs),
+}
+
+#[derive(Args)]
+struct ExportZoneArgs {
+    /// Hub config file (TOML; see config/hub.toml).
+    #[arg(long, short = 'c', default_value = "/etc/repmilter/hub.toml")]
+    config: PathBuf,
+    /// 4 for an ip4set zone, 6 for an ip6trie zone.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=6))]
+    family: u8,
+    /// Lowest hub score listed.
+    #[arg(long, default_value_t = repmilter::hub::zone::DEFAULT_MIN_SCORE)]
+    min_score: f64,
+    /// Write the zone to this file (replaced whole, so rbldnsd never reads half of it)
+    /// instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +226,9 @@ fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
 }
 
 fn hub(a: HubArgs) -> Result<ExitCode, ExitCode> {
+    if let Some(HubCmd::ExportZone(z)) = a.command {
+        return export_zone(z);
+    }
     let config = repmilter::config::hub::HubConfig::load(&a.config).map_err(|e| {
         eprintln!("repmilter: {}", ErrorChain(&e));
         ExitCode::from(exit::CONFIG)
@@ -209,6 +240,41 @@ fn hub(a: HubArgs) -> Result<ExitCode, ExitCode> {
             tracing::error!("{}", ErrorChain(&e));
             ExitCode::from(exit::RUNTIME)
         })?;
+    Ok(ExitCode::from(exit::OK))
+}
+
+fn export_zone(a: ExportZoneArgs) -> Result<ExitCode, ExitCode> {
+    use repmilter::hub::zone::{Family, export};
+    let config = repmilter::config::hub::HubConfig::load(&a.config).map_err(|e| {
+        eprintln!("repmilter: {}", ErrorChain(&e));
+        ExitCode::from(exit::CONFIG)
+    })?;
+    let family = match a.family {
+        4 => Family::V4,
+        6 => Family::V6,
+        f => {
+            eprintln!("repmilter: --family {f}: use 4 or 6");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let zone = repmilter::daemon::runtime()
+        .block_on(export(&config, family, a.min_score))
+        .map_err(|e| {
+            eprintln!("repmilter: {}", ErrorChain(&e));
+            ExitCode::from(exit::RUNTIME)
+        })?;
+    match a.output {
+        None => print!("{zone}"),
+        Some(path) => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &zone)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| {
+                    eprintln!("repmilter: cannot write {}: {e}", path.display());
+                    ExitCode::from(exit::INPUT)
+                })?;
+        }
+    }
     Ok(ExitCode::from(exit::OK))
 }
 

@@ -844,3 +844,92 @@ async fn ten_thousand_verdicts_arrive_exactly_once_through_hub_kills_and_a_milte
     assert!(text.contains("waiting:  0 events"), "{text}");
     assert!(text.contains("0 dropped (spool full), 0 refused"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_exports_its_listed_addresses_as_a_dns_list() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start_in(dir.path(), &format!("127.0.0.1:{port}"), "");
+    let arf_post = |token: &'static str, ip: &'static str| {
+        let url = format!("{}/v1/report/arf", hub.url);
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .body(arf("abuse", ip))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    for token in [GW1, GW2] {
+        for ip in ["203.0.113.50", "203.0.113.51", "2001:db8::5"] {
+            arf_post(token, ip).await;
+        }
+    }
+    // One of them is known good.
+    let (s, v, _) = call(
+        &hub,
+        reqwest::Method::PUT,
+        "/v1/allow/ip:203.0.113.51",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let export = |args: &[&str]| {
+        let out = common::repmilter()
+            .args(["hub", "export-zone", "--config"])
+            .arg(dir.path().join("hub.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Asked of the running hub.
+    let zone = export(&[]);
+    assert!(zone.contains("\n203.0.113.50 :127.0.0.2:score "), "{zone}");
+    assert!(zone.contains("\n203.0.113.0/24 :127.0.0.3:"), "{zone}");
+    assert!(zone.contains("\n127.0.0.2 :127.0.0.2:RFC 5782"), "{zone}");
+    assert!(!zone.contains("203.0.113.51 "), "allowlisted: {zone}");
+    assert!(!zone.contains("2001:db8"), "{zone}");
+    let v6 = export(&["--family", "6"]);
+    assert!(v6.contains("\n2001:db8::5 :127.0.0.2:"), "{v6}");
+    assert!(v6.contains("\n2001:db8::/64 :127.0.0.3:"), "{v6}");
+    assert!(!v6.contains("203.0.113"), "{v6}");
+    // Nothing reaches a score of 11.
+    let none = export(&["--min-score", "11"]);
+    assert!(!none.contains("203.0.113.50"), "{none}");
+    // A milter using the zone through rbldnsd sees the listed client.
+    let Some(dns) = common::Rbldnsd::start(&[common::Zone {
+        name: "hub.test",
+        kind: "ip4set",
+        data: &zone,
+    }]) else {
+        return;
+    };
+    let d = Daemon::start(
+        "",
+        &format!(
+            "[dns]\nservers = [\"127.0.0.1:{}\"]\nskip_private = false\n\
+             [[dnsbl]]\nname = \"HUB_ZONE\"\nzone = \"hub.test\"\nscore = 3.0\n",
+            dns.port
+        ),
+    );
+    let mut c = milter_client(&d, "203.0.113.50").await;
+    let r = c.message(&ENV, common::ham().as_bytes()).await.unwrap();
+    assert!(status(&r).contains("HUB_ZONE"), "{}", status(&r));
+    // With the hub stopped, its store is read directly: the same listings.
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    let offline = export(&[]);
+    let body = |z: &str| z.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&offline), body(&zone));
+}

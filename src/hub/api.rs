@@ -93,6 +93,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/keys/{key}", get(key_detail))
         .route("/v1/allow/{key}", put(allow).delete(disallow))
         .route("/v1/stats", get(stats))
+        .route("/v1/zone", get(zone))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
@@ -320,6 +321,44 @@ async fn stats(
     let hub = api.hub.clone();
     let counts = blocking(move || hub.counts()).await?;
     Ok(axum::Json(serde_json::json!({ "store": counts })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneQuery {
+    #[serde(default)]
+    family: Option<u8>,
+    #[serde(default)]
+    min_score: Option<f64>,
+}
+
+/// The listed addresses as rbldnsd zone data (text), for `repmilter hub export-zone`.
+async fn zone(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ZoneQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers, Role::Admin)?;
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let family = match q.family.unwrap_or(4) {
+        4 => super::zone::Family::V4,
+        6 => super::zone::Family::V6,
+        f => return Err(ApiError::bad(format!("family {f}: use 4 or 6"))),
+    };
+    let min_score = q.min_score.unwrap_or(super::zone::DEFAULT_MIN_SCORE);
+    if !min_score.is_finite() {
+        return Err(ApiError::bad("min_score must be a number"));
+    }
+    let hub = api.hub.clone();
+    let text = blocking(move || super::zone::render(&hub, family, min_score, now())).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Serves the API on `listener` until `stop` resolves, then lets requests in flight finish.

@@ -1,16 +1,17 @@
-//! The hub: the central service that gateways report to and ask about keys (issue 10; being
-//! built). So far:
+//! The hub: the central service that gateways report to and ask about keys.
 //!
 //! - [`model`]: the correlation model: evidence from many gateways, decayed, into a key's
 //!   reputation (formulas in its docs).
-//! - [`store`]: the store trait and the embedded (redb) store.
+//! - [`store`]: the store trait, the embedded (redb) store and the Redis store.
 //! - [`service`]: lookups, ingest and reports, apart from HTTP.
 //! - [`api`]: the HTTP API under `/v1`, with tokens, roles, rate limits and JSON errors.
+//! - [`zone`]: the listed addresses as an rbldnsd zone.
 
 pub mod api;
 pub mod model;
 pub mod service;
 pub mod store;
+pub mod zone;
 
 use std::sync::Arc;
 

@@ -182,6 +182,25 @@ impl Hub {
         Ok(event)
     }
 
+    /// The reputations of the keys starting with `prefix` whose score is at least
+    /// `min_score` (allowlisted keys never are).
+    pub fn listed(
+        &self,
+        prefix: &str,
+        min_score: f64,
+        now: u64,
+    ) -> Result<Vec<Reputation>, StoreError> {
+        let records = self.store.keys_with_prefix(prefix)?;
+        let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
+        let allowed = self.store.allowed(&keys)?;
+        Ok(records
+            .iter()
+            .zip(allowed)
+            .map(|((k, r), a)| model::reputation(k, Some(r), a, now, &self.config.model))
+            .filter(|r| r.score >= min_score)
+            .collect())
+    }
+
     pub fn set_allowed(&self, key: &str, allowed: bool) -> Result<(), StoreError> {
         self.store.set_allowed(key, allowed)
     }
