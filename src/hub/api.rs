@@ -220,9 +220,10 @@ async fn events(
             "more than {max} events in one request"
         )));
     }
-    Hub::check(&req.events).map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut events = req.events;
+    Hub::check(&mut events).map_err(|e| ApiError::bad(e.to_string()))?;
     let hub = api.hub.clone();
-    let done = blocking(move || hub.ingest(&gateway, &req.events, now())).await?;
+    let done = blocking(move || hub.ingest(&gateway, events, now())).await?;
     Ok(axum::Json(done))
 }
 

@@ -77,6 +77,20 @@ pub struct Update {
     pub spread: f64,
 }
 
+impl Update {
+    /// Whether it adds anything.
+    pub fn is_some(&self) -> bool {
+        self.spam > 0.0 || self.ham > 0.0 || self.spread > 0.0
+    }
+
+    /// Adds another update made at the same time (applying the sum equals applying both).
+    pub fn add(&mut self, other: Update) {
+        self.spam += other.spam;
+        self.ham += other.ham;
+        self.spread += other.spread;
+    }
+}
+
 impl KeyRecord {
     /// Adds a gateway's evidence and spread evidence, decaying what was there.
     pub fn apply(&mut self, gateway: &str, u: Update, now: u64, model: &Model) {
@@ -110,6 +124,53 @@ pub struct Reputation {
     pub ttl: u64,
 }
 
+/// The numbers behind a reputation (no text: the ingest path computes many).
+#[derive(Debug, Clone, Copy, Default)]
+struct Assessment {
+    score: f64,
+    spam: f64,
+    ham: f64,
+    reporters: usize,
+    spam_side: bool,
+    /// Enough reporters to be judged.
+    judged: bool,
+}
+
+/// Scores a record; `with_spread` false leaves spread evidence out (so that spread never
+/// travels a second hop).
+fn assess(record: &KeyRecord, with_spread: bool, now: u64, model: &Model) -> Assessment {
+    let mut a = Assessment::default();
+    let (mut spam_reporters, mut ham_reporters) = (0, 0);
+    for (g, e) in &record.by_gateway {
+        let w = model.weights.get(g).copied().unwrap_or(1.0);
+        let (s, h) = e.decayed(now, model.half_life);
+        a.spam += s.min(1.0) * w;
+        a.ham += h.min(1.0) * w;
+        spam_reporters += usize::from(s >= 0.5);
+        ham_reporters += usize::from(h >= 0.5);
+    }
+    if with_spread {
+        // Spread comes only from a co-occurring key that the network lists: any of it left
+        // counts as that one more voice.
+        let (spread, _) = record.spread.decayed(now, model.half_life);
+        a.spam += spread.min(1.0);
+        spam_reporters += usize::from(spread >= MIN_SPREAD);
+    }
+    let p = (a.spam + 1.0) / (a.spam + a.ham + 2.0);
+    let confidence = 1.0 - (-(a.spam + a.ham)).exp();
+    a.spam_side = a.spam >= a.ham;
+    a.reporters = if a.spam_side {
+        spam_reporters
+    } else {
+        ham_reporters
+    };
+    a.judged = a.reporters >= model.min_reporters;
+    if a.judged {
+        a.score = model.max_score * (2.0 * p - 1.0) * confidence;
+    }
+    a
+}
+
 /// A key's reputation from its record (None: never reported) as of `now`.
 pub fn reputation(
     key: &str,
@@ -136,42 +197,21 @@ pub fn reputation(
         r.why = "never reported".into();
         return r;
     };
-    let (mut spam_reporters, mut ham_reporters) = (0, 0);
-    for (g, e) in &record.by_gateway {
-        let w = model.weights.get(g).copied().unwrap_or(1.0);
-        let (s, h) = e.decayed(now, model.half_life);
-        r.spam += s.min(1.0) * w;
-        r.ham += h.min(1.0) * w;
-        spam_reporters += usize::from(s >= 0.5);
-        ham_reporters += usize::from(h >= 0.5);
-    }
-    // Spread comes only from a co-occurring key that the network lists: any of it left
-    // counts as that one more voice.
-    let (spread, _) = record.spread.decayed(now, model.half_life);
-    r.spam += spread.min(1.0);
-    spam_reporters += usize::from(spread >= MIN_SPREAD);
-    let p = (r.spam + 1.0) / (r.spam + r.ham + 2.0);
-    let confidence = 1.0 - (-(r.spam + r.ham)).exp();
-    let spam_side = r.spam >= r.ham;
-    r.reporters = if spam_side {
-        spam_reporters
+    let a = assess(record, true, now, model);
+    (r.score, r.spam, r.ham, r.reporters) = (a.score, a.spam, a.ham, a.reporters);
+    r.why = if a.judged {
+        format!(
+            "spam evidence {:.2}, ham evidence {:.2} from {} reporter(s)",
+            r.spam, r.ham, r.reporters
+        )
     } else {
-        ham_reporters
-    };
-    if r.reporters < model.min_reporters {
-        r.why = format!(
+        format!(
             "{} {} reporter(s), fewer than the {} needed",
             r.reporters,
-            if spam_side { "spam" } else { "ham" },
+            if a.spam_side { "spam" } else { "ham" },
             model.min_reporters
-        );
-        return r;
-    }
-    r.score = model.max_score * (2.0 * p - 1.0) * confidence;
-    r.why = format!(
-        "spam evidence {:.2}, ham evidence {:.2} from {} reporter(s)",
-        r.spam, r.ham, r.reporters
-    );
+        )
+    };
     r
 }
 
@@ -180,19 +220,15 @@ fn is_hub_opinion(symbol: &str) -> bool {
     symbol.starts_with("HUB_SPAM_") || symbol == "HUB_FUZZY"
 }
 
-/// What an event of `kind` adds to each of its keys, given their current records (for the
-/// spread), in key order.
-pub fn updates(
+/// The spam and ham evidence an event of `kind` is (see the module docs).
+pub fn evidence(
     kind: crate::feedback::EventKind,
     action: &str,
     symbols: &[String],
-    keys: &[String],
-    records: &[Option<KeyRecord>],
-    now: u64,
     model: &Model,
-) -> Vec<Update> {
+) -> (f64, f64) {
     use crate::feedback::EventKind;
-    let (spam, ham) = match kind {
+    match kind {
         EventKind::Spam => (1.0, 0.0),
         EventKind::Ham => (0.0, 1.0),
         EventKind::Verdict
@@ -202,18 +238,36 @@ pub fn updates(
             (model.verdict_weight, 0.0)
         }
         EventKind::Verdict => (0.0, 0.0),
-    };
-    // The best reputation among the event's keys by their own evidence (spread left out,
-    // so that spread never travels a second hop).
-    let own: Vec<f64> = keys
+    }
+}
+
+/// What an event of `evidence` (see [`evidence`]) adds to each of its keys, given their
+/// current records (for the spread), in key order. Spread goes out only from events that are
+/// spam evidence themselves (reports, and counted verdicts): a message merely seen with a
+/// listed key spreads nothing.
+pub fn updates(
+    (spam, ham): (f64, f64),
+    records: &[Option<&KeyRecord>],
+    now: u64,
+    model: &Model,
+) -> Vec<Update> {
+    if spam <= 0.0 {
+        return vec![
+            Update {
+                spam,
+                ham,
+                spread: 0.0
+            };
+            records.len()
+        ];
+    }
+    // The best reputation among the event's keys by their own evidence.
+    let own: Vec<f64> = records
         .iter()
-        .zip(records)
-        .map(|(k, rec)| {
-            let rec = rec.as_ref().map(|r| KeyRecord {
-                by_gateway: r.by_gateway.clone(),
-                spread: Evidence::default(),
-            });
-            (reputation(k, rec.as_ref(), false, now, model).score / model.max_score).max(0.0)
+        .map(|rec| {
+            rec.map_or(0.0, |r| {
+                (assess(r, false, now, model).score / model.max_score).max(0.0)
+            })
         })
         .collect();
     let best = own.iter().copied().fold(0.0, f64::max);
@@ -221,7 +275,7 @@ pub fn updates(
         .map(|&mine| Update {
             spam,
             ham,
-            spread: if kind != EventKind::Ham && best > mine {
+            spread: if best > mine {
                 model.spread * best
             } else {
                 0.0
@@ -238,7 +292,7 @@ mod tests {
     const DAY: u64 = 24 * 3600;
 
     fn report(rec: &mut KeyRecord, gateway: &str, kind: EventKind, now: u64, m: &Model) {
-        let u = updates(kind, "", &[], &["k".into()], &[Some(rec.clone())], now, m)[0];
+        let u = updates(evidence(kind, "", &[], m), &[Some(&*rec)], now, m)[0];
         rec.apply(gateway, u, now, m);
     }
 
@@ -290,12 +344,12 @@ mod tests {
             report(&mut domain, g, EventKind::Spam, 0, &m);
         }
         // A spam report from gateway "d" with a fresh IP and the known domain.
-        let keys = vec![
+        let keys = [
             "ip:192.0.2.1".to_string(),
             "domain:evil.example".to_string(),
         ];
-        let recs = vec![None, Some(domain.clone())];
-        let u = updates(EventKind::Spam, "", &[], &keys, &recs, 0, &m);
+        let recs = vec![None, Some(&domain)];
+        let u = updates(evidence(EventKind::Spam, "", &[], &m), &recs, 0, &m);
         assert!(u[0].spread > 0.0 && u[1].spread == 0.0, "{u:?}");
         let mut ip = KeyRecord::default();
         ip.apply("d", u[0], 0, &m);
@@ -303,37 +357,30 @@ mod tests {
         let r = reputation(&keys[0], Some(&ip), false, 0, &m);
         assert!(r.score > 0.0 && r.reporters == 2, "{r:?}");
         // Spread does not travel on: its own-evidence reputation is zero.
-        let next = updates(
-            EventKind::Spam,
-            "",
-            &[],
-            &["ip:x".into()],
-            &[Some(ip)],
+        let next = updates(evidence(EventKind::Spam, "", &[], &m), &[Some(&ip)], 0, &m);
+        assert_eq!(next[0].spread, 0.0);
+        // A message merely seen (accepted) with the listed domain spreads nothing.
+        let seen = updates(
+            evidence(EventKind::Verdict, "accept", &[], &m),
+            &recs,
             0,
             &m,
         );
-        assert_eq!(next[0].spread, 0.0);
+        assert!(seen.iter().all(|u| u.spread == 0.0), "{seen:?}");
     }
 
     #[test]
     fn verdicts_count_a_little_and_never_the_hub_s_own() {
         let m = Model::default();
-        let keys = ["k".to_string()];
         let u = updates(
-            EventKind::Verdict,
-            "reject",
-            &["GTUBE".into()],
-            &keys,
+            evidence(EventKind::Verdict, "reject", &["GTUBE".into()], &m),
             &[None],
             0,
             &m,
         );
         assert_eq!(u[0].spam, m.verdict_weight);
         let u = updates(
-            EventKind::Verdict,
-            "reject",
-            &["HUB_SPAM_IP".into()],
-            &keys,
+            evidence(EventKind::Verdict, "reject", &["HUB_SPAM_IP".into()], &m),
             &[None],
             0,
             &m,
@@ -341,20 +388,27 @@ mod tests {
         assert_eq!(u[0].spam, 0.0);
         // A hub that was down gave no opinion: the gateway's verdict is its own.
         let u = updates(
-            EventKind::Verdict,
-            "discard",
-            &[
-                "GTUBE".into(),
-                "HUB_UNAVAILABLE".into(),
-                "HUB_TIMEOUT".into(),
-            ],
-            &keys,
+            evidence(
+                EventKind::Verdict,
+                "discard",
+                &[
+                    "GTUBE".into(),
+                    "HUB_UNAVAILABLE".into(),
+                    "HUB_TIMEOUT".into(),
+                ],
+                &m,
+            ),
             &[None],
             0,
             &m,
         );
         assert_eq!(u[0].spam, m.verdict_weight);
-        let u = updates(EventKind::Verdict, "accept", &[], &keys, &[None], 0, &m);
+        let u = updates(
+            evidence(EventKind::Verdict, "accept", &[], &m),
+            &[None],
+            0,
+            &m,
+        );
         assert_eq!(u[0].spam, 0.0);
     }
 }

@@ -71,22 +71,32 @@ impl Hub {
             .collect())
     }
 
-    /// Checks events from outside before any is applied.
-    pub fn check(events: &[Event]) -> Result<(), BadEvent> {
-        for (index, e) in events.iter().enumerate() {
+    /// Checks events from outside before any is applied, and writes their keys in the
+    /// canonical form (`Key`'s) the store is keyed by.
+    pub fn check(events: &mut [Event]) -> Result<(), BadEvent> {
+        for (index, e) in events.iter_mut().enumerate() {
             if e.id.len() != 32 || !e.id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(BadEvent::Id { index });
             }
             if e.keys.len() > MAX_KEYS {
                 return Err(BadEvent::TooManyKeys { index });
             }
-            for (key, k) in e.keys.iter().enumerate() {
-                if let Err(err) = k.parse::<Key>() {
-                    return Err(BadEvent::Key {
-                        index,
-                        key,
-                        reason: err.to_string(),
-                    });
+            for (key, k) in e.keys.iter_mut().enumerate() {
+                match k.parse::<Key>() {
+                    Ok(parsed) => {
+                        // Gateways send canonical keys: rewritten only when one is not.
+                        let canonical = parsed.to_string();
+                        if *k != canonical {
+                            *k = canonical;
+                        }
+                    }
+                    Err(err) => {
+                        return Err(BadEvent::Key {
+                            index,
+                            key,
+                            reason: err.to_string(),
+                        });
+                    }
                 }
             }
             if !e.score.is_finite() {
@@ -109,55 +119,33 @@ impl Hub {
     }
 
     /// Applies events reported by `gateway` (the token's identity, not what the event says,
-    /// so that one gateway cannot pose as several). Each is applied once however often it
-    /// arrives.
+    /// so that one gateway cannot pose as several), as [`Hub::check`] left them. Each is
+    /// applied once however often it arrives.
     pub fn ingest(
         &self,
         gateway: &str,
-        events: &[Event],
+        events: Vec<Event>,
         now: u64,
     ) -> Result<Ingested, StoreError> {
-        // The records of every key of the batch in one read, for the spread; the updates in
-        // one write.
-        let keys_of: Vec<Vec<String>> = events
+        let model = self.config.model.clone();
+        let evidence: Vec<(f64, f64)> = events
             .iter()
-            .map(|e| {
-                e.keys
-                    .iter()
-                    .filter_map(|k| k.parse::<Key>().ok())
-                    .map(|k| k.to_string())
-                    .collect()
-            })
+            .map(|e| model::evidence(e.kind, &e.action, &e.symbols, &model))
             .collect();
-        let mut all: Vec<String> = keys_of.iter().flatten().cloned().collect();
-        all.sort_unstable();
-        all.dedup();
-        let records: std::collections::HashMap<String, Option<model::KeyRecord>> =
-            all.iter().cloned().zip(self.store.records(&all)?).collect();
         let batch: Vec<Ingest> = events
-            .iter()
-            .zip(keys_of)
-            .map(|(e, keys)| {
-                let recs: Vec<Option<model::KeyRecord>> =
-                    keys.iter().map(|k| records[k].clone()).collect();
-                let updates = model::updates(
-                    e.kind,
-                    &e.action,
-                    &e.symbols,
-                    &keys,
-                    &recs,
-                    now,
-                    &self.config.model,
-                );
-                Ingest {
-                    event_id: e.id.clone(),
-                    updates: keys.into_iter().zip(updates).collect(),
-                }
+            .into_iter()
+            .map(|e| Ingest {
+                event_id: e.id,
+                keys: e.keys,
             })
             .collect();
+        let m = model.clone();
+        let updates = move |i: usize, records: &[Option<&model::KeyRecord>]| {
+            model::updates(evidence[i], records, now, &m)
+        };
         let new = self
             .store
-            .ingest(gateway, &batch, now, &self.config.model)?;
+            .ingest(gateway, batch, Box::new(updates), now, &model)?;
         let accepted = new.iter().filter(|n| **n).count();
         Ok(Ingested {
             accepted,
@@ -178,7 +166,7 @@ impl Hub {
         let mut event = crate::feedback::report::event_of(raw, kind, client);
         event.gateway = gateway.to_string();
         event.time = now;
-        self.ingest(gateway, std::slice::from_ref(&event), now)?;
+        self.ingest(gateway, vec![event.clone()], now)?;
         Ok(event)
     }
 

@@ -3,7 +3,35 @@
 //! Redis Cluster (tests/redis_store.rs). Each function panics on the first difference.
 
 use super::{Counts, Ingest, Store};
-use crate::hub::model::{Model, Update};
+use crate::hub::model::{KeyRecord, Model, Update};
+
+/// Ingests events whose updates are given (not computed from the records).
+pub fn ingest_fixed(
+    store: &dyn Store,
+    gateway: &str,
+    events: &[(String, Vec<(String, Update)>)],
+    now: u64,
+    model: &Model,
+) -> Vec<bool> {
+    let batch: Vec<Ingest> = events
+        .iter()
+        .map(|(id, ups)| Ingest {
+            event_id: id.clone(),
+            keys: ups.iter().map(|(k, _)| k.clone()).collect(),
+        })
+        .collect();
+    let ups: Vec<Vec<Update>> = events
+        .iter()
+        .map(|(_, ups)| ups.iter().map(|(_, u)| *u).collect())
+        .collect();
+    let fixed = move |i: usize, records: &[Option<&KeyRecord>]| {
+        assert_eq!(records.len(), ups[i].len(), "a record per key");
+        ups[i].clone()
+    };
+    store
+        .ingest(gateway, batch, Box::new(fixed), now, model)
+        .unwrap()
+}
 
 /// Ingest (batches, repeats, decay, spread, ham), records, the allowlist, exports, counts,
 /// on an empty store.
@@ -11,47 +39,43 @@ pub fn check_store(store: &dyn Store) {
     let m = Model::default();
     let hl = m.half_life;
     let u = |spam: f64, ham: f64, spread: f64| Update { spam, ham, spread };
-    let ev = |id: &str, ks: &[&str], up: Update| Ingest {
-        event_id: id.to_string(),
-        updates: ks.iter().map(|k| (k.to_string(), up)).collect(),
+    let ev = |id: &str, ks: &[&str], up: Update| {
+        (
+            id.to_string(),
+            ks.iter().map(|k| (k.to_string(), up)).collect::<Vec<_>>(),
+        )
     };
     let spam = u(1.0, 0.0, 0.0);
     // A batch: two new events, and one whose id repeats inside the batch.
-    let got = store
-        .ingest(
-            "gw1",
-            &[
-                ev("e1", &["ip:192.0.2.1", "domain:evil.example"], spam),
-                ev("e2", &["ip:192.0.2.2"], u(0.0, 1.0, 0.0)),
-                ev("e1", &["ip:192.0.2.1"], spam),
-            ],
-            10,
-            &m,
-        )
-        .unwrap();
+    let got = ingest_fixed(
+        store,
+        "gw1",
+        &[
+            ev("e1", &["ip:192.0.2.1", "domain:evil.example"], spam),
+            ev("e2", &["ip:192.0.2.2"], u(0.0, 1.0, 0.0)),
+            ev("e1", &["ip:192.0.2.1"], spam),
+        ],
+        10,
+        &m,
+    );
     assert_eq!(got, [true, true, false]);
     // The same event again, from another gateway even, changes nothing.
-    let got = store
-        .ingest("gw2", &[ev("e1", &["ip:192.0.2.1"], spam)], 11, &m)
-        .unwrap();
+    let got = ingest_fixed(store, "gw2", &[ev("e1", &["ip:192.0.2.1"], spam)], 11, &m);
     assert_eq!(got, [false]);
     // Evidence decays: one half-life later gw1's spam counts half, then 1 more is added.
-    let got = store
-        .ingest(
-            "gw1",
-            &[
-                ev("e3", &["ip:192.0.2.1"], spam),
-                ev("e4", &["ip:192.0.2.1"], u(0.0, 0.0, 0.4)),
-                ev("e5", &[], spam),
-            ],
-            10 + hl,
-            &m,
-        )
-        .unwrap();
+    let got = ingest_fixed(
+        store,
+        "gw1",
+        &[
+            ev("e3", &["ip:192.0.2.1"], spam),
+            ev("e4", &["ip:192.0.2.1"], u(0.0, 0.0, 0.4)),
+            ev("e5", &[], spam),
+        ],
+        10 + hl,
+        &m,
+    );
     assert_eq!(got, [true, true, true]);
-    let got = store
-        .ingest("gw2", &[ev("e6", &["ip:192.0.2.1"], spam)], 12, &m)
-        .unwrap();
+    let got = ingest_fixed(store, "gw2", &[ev("e6", &["ip:192.0.2.1"], spam)], 12, &m);
     assert_eq!(got, [true]);
     let recs = store
         .records(&[
@@ -109,13 +133,15 @@ pub fn check_concurrent_ingest(store: std::sync::Arc<dyn Store>) {
         ham: 0.0,
         spread: 0.0,
     };
-    let events: Vec<Ingest> = (0..200)
-        .map(|i| Ingest {
-            event_id: format!("c{i}"),
-            updates: vec![
-                ("ip:198.51.100.1".to_string(), spam),
-                (format!("url:{i:032x}"), spam),
-            ],
+    let events: Vec<(String, Vec<(String, Update)>)> = (0..200)
+        .map(|i| {
+            (
+                format!("c{i}"),
+                vec![
+                    ("ip:198.51.100.1".to_string(), spam),
+                    (format!("url:{i:032x}"), spam),
+                ],
+            )
         })
         .collect();
     let before = store.counts().unwrap().events;
@@ -125,9 +151,7 @@ pub fn check_concurrent_ingest(store: std::sync::Arc<dyn Store>) {
             std::thread::spawn(move || {
                 let mut new = 0;
                 for chunk in events.chunks(25) {
-                    new += store
-                        .ingest("gw9", chunk, 100, &m)
-                        .unwrap()
+                    new += ingest_fixed(&*store, "gw9", chunk, 100, &m)
                         .iter()
                         .filter(|n| **n)
                         .count();

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, RedisResult};
 
-use super::{Counts, Ingest, Store, StoreError};
+use super::{Counts, Ingest, Store, StoreError, UpdatesFn};
 use crate::hub::model::{Evidence, KeyRecord, Model};
 
 /// Shards (hash tags, so Cluster slots) the data is spread over.
@@ -335,13 +335,15 @@ impl Store for Redis {
     fn ingest(
         &self,
         gateway: &str,
-        events: &[Ingest],
+        events: Vec<Ingest>,
+        updates: UpdatesFn,
         now: u64,
         model: &Model,
     ) -> Result<Vec<bool>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let events = &events[..];
         let event_mark = |id: &str| format!("{}:e:{id}", tag(shard(id)));
         // 1. Which events were applied before.
         let known: Vec<bool> = self.pipe(
@@ -350,7 +352,22 @@ impl Store for Redis {
                 .map(|e| redis::Cmd::exists(event_mark(&e.event_id)))
                 .collect(),
         )?;
-        // 2. The new events' updates, one script per shard.
+        // 2. The new events' updates, from the records as they are (read once), one script
+        // per shard.
+        let mut wanted: Vec<String> = events
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| !**k)
+            .flat_map(|(e, _)| e.keys.iter().cloned())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let records: std::collections::HashMap<String, KeyRecord> = wanted
+            .iter()
+            .cloned()
+            .zip(self.records(&wanted)?)
+            .filter_map(|(k, r)| r.map(|r| (k, r)))
+            .collect();
         // KEYS[1] of each script is its shard's key counter.
         let mut shards: Vec<ShardBatch> = (0..SHARDS)
             .map(|s| ShardBatch {
@@ -358,10 +375,11 @@ impl Store for Redis {
                 ..ShardBatch::default()
             })
             .collect();
-        for (e, _) in events.iter().zip(&known).filter(|(_, k)| !**k) {
+        for (i, e) in events.iter().enumerate().filter(|(i, _)| !known[*i]) {
+            let before: Vec<Option<&KeyRecord>> = e.keys.iter().map(|k| records.get(k)).collect();
             let mut per_shard: Vec<Vec<String>> = vec![Vec::new(); SHARDS as usize];
-            for (key, u) in &e.updates {
-                if u.spam <= 0.0 && u.ham <= 0.0 && u.spread <= 0.0 {
+            for (key, u) in e.keys.iter().zip(updates(i, &before)) {
+                if !u.is_some() {
                     continue;
                 }
                 let s = shard(key) as usize;
