@@ -1,16 +1,35 @@
-//! The store in one redb file: no setup. Writes go through one writer thread that puts the
-//! requests waiting for it into one transaction (group commit): redb has one writer at a
-//! time, and a commit rewrites every B-tree page it touched and syncs the disk, so requests
-//! that share a commit share that cost. Reads run on the callers' threads, beside it.
+//! The store in one redb file: no setup.
+//!
+//! **Log, then checkpoint.** A commit rewrites every B-tree page it touches, and an ingest
+//! batch touches keys all over the key table: applied straight to the tables, each batch
+//! would rewrite most of the table, a cost that grows with the store. So a batch goes to the
+//! file as one appended log entry (the records it changed, whole, and its new event ids),
+//! durable before the gateway hears its answer, and into an in-memory overlay that reads
+//! consult first. A checkpoint writes the overlay into the tables in key order and empties
+//! the log in one transaction, every [`CHECKPOINT_EVENTS`] events, [`CHECKPOINT_RECORDS`]
+//! records, after [`IDLE`] without requests, and on close; opening the file replays what the
+//! log holds. The log holds results, not updates, so replaying needs no model and repeats
+//! nothing.
+//!
+//! **Group commit.** Writes go through one writer thread that puts the requests waiting for
+//! it into one transaction: redb has one writer at a time, and requests that share a commit
+//! share its sync. Reads run on the callers' threads, beside it.
 //!
 //! Records are stored as a version byte and the record in postcard (compact binary): half the
-//! size of JSON, so fewer pages to rewrite per commit.
+//! size of JSON.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
 
 use super::{Counts, Ingest, Store, StoreError, UpdatesFn, err};
 use crate::hub::model::{KeyRecord, Model, Update};
@@ -18,11 +37,18 @@ use crate::hub::model::{KeyRecord, Model, Update};
 const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const ALLOW: TableDefinition<&str, u64> = TableDefinition::new("allow");
+/// Batches applied since the last checkpoint, by sequence number.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 
 /// Events one commit takes at most (requests waiting beyond it go in the next).
 const GROUP_MAX_EVENTS: usize = 20_000;
+/// A checkpoint follows once the overlay holds this many events or records...
+const CHECKPOINT_EVENTS: usize = 200_000;
+const CHECKPOINT_RECORDS: usize = 400_000;
+/// ...or when no request came for this long.
+const IDLE: Duration = Duration::from_secs(2);
 
-/// The record encoding's version, the first byte of each stored record.
+/// The encoding's version, the first byte of each stored record and log entry.
 const RECORD_V1: u8 = 1;
 
 /// One request's events, waiting for the writer.
@@ -35,34 +61,104 @@ struct Job {
     done: mpsc::SyncSender<Result<Vec<bool>, StoreError>>,
 }
 
+/// One log entry: what one commit changed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LogEntry {
+    /// New event ids, with the time they arrived.
+    events: Vec<(String, u64)>,
+    /// Changed records, whole.
+    records: Vec<(String, KeyRecord)>,
+}
+
+/// What the log holds that the tables do not yet.
+#[derive(Default)]
+struct Overlay {
+    events: FxHashMap<String, u64>,
+    records: FxHashMap<String, KeyRecord>,
+    /// Records in `records` that the key table does not have.
+    new_keys: u64,
+    next_seq: u64,
+}
+
+impl Overlay {
+    /// Takes in a committed log entry, whose records include `new_keys` keys that neither
+    /// the overlay nor the key table had.
+    fn install(&mut self, entry: LogEntry, new_keys: u64) {
+        self.events.extend(entry.events);
+        self.records.extend(entry.records);
+        self.new_keys += new_keys;
+        self.next_seq += 1;
+    }
+
+    fn is_full(&self, checkpoint_events: usize) -> bool {
+        self.events.len() >= checkpoint_events || self.records.len() >= CHECKPOINT_RECORDS
+    }
+}
+
 /// The store in one redb file.
 pub struct Embedded {
     db: Arc<Database>,
+    overlay: Arc<RwLock<Overlay>>,
     /// To the writer thread; taken on drop, which ends it.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Whether the writer checkpoints when it ends (tests turn it off to leave a log behind).
+    #[cfg_attr(not(test), allow(dead_code))]
+    checkpoint_on_close: Arc<AtomicBool>,
 }
 
 impl Embedded {
     pub fn open(path: &Path) -> Result<Embedded, StoreError> {
+        Embedded::open_checkpointing(path, CHECKPOINT_EVENTS)
+    }
+
+    /// Opens the store, checkpointing every `checkpoint_events` events (tests: often).
+    fn open_checkpointing(path: &Path, checkpoint_events: usize) -> Result<Embedded, StoreError> {
         let db = Arc::new(Database::create(path).map_err(err)?);
         // Create the tables, so that reads of an empty store find them.
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;
         tx.open_table(KEYS).map_err(err)?;
         tx.open_table(ALLOW).map_err(err)?;
+        tx.open_table(LOG).map_err(err)?;
         tx.commit().map_err(err)?;
+        let overlay = Arc::new(RwLock::new(replay(&db)?));
+        checkpoint(&db, &overlay)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let writer_db = db.clone();
-        let writer = std::thread::Builder::new()
-            .name("hub-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &rx))
-            .map_err(err)?;
+        let checkpoint_on_close = Arc::new(AtomicBool::new(true));
+        let writer = {
+            let (db, overlay, on_close) =
+                (db.clone(), overlay.clone(), checkpoint_on_close.clone());
+            std::thread::Builder::new()
+                .name("hub-store-writer".into())
+                .spawn(move || write_loop(&db, &overlay, &rx, &on_close, checkpoint_events))
+                .map_err(err)?
+        };
         Ok(Embedded {
             db,
+            overlay,
             jobs: Mutex::new(Some(tx)),
             writer: Some(writer),
+            checkpoint_on_close,
         })
+    }
+
+    /// Closes the store as a crash would: the log is left for the next open to replay.
+    #[cfg(test)]
+    fn close_without_checkpoint(self) {
+        self.checkpoint_on_close.store(false, Ordering::SeqCst);
+    }
+
+    /// The overlay's state and a read transaction that agrees with it: a checkpoint empties
+    /// the overlay only after its commit, under the same lock.
+    fn read<T>(
+        &self,
+        from_overlay: impl FnOnce(&Overlay) -> T,
+    ) -> Result<(T, ReadTransaction), StoreError> {
+        let ov = self.overlay.read().unwrap_or_else(|p| p.into_inner());
+        let t = from_overlay(&ov);
+        let tx = self.db.begin_read().map_err(err)?;
+        Ok((t, tx))
     }
 }
 
@@ -76,10 +172,91 @@ impl Drop for Embedded {
     }
 }
 
+/// The overlay the log describes, from a file just opened.
+fn replay(db: &Database) -> Result<Overlay, StoreError> {
+    let tx = db.begin_read().map_err(err)?;
+    let log = tx.open_table(LOG).map_err(err)?;
+    let keys = tx.open_table(KEYS).map_err(err)?;
+    let mut ov = Overlay::default();
+    for row in log.iter().map_err(err)? {
+        let (seq, bytes) = row.map_err(err)?;
+        let entry: LogEntry = decode(bytes.value())
+            .map_err(|e| StoreError(format!("log entry {} of the store: {}", seq.value(), e.0)))?;
+        let mut new_keys = 0;
+        for (k, _) in &entry.records {
+            if !ov.records.contains_key(k) && keys.get(k.as_str()).map_err(err)?.is_none() {
+                new_keys += 1;
+            }
+        }
+        ov.install(entry, new_keys);
+        ov.next_seq = seq.value() + 1;
+    }
+    Ok(ov)
+}
+
+/// Writes the overlay into the tables and empties the log, in one transaction; then empties
+/// the overlay.
+fn checkpoint(db: &Database, overlay: &RwLock<Overlay>) -> Result<(), StoreError> {
+    {
+        let ov = overlay.read().unwrap_or_else(|p| p.into_inner());
+        if ov.events.is_empty() && ov.records.is_empty() {
+            return Ok(());
+        }
+        let tx = db.begin_write().map_err(err)?;
+        {
+            let mut events = tx.open_table(EVENTS).map_err(err)?;
+            let mut ids: Vec<(&String, &u64)> = ov.events.iter().collect();
+            ids.sort_unstable();
+            for (id, at) in ids {
+                events.insert(id.as_str(), *at).map_err(err)?;
+            }
+            let mut keys = tx.open_table(KEYS).map_err(err)?;
+            let mut recs: Vec<(&String, &KeyRecord)> = ov.records.iter().collect();
+            recs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (key, rec) in recs {
+                keys.insert(key.as_str(), encode(rec).as_slice())
+                    .map_err(err)?;
+            }
+        }
+        tx.delete_table(LOG).map_err(err)?;
+        tx.open_table(LOG).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    let mut ov = overlay.write().unwrap_or_else(|p| p.into_inner());
+    let next_seq = ov.next_seq;
+    *ov = Overlay {
+        next_seq,
+        ..Overlay::default()
+    };
+    Ok(())
+}
+
+fn checkpoint_or_log(db: &Database, overlay: &RwLock<Overlay>) {
+    if let Err(e) = checkpoint(db, overlay) {
+        // The log still holds everything; the next checkpoint or open tries again.
+        tracing::error!("hub store checkpoint failed: {e}");
+    }
+}
+
 /// Takes the next request and every one waiting behind it (up to [`GROUP_MAX_EVENTS`]),
-/// applies them in one transaction and answers each.
-fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// applies them in one transaction and answers each; checkpoints when the overlay is full,
+/// the store idle, or the store closing.
+fn write_loop(
+    db: &Database,
+    overlay: &RwLock<Overlay>,
+    rx: &mpsc::Receiver<Job>,
+    checkpoint_on_close: &AtomicBool,
+    checkpoint_events: usize,
+) {
+    loop {
+        let first = match rx.recv_timeout(IDLE) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                checkpoint_or_log(db, overlay);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut n = first.events.len();
         let mut jobs = vec![first];
         while n < GROUP_MAX_EVENTS {
@@ -91,7 +268,7 @@ fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match apply(db, &jobs) {
+        match apply(db, overlay, &jobs) {
             Ok(results) => {
                 for (j, r) in jobs.iter().zip(results) {
                     let _ = j.done.send(Ok(r));
@@ -103,21 +280,46 @@ fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
                 }
             }
         }
+        if overlay
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_full(checkpoint_events)
+        {
+            checkpoint_or_log(db, overlay);
+        }
+    }
+    if checkpoint_on_close.load(Ordering::SeqCst) {
+        checkpoint_or_log(db, overlay);
     }
 }
 
-/// Applies the jobs' events in one transaction, all or none.
-fn apply(db: &Database, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
+/// Applies the jobs' events: one log entry, committed, then installed in the overlay. All or
+/// none.
+fn apply(
+    db: &Database,
+    overlay: &RwLock<Overlay>,
+    jobs: &[Job],
+) -> Result<Vec<Vec<bool>>, StoreError> {
     let tx = db.begin_write().map_err(err)?;
     let mut new: Vec<Vec<bool>> = jobs.iter().map(|j| vec![false; j.events.len()]).collect();
+    let mut entry = LogEntry::default();
+    let mut new_keys = 0;
+    // Only this thread changes the overlay: it stays as read here until installed below.
+    let ov = overlay.read().unwrap_or_else(|p| p.into_inner());
+    let seq = ov.next_seq;
     {
-        let mut seen = tx.open_table(EVENTS).map_err(err)?;
-        let mut table = tx.open_table(KEYS).map_err(err)?;
+        let seen = tx.open_table(EVENTS).map_err(err)?;
+        let table = tx.open_table(KEYS).map_err(err)?;
+        let mut here: FxHashSet<&str> = FxHashSet::default();
         for (j, job) in jobs.iter().enumerate() {
             for (i, e) in job.events.iter().enumerate() {
-                if seen.get(e.event_id.as_str()).map_err(err)?.is_none() {
-                    seen.insert(e.event_id.as_str(), job.now).map_err(err)?;
+                let id = e.event_id.as_str();
+                if !ov.events.contains_key(id)
+                    && here.insert(id)
+                    && seen.get(id).map_err(err)?.is_none()
+                {
                     new[j][i] = true;
+                    entry.events.push((e.event_id.clone(), job.now));
                 }
             }
         }
@@ -131,14 +333,14 @@ fn apply(db: &Database, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
                     .map(move |(i, e)| (j, i, e))
             })
         };
-        // Every key the new events touch, once, in key order (the B-tree's): its record as
-        // it is, and what each request adds to it.
+        // Every key the new events touch, once: its record as it is, and what each request
+        // adds to it.
         struct Slot<'a> {
             key: &'a str,
             record: Option<KeyRecord>,
             adds: Vec<(usize, Update)>,
         }
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut index: FxHashMap<&str, usize> = FxHashMap::default();
         let mut slots: Vec<Slot<'_>> = Vec::new();
         for (_, _, e) in new_events() {
             for k in &e.keys {
@@ -152,12 +354,14 @@ fn apply(db: &Database, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
                 });
             }
         }
-        slots.sort_unstable_by(|a, b| a.key.cmp(b.key));
-        for (i, slot) in slots.iter_mut().enumerate() {
-            *index.get_mut(slot.key).expect("indexed above") = i;
-            if let Some(v) = table.get(slot.key).map_err(err)? {
-                slot.record = Some(decode(v.value())?);
-            }
+        for slot in &mut slots {
+            slot.record = match ov.records.get(slot.key) {
+                Some(r) => Some(r.clone()),
+                None => match table.get(slot.key).map_err(err)? {
+                    Some(v) => Some(decode(v.value())?),
+                    None => None,
+                },
+            };
         }
         // Updates made at one time add up, per request.
         let mut adds: Vec<(usize, usize, Update)> = Vec::new();
@@ -179,29 +383,41 @@ fn apply(db: &Database, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
             }
         }
         for slot in slots.into_iter().filter(|s| !s.adds.is_empty()) {
+            new_keys += u64::from(slot.record.is_none());
             let mut rec = slot.record.unwrap_or_default();
             for (j, u) in slot.adds {
                 rec.apply(&jobs[j].gateway, u, jobs[j].now, &jobs[j].model);
             }
-            table
-                .insert(slot.key, encode(&rec).as_slice())
-                .map_err(err)?;
+            entry.records.push((slot.key.to_string(), rec));
         }
     }
+    drop(ov);
+    if entry.events.is_empty() {
+        // Nothing new: nothing to write.
+        return Ok(new);
+    }
+    {
+        let mut log = tx.open_table(LOG).map_err(err)?;
+        log.insert(seq, encode(&entry).as_slice()).map_err(err)?;
+    }
     tx.commit().map_err(err)?;
+    overlay
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .install(entry, new_keys);
     Ok(new)
 }
 
-fn decode(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(err),
         _ => Err(StoreError("a stored record has an unknown format".into())),
     }
 }
 
-fn encode(rec: &KeyRecord) -> Vec<u8> {
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let out = vec![RECORD_V1];
-    postcard::to_extend(rec, out).expect("a record serializes")
+    postcard::to_extend(value, out).expect("a record serializes")
 }
 
 impl Store for Embedded {
@@ -235,12 +451,20 @@ impl Store for Embedded {
     }
 
     fn records(&self, keys: &[String]) -> Result<Vec<Option<KeyRecord>>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let (found, tx) = self.read(|ov| {
+            keys.iter()
+                .map(|k| ov.records.get(k).cloned())
+                .collect::<Vec<_>>()
+        })?;
         let table = tx.open_table(KEYS).map_err(err)?;
         keys.iter()
-            .map(|k| match table.get(k.as_str()).map_err(err)? {
-                Some(v) => decode(v.value()).map(Some),
-                None => Ok(None),
+            .zip(found)
+            .map(|(k, f)| match f {
+                Some(r) => Ok(Some(r)),
+                None => match table.get(k.as_str()).map_err(err)? {
+                    Some(v) => decode(v.value()).map(Some),
+                    None => Ok(None),
+                },
             })
             .collect()
     }
@@ -267,25 +491,117 @@ impl Store for Embedded {
     }
 
     fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<(String, KeyRecord)>, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let (mut out, tx) = self.read(|ov| {
+            ov.records
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect::<Vec<_>>()
+        })?;
+        let newer: HashSet<String> = out.iter().map(|(k, _)| k.clone()).collect();
         let t = tx.open_table(KEYS).map_err(err)?;
-        let mut out = Vec::new();
         for entry in t.range(prefix..).map_err(err)? {
             let (k, v) = entry.map_err(err)?;
             if !k.value().starts_with(prefix) {
                 break;
             }
-            out.push((k.value().to_string(), decode(v.value())?));
+            if !newer.contains(k.value()) {
+                out.push((k.value().to_string(), decode(v.value())?));
+            }
         }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
+        let ((events, keys), tx) = self.read(|ov| (ov.events.len() as u64, ov.new_keys))?;
         Ok(Counts {
-            events: tx.open_table(EVENTS).map_err(err)?.len().map_err(err)?,
-            keys: tx.open_table(KEYS).map_err(err)?.len().map_err(err)?,
+            events: events + tx.open_table(EVENTS).map_err(err)?.len().map_err(err)?,
+            keys: keys + tx.open_table(KEYS).map_err(err)?.len().map_err(err)?,
             allowlisted: tx.open_table(ALLOW).map_err(err)?.len().map_err(err)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::store::conformance;
+
+    fn log_entries(path: &Path) -> u64 {
+        let db = Database::open(path).unwrap();
+        let tx = db.begin_read().unwrap();
+        tx.open_table(LOG).unwrap().len().unwrap()
+    }
+
+    #[test]
+    fn behaves_alike_when_every_batch_is_checkpointed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Embedded::open_checkpointing(&dir.path().join("hub.redb"), 1).unwrap();
+        conformance::check_store(&store);
+        conformance::check_concurrent_ingest(Arc::new(store));
+    }
+
+    #[test]
+    fn a_crash_leaves_a_log_that_the_next_open_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.redb");
+        let model = Model::default();
+        let spam = Update {
+            spam: 1.0,
+            ham: 0.0,
+            spread: 0.0,
+        };
+        let keys = [
+            "ip:192.0.2.1".to_string(),
+            "domain:evil.example".to_string(),
+        ];
+        let store = Embedded::open(&path).unwrap();
+        // Checkpointed by a clean close.
+        conformance::ingest_fixed(
+            &store,
+            "gw1",
+            &[("a".into(), vec![(keys[0].clone(), spam)])],
+            10,
+            &model,
+        );
+        drop(store);
+        assert_eq!(log_entries(&path), 0);
+        // Left in the log by a crash.
+        let store = Embedded::open(&path).unwrap();
+        conformance::ingest_fixed(
+            &store,
+            "gw2",
+            &[
+                (
+                    "b".into(),
+                    vec![(keys[0].clone(), spam), (keys[1].clone(), spam)],
+                ),
+                ("c".into(), vec![(keys[1].clone(), spam)]),
+            ],
+            20,
+            &model,
+        );
+        let before = (store.records(&keys).unwrap(), store.counts().unwrap());
+        assert_eq!(before.1.events, 3);
+        assert_eq!(before.1.keys, 2);
+        store.close_without_checkpoint();
+        assert_eq!(log_entries(&path), 1);
+        let store = Embedded::open(&path).unwrap();
+        assert_eq!(
+            (store.records(&keys).unwrap(), store.counts().unwrap()),
+            before
+        );
+        let again = conformance::ingest_fixed(
+            &store,
+            "gw2",
+            &[("c".into(), vec![(keys[1].clone(), spam)])],
+            30,
+            &model,
+        );
+        assert_eq!(again, [false]);
+        assert_eq!(store.records(&keys).unwrap(), before.0);
+        drop(store);
+        assert_eq!(log_entries(&path), 0);
     }
 }
