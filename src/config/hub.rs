@@ -66,6 +66,13 @@ pub struct HubConfig {
     /// Requests per second per gateway, and the burst allowed. Default 200 and 400.
     pub rate: u32,
     pub burst: u32,
+    /// Connections served at once. Default 1,024.
+    pub max_connections: usize,
+    /// Time a connection gets to send a request's headers, or may sit idle between
+    /// requests. Default 30 s.
+    pub header_timeout: Duration,
+    /// Time a request's body gets to arrive. Default 60 s.
+    pub body_timeout: Duration,
     pub gateways: Vec<Gateway>,
     pub model: Model,
 }
@@ -143,6 +150,9 @@ impl HubConfig {
             max_events: 1000,
             rate: 200,
             burst: 400,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
             gateways: Vec::new(),
             model: Model::default(),
         };
@@ -209,6 +219,9 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
             "max_events",
             "rate",
             "burst",
+            "max_connections",
+            "header_timeout",
+            "body_timeout",
         ],
     );
     if let Some(s) = r.string(t, p, "listen") {
@@ -279,6 +292,7 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
         ("max_body", &mut c.max_body, 1usize << 30),
         ("max_keys", &mut c.max_keys, 100_000),
         ("max_events", &mut c.max_events, 100_000),
+        ("max_connections", &mut c.max_connections, 1_000_000),
     ] {
         if let Some(n) = r.integer(t, p, key, max as u64) {
             if n == 0 {
@@ -296,6 +310,19 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
                 r.problem(v, &join(p, key), "must be at least 1");
             } else {
                 *field = n as u32;
+            }
+        }
+    }
+    for (key, field) in [
+        ("header_timeout", &mut c.header_timeout),
+        ("body_timeout", &mut c.body_timeout),
+    ] {
+        if let Some(d) = r.duration(t, p, key) {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                let v = t.get(key).expect("read");
+                r.problem(v, &join(p, key), "must be between 100ms and 1h");
+            } else {
+                *field = d;
             }
         }
     }

@@ -92,6 +92,9 @@ impl Reporter {
             dir: config.spool.clone(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // Below the hub's 30 s idle limit, so a pooled connection is not reused as the hub
+                // closes it.
+                .pool_idle_timeout(Duration::from_secs(20))
                 .build()
                 .expect("an HTTP client builds with rustls"),
             target: RwLock::new(target_of(config)),

@@ -113,6 +113,9 @@ impl Submitter {
         Submitter {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // Below the hub's 30 s idle limit, so a pooled connection is not reused as the hub
+                // closes it.
+                .pool_idle_timeout(Duration::from_secs(20))
                 .build()
                 .expect("an HTTP client builds with rustls"),
             url: format!("{}/v1/events", config.url),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -72,6 +73,8 @@ impl IntoResponse for ApiError {
 struct Api {
     hub: Arc<Hub>,
     limiter: DefaultKeyedRateLimiter<String>,
+    /// Request body bytes held, in KiB (see [`BODIES_IN_FLIGHT`]).
+    bodies: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared = Arc<Api>;
@@ -83,6 +86,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .allow_burst(std::num::NonZeroU32::new(c.burst).expect("burst >= 1"));
     let api = Arc::new(Api {
         limiter: DefaultKeyedRateLimiter::keyed(quota),
+        bodies: Arc::new(tokio::sync::Semaphore::new(BODIES_IN_FLIGHT / 1024)),
         hub,
     });
     Router::new()
@@ -108,7 +112,11 @@ fn authorize<'a>(api: &'a Api, headers: &HeaderMap, role: Role) -> Result<&'a Ga
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 7235).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is needed"))?;
     let gateway = api
         .hub
@@ -133,15 +141,84 @@ fn authorize<'a>(api: &'a Api, headers: &HeaderMap, role: Role) -> Result<&'a Ga
     Ok(gateway)
 }
 
-/// The body, up to `hub.max_body`.
-async fn body_of(api: &Api, body: Body) -> Result<Bytes, ApiError> {
-    let max = api.hub.config.max_body;
-    axum::body::to_bytes(body, max).await.map_err(|_| {
+/// Bytes of request bodies held at once, across all requests: past it a request is told to
+/// come back (503, Retry-After) rather than the hub holding ever more memory.
+const BODIES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+
+/// The body, up to `max` bytes (and `hub.max_body`), within `hub.body_timeout`, holding its
+/// share of [`BODIES_IN_FLIGHT`] while the request runs.
+async fn body_of(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    use http_body_util::BodyExt;
+    let max = max.min(api.hub.config.max_body);
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than the limit of {max} bytes, or was cut off"),
+            format!("the body is larger than the limit of {max} bytes for this endpoint"),
         )
-    })
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let busy = || {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub is receiving too much at once; retry shortly",
+        );
+        e.retry_after = Some(1);
+        e
+    };
+    // Units of 1 KiB, so that the semaphore's count fits.
+    let kib = |n: usize| n.div_ceil(1024) as u32;
+    let mut held = api
+        .bodies
+        .clone()
+        .try_acquire_many_owned(kib(declared.unwrap_or(0) as usize).max(1))
+        .map_err(|_| busy())?;
+    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body = body;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::bad(format!("the body could not be read: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if out.len() + data.len() > max {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+            let need = kib(out.len());
+            if need > held.num_permits() as u32 {
+                let more = api
+                    .bodies
+                    .clone()
+                    .try_acquire_many_owned(need - held.num_permits() as u32)
+                    .map_err(|_| busy())?;
+                held.merge(more);
+            }
+        }
+        Ok(())
+    };
+    let within = api.hub.config.body_timeout;
+    match tokio::time::timeout(within, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {within:?}"),
+            ));
+        }
+    }
+    Ok((Bytes::from(out), held))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -157,6 +234,15 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::from(StoreError(e.to_string())))?
         .map_err(ApiError::from)
+}
+
+/// The longest key's text (a `mailfrom:` key of a 253-character name), with room to spare.
+const MAX_KEY_TEXT: usize = 300;
+
+/// A path segment, or why it is not one (as JSON, like every error).
+fn segment(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(s)| s)
+        .map_err(|e| ApiError::bad(format!("the path is not valid: {}", e.body_text())))
 }
 
 fn check_key(k: &str) -> Result<String, ApiError> {
@@ -186,8 +272,10 @@ async fn lookup(
     body: Body,
 ) -> Result<axum::Json<LookupReply>, ApiError> {
     authorize(&api, &headers, Role::Lookup)?;
-    let req: LookupRequest = parse_json(&body_of(&api, body).await?)?;
     let max = api.hub.config.max_keys;
+    // Room for `max` of the longest keys: a lookup body is never more.
+    let (bytes, _held) = body_of(&api, &headers, body, 64 + max * (MAX_KEY_TEXT + 4)).await?;
+    let req: LookupRequest = parse_json(&bytes)?;
     if req.keys.len() > max {
         return Err(ApiError::bad(format!("more than {max} keys in one lookup")));
     }
@@ -213,7 +301,9 @@ async fn events(
     body: Body,
 ) -> Result<axum::Json<Ingested>, ApiError> {
     let gateway = authorize(&api, &headers, Role::Report)?.name.clone();
-    let req: EventsRequest = parse_json(&body_of(&api, body).await?)?;
+    let (bytes, _held) = body_of(&api, &headers, body, usize::MAX).await?;
+    let req: EventsRequest = parse_json(&bytes)?;
+    drop(bytes);
     let max = api.hub.config.max_events;
     if req.events.len() > max {
         return Err(ApiError::bad(format!(
@@ -229,18 +319,19 @@ async fn events(
 
 async fn report(
     State(api): State<Shared>,
-    Path(kind): Path<String>,
+    kind: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let gateway = authorize(&api, &headers, Role::Report)?.name.clone();
+    let kind = segment(kind)?;
     if !matches!(kind.as_str(), "spam" | "ham" | "arf") {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "report kinds are spam, ham and arf",
         ));
     }
-    let raw = body_of(&api, body).await?;
+    let (raw, _held) = body_of(&api, &headers, body, usize::MAX).await?;
     if raw.is_empty() {
         return Err(ApiError::bad("the body must be the reported message"));
     }
@@ -264,6 +355,13 @@ async fn report(
     })
     .await?
     .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("ARF report: {e}")))?;
+    if event.keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the reported message yields no keys (no client address, domain, link, \
+             attachment or text): nothing to learn from it",
+        ));
+    }
     let mut reply = serde_json::json!({
         "event": event.id, "kind": event.kind, "keys": event.keys,
     });
@@ -275,11 +373,11 @@ async fn report(
 
 async fn key_detail(
     State(api): State<Shared>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Reputation>, ApiError> {
     authorize(&api, &headers, Role::Lookup)?;
-    let key = check_key(&key)?;
+    let key = check_key(&segment(key)?)?;
     let hub = api.hub.clone();
     let mut r = blocking(move || hub.lookup(&[key], now())).await?;
     Ok(axum::Json(r.remove(0)))
@@ -287,7 +385,7 @@ async fn key_detail(
 
 async fn allow(
     State(api): State<Shared>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     set_allowed(api, key, headers, true).await
@@ -295,7 +393,7 @@ async fn allow(
 
 async fn disallow(
     State(api): State<Shared>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     set_allowed(api, key, headers, false).await
@@ -303,12 +401,12 @@ async fn disallow(
 
 async fn set_allowed(
     api: Shared,
-    key: String,
+    key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     allowed: bool,
 ) -> Result<StatusCode, ApiError> {
     authorize(&api, &headers, Role::Admin)?;
-    let key = check_key(&key)?;
+    let key = check_key(&segment(key)?)?;
     let hub = api.hub.clone();
     blocking(move || hub.set_allowed(&key, allowed)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -362,13 +460,70 @@ async fn zone(
         .into_response())
 }
 
-/// Serves the API on `listener` until `stop` resolves, then lets requests in flight finish.
+/// How long requests in flight get to finish at shutdown.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the API on `listener` until `stop` resolves, then lets requests in flight finish
+/// (up to [`DRAIN`]).
 pub async fn serve(
     hub: Arc<Hub>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(stop)
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    // Past `max_connections` a new connection is closed at once: a flood of idle
+    // connections must not take the hub's file descriptors from the gateways.
+    let max_connections = hub.config.max_connections;
+    let header_timeout = hub.config.header_timeout;
+    let app = router(hub);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    let mut last_warning: Option<std::time::Instant> = None;
+    let mut warn = |what: &str| {
+        // At most one line a minute: a flood must not flood the log too.
+        if last_warning.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60)) {
+            last_warning = Some(std::time::Instant::now());
+            tracing::warn!("{what}");
+        }
+    };
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, say: wait for connections to close.
+                    warn(&format!("hub: cannot accept connections: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn(&format!(
+                "hub: {max_connections} connections open; closing new ones until some end"
+            ));
+            continue;
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("hub: requests still in flight after {DRAIN:?}; stopping anyway");
+    }
+    Ok(())
 }

@@ -10,29 +10,29 @@
 //!
 //! **One gateway cannot list or clear a key.** A gateway's contribution is capped at 1 and
 //! multiplied by its weight `w_g` (1 unless configured): `S = Σ min(1, s_g)·w_g`,
-//! `H = Σ min(1, h_g)·w_g`. A key is judged only when at least `min_reporters` (2) gateways
-//! hold at least half a report's worth of evidence for the winning side; a thousand reports
-//! from one gateway count as one.
+//! `H = Σ min(1, h_g)·w_g`. A side's evidence counts only when at least `min_reporters` (2)
+//! gateways hold at least half a report's worth of it (otherwise that side's sum is 0): a
+//! thousand spam reports from one gateway count as none until a second gateway agrees, and
+//! one gateway's ham reports cannot pull down what others listed.
 //!
 //! **Score.** With `p = (S + 1) / (S + H + 2)` (a Laplace-smoothed spam share) and confidence
 //! `c = 1 - e^-(S+H)`, the key's score contribution is `max_score · (2p - 1) · c`: positive
-//! for spam, negative for keys that ham reports vouch for, near 0 for little or mixed
-//! evidence. Keys on the admin allowlist score `allow_score` (-5) whatever the evidence.
+//! for spam, negative for keys that ham reports vouch for, 0 while no side counts. Keys on the
+//! admin allowlist score `allow_score` (-5) whatever the evidence.
 //!
-//! **One hop.** When an event arrives, the best spam reputation among its keys (by their own
-//! evidence, as a share of `max_score`) is spread to its other keys as "spread" evidence,
-//! times `spread` (0.5), which counts as one reporter: a new IP sending a campaign whose URL
-//! domain or fingerprint the network knows is listed on that first sight. Spread evidence is
-//! never spread further.
+//! **One hop.** When an event that is spam evidence arrives (a spam report, a counted
+//! verdict), the best reputation among its keys (as a share of `max_score`) is added, times
+//! `spread` (0.5), to the reporting gateway's own spam evidence on its other keys: a verdict
+//! on a message that carries a listed URL domain or fingerprint weighs more than one that
+//! does not, so the fresh IP that sent it is listed once a second gateway sees the campaign
+//! from it. Spread is the reporter's own evidence, under its cap: it never makes one gateway
+//! two voices. A message merely seen (accepted) spreads nothing.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::hub::Model;
-
-/// Spread evidence below this has decayed away and no longer counts as a reporter.
-const MIN_SPREAD: f64 = 0.01;
 
 /// Evidence on one side pair, as of `at` (seconds since the epoch).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -64,9 +64,6 @@ impl Evidence {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub by_gateway: BTreeMap<String, Evidence>,
-    /// Evidence spread from co-occurring keys.
-    #[serde(default)]
-    pub spread: Evidence,
 }
 
 /// What one event adds to one key.
@@ -74,36 +71,31 @@ pub struct KeyRecord {
 pub struct Update {
     pub spam: f64,
     pub ham: f64,
-    pub spread: f64,
 }
 
 impl Update {
     /// Whether it adds anything.
     pub fn is_some(&self) -> bool {
-        self.spam > 0.0 || self.ham > 0.0 || self.spread > 0.0
+        self.spam > 0.0 || self.ham > 0.0
     }
 
     /// Adds another update made at the same time (applying the sum equals applying both).
     pub fn add(&mut self, other: Update) {
         self.spam += other.spam;
         self.ham += other.ham;
-        self.spread += other.spread;
     }
 }
 
 impl KeyRecord {
-    /// Adds a gateway's evidence and spread evidence, decaying what was there.
+    /// Adds a gateway's evidence, decaying what was there.
     pub fn apply(&mut self, gateway: &str, u: Update, now: u64, model: &Model) {
-        if u.spam > 0.0 || u.ham > 0.0 {
+        if u.is_some() {
             self.by_gateway.entry(gateway.to_string()).or_default().add(
                 u.spam,
                 u.ham,
                 now,
                 model.half_life,
             );
-        }
-        if u.spread > 0.0 {
-            self.spread.add(u.spread, 0.0, now, model.half_life);
         }
     }
 }
@@ -136,9 +128,8 @@ struct Assessment {
     judged: bool,
 }
 
-/// Scores a record; `with_spread` false leaves spread evidence out (so that spread never
-/// travels a second hop).
-fn assess(record: &KeyRecord, with_spread: bool, now: u64, model: &Model) -> Assessment {
+/// Scores a record.
+fn assess(record: &KeyRecord, now: u64, model: &Model) -> Assessment {
     let mut a = Assessment::default();
     let (mut spam_reporters, mut ham_reporters) = (0, 0);
     for (g, e) in &record.by_gateway {
@@ -149,23 +140,19 @@ fn assess(record: &KeyRecord, with_spread: bool, now: u64, model: &Model) -> Ass
         spam_reporters += usize::from(s >= 0.5);
         ham_reporters += usize::from(h >= 0.5);
     }
-    if with_spread {
-        // Spread comes only from a co-occurring key that the network lists: any of it left
-        // counts as that one more voice.
-        let (spread, _) = record.spread.decayed(now, model.half_life);
-        a.spam += spread.min(1.0);
-        spam_reporters += usize::from(spread >= MIN_SPREAD);
+    // A side that too few gateways hold does not count.
+    if spam_reporters < model.min_reporters {
+        a.spam = 0.0;
     }
-    let p = (a.spam + 1.0) / (a.spam + a.ham + 2.0);
-    let confidence = 1.0 - (-(a.spam + a.ham)).exp();
-    a.spam_side = a.spam >= a.ham;
-    a.reporters = if a.spam_side {
-        spam_reporters
-    } else {
-        ham_reporters
-    };
-    a.judged = a.reporters >= model.min_reporters;
+    if ham_reporters < model.min_reporters {
+        a.ham = 0.0;
+    }
+    a.spam_side = spam_reporters >= ham_reporters;
+    a.reporters = spam_reporters.max(ham_reporters);
+    a.judged = a.spam > 0.0 || a.ham > 0.0;
     if a.judged {
+        let p = (a.spam + 1.0) / (a.spam + a.ham + 2.0);
+        let confidence = 1.0 - (-(a.spam + a.ham)).exp();
         a.score = model.max_score * (2.0 * p - 1.0) * confidence;
     }
     a
@@ -197,7 +184,7 @@ pub fn reputation(
         r.why = "never reported".into();
         return r;
     };
-    let a = assess(record, true, now, model);
+    let a = assess(record, now, model);
     (r.score, r.spam, r.ham, r.reporters) = (a.score, a.spam, a.ham, a.reporters);
     r.why = if a.judged {
         format!(
@@ -252,34 +239,27 @@ pub fn updates(
     model: &Model,
 ) -> Vec<Update> {
     if spam <= 0.0 {
-        return vec![
-            Update {
-                spam,
-                ham,
-                spread: 0.0
-            };
-            records.len()
-        ];
+        return vec![Update { spam, ham }; records.len()];
     }
-    // The best reputation among the event's keys by their own evidence.
+    // The best reputation among the event's keys.
     let own: Vec<f64> = records
         .iter()
         .map(|rec| {
             rec.map_or(0.0, |r| {
-                (assess(r, false, now, model).score / model.max_score).max(0.0)
+                (assess(r, now, model).score / model.max_score).max(0.0)
             })
         })
         .collect();
     let best = own.iter().copied().fold(0.0, f64::max);
     own.iter()
         .map(|&mine| Update {
-            spam,
+            spam: spam
+                + if best > mine {
+                    model.spread * best
+                } else {
+                    0.0
+                },
             ham,
-            spread: if best > mine {
-                model.spread * best
-            } else {
-                0.0
-            },
         })
         .collect()
 }
@@ -304,8 +284,7 @@ mod tests {
             report(&mut rec, "gw1", EventKind::Spam, 1000, &m);
         }
         let r = reputation("k", Some(&rec), false, 1000, &m);
-        assert_eq!(r.score, 0.0, "{r:?}");
-        assert_eq!(r.spam, 1.0);
+        assert_eq!((r.score, r.spam, r.reporters), (0.0, 0.0, 1), "{r:?}");
         // A second gateway agrees: listed.
         report(&mut rec, "gw2", EventKind::Spam, 1000, &m);
         let r = reputation("k", Some(&rec), false, 1000, &m);
@@ -326,9 +305,12 @@ mod tests {
         }
         let r = reputation("k", Some(&rec), false, 0, &m);
         assert!(r.score < 0.0 && r.score > -listed, "{r:?}");
-        // Three half-lives later the spam evidence is an eighth of what it was.
-        let old = reputation("k", Some(&rec), false, 9 * DAY, &m);
-        assert!((old.ham - 3.0 / 8.0).abs() < 1e-9, "{old:?}");
+        // One half-life later each gateway's evidence counts half.
+        let old = reputation("k", Some(&rec), false, 3 * DAY, &m);
+        assert!((old.ham - 1.5).abs() < 1e-9, "{old:?}");
+        // Two more, and no gateway holds half a report's worth: the key is forgotten.
+        let older = reputation("k", Some(&rec), false, 9 * DAY, &m);
+        assert_eq!((older.score, older.reporters), (0.0, 0), "{older:?}");
         // The admin allowlist wins.
         assert_eq!(
             reputation("k", Some(&rec), true, 0, &m).score,
@@ -337,36 +319,61 @@ mod tests {
     }
 
     #[test]
-    fn evidence_spreads_one_hop_to_a_fresh_key() {
+    fn evidence_spreads_one_hop_as_the_reporter_s_own() {
         let m = Model::default();
         let mut domain = KeyRecord::default();
         for g in ["a", "b", "c"] {
             report(&mut domain, g, EventKind::Spam, 0, &m);
         }
-        // A spam report from gateway "d" with a fresh IP and the known domain.
-        let keys = [
-            "ip:192.0.2.1".to_string(),
-            "domain:evil.example".to_string(),
-        ];
         let recs = vec![None, Some(&domain)];
-        let u = updates(evidence(EventKind::Spam, "", &[], &m), &recs, 0, &m);
-        assert!(u[0].spread > 0.0 && u[1].spread == 0.0, "{u:?}");
+        // A gateway's reject verdict on a message from a fresh IP with the listed domain
+        // weighs more than a verdict alone: enough to count the gateway as a reporter.
+        let reject = evidence(EventKind::Verdict, "reject", &[], &m);
+        let u = updates(reject, &recs, 0, &m);
+        assert!(u[0].spam > 0.5 && u[1].spam == m.verdict_weight, "{u:?}");
         let mut ip = KeyRecord::default();
         ip.apply("d", u[0], 0, &m);
-        // One reporter plus the spread: listed on first sight.
-        let r = reputation(&keys[0], Some(&ip), false, 0, &m);
+        // One gateway is one voice, spread or not.
+        assert_eq!(reputation("ip", Some(&ip), false, 0, &m).score, 0.0);
+        // Sending it again and again changes nothing.
+        for _ in 0..100 {
+            ip.apply("d", updates(reject, &recs, 0, &m)[0], 0, &m);
+        }
+        assert_eq!(reputation("ip", Some(&ip), false, 0, &m).score, 0.0);
+        // A second gateway seeing the campaign from that IP lists it.
+        ip.apply("e", updates(reject, &recs, 0, &m)[0], 0, &m);
+        let r = reputation("ip", Some(&ip), false, 0, &m);
         assert!(r.score > 0.0 && r.reporters == 2, "{r:?}");
-        // Spread does not travel on: its own-evidence reputation is zero.
-        let next = updates(evidence(EventKind::Spam, "", &[], &m), &[Some(&ip)], 0, &m);
-        assert_eq!(next[0].spread, 0.0);
-        // A message merely seen (accepted) with the listed domain spreads nothing.
+        // Without the listed domain, two verdicts are too little evidence.
+        let mut plain = KeyRecord::default();
+        for g in ["d", "e"] {
+            plain.apply(g, updates(reject, &[None], 0, &m)[0], 0, &m);
+        }
+        assert_eq!(reputation("ip", Some(&plain), false, 0, &m).score, 0.0);
+        // A message merely seen (accepted) with the listed domain adds nothing.
         let seen = updates(
             evidence(EventKind::Verdict, "accept", &[], &m),
             &recs,
             0,
             &m,
         );
-        assert!(seen.iter().all(|u| u.spread == 0.0), "{seen:?}");
+        assert!(seen.iter().all(|u| !u.is_some()), "{seen:?}");
+    }
+
+    #[test]
+    fn one_gateway_s_ham_reports_do_not_pull_down_a_listing() {
+        let m = Model::default();
+        let mut rec = KeyRecord::default();
+        for g in ["a", "b"] {
+            report(&mut rec, g, EventKind::Spam, 0, &m);
+        }
+        let listed = reputation("k", Some(&rec), false, 0, &m).score;
+        for _ in 0..100 {
+            report(&mut rec, "c", EventKind::Ham, 0, &m);
+        }
+        assert_eq!(reputation("k", Some(&rec), false, 0, &m).score, listed);
+        report(&mut rec, "d", EventKind::Ham, 0, &m);
+        assert!(reputation("k", Some(&rec), false, 0, &m).score < listed);
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Hub {
             if e.id.len() != 32 || !e.id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(BadEvent::Id { index });
             }
+            e.id.make_ascii_lowercase();
             if e.keys.len() > MAX_KEYS {
                 return Err(BadEvent::TooManyKeys { index });
             }
@@ -99,6 +100,9 @@ impl Hub {
                     }
                 }
             }
+            // A key said twice is one key: repeating it must not add its evidence twice.
+            let mut seen = std::collections::HashSet::new();
+            e.keys.retain(|k| seen.insert(k.clone()));
             if !e.score.is_finite() {
                 return Err(BadEvent::Field {
                     index,
@@ -135,7 +139,9 @@ impl Hub {
         let batch: Vec<Ingest> = events
             .into_iter()
             .map(|e| Ingest {
-                event_id: e.id,
+                // Ids are the gateway's: another gateway's event with the same id is another
+                // event (and cannot shadow this one).
+                event_id: format!("{gateway}/{}", e.id),
                 keys: e.keys,
             })
             .collect();
@@ -154,7 +160,7 @@ impl Hub {
     }
 
     /// Turns a reported message into an event of `kind` from `gateway` (the message's sender
-    /// is `client` when the report names it), and applies it.
+    /// is `client` when the report names it), and applies it if it has keys.
     pub fn report(
         &self,
         gateway: &str,
@@ -166,12 +172,15 @@ impl Hub {
         let mut event = crate::feedback::report::event_of(raw, kind, client);
         event.gateway = gateway.to_string();
         event.time = now;
-        self.ingest(gateway, vec![event.clone()], now)?;
+        // A message with no keys teaches nothing; the caller says so.
+        if !event.keys.is_empty() {
+            self.ingest(gateway, vec![event.clone()], now)?;
+        }
         Ok(event)
     }
 
     /// The reputations of the keys starting with `prefix` whose score is at least
-    /// `min_score` (allowlisted keys never are).
+    /// `min_score` and above 0 (allowlisted keys never are).
     pub fn listed(
         &self,
         prefix: &str,
@@ -184,8 +193,9 @@ impl Hub {
         Ok(records
             .iter()
             .zip(allowed)
+            .filter(|((_, _), a)| !a)
             .map(|((k, r), a)| model::reputation(k, Some(r), a, now, &self.config.model))
-            .filter(|r| r.score >= min_score)
+            .filter(|r| r.score > 0.0 && r.score >= min_score)
             .collect())
     }
 

@@ -80,6 +80,9 @@ impl HttpHub {
             // for a request that outlives it.
             client: reqwest::Client::builder()
                 .timeout(config.timeout + Duration::from_secs(1))
+                // Below the hub's 30 s idle limit, so a pooled connection is not reused as the hub
+                // closes it.
+                .pool_idle_timeout(Duration::from_secs(20))
                 .build()
                 .expect("an HTTP client builds with rustls"),
             url: format!("{}/v1/lookup", config.url),

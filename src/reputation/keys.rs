@@ -120,7 +120,15 @@ impl std::str::FromStr for Key {
                 .parse()
                 .ok()
                 .map(|ip: IpAddr| Key::Ip(ip.to_canonical())),
-            "net" => value.parse().ok().map(Key::Net),
+            // Only the networks keys are made of (a client's /24 or /64), written as
+            // `network_of` writes them: anything else would be another key for the same
+            // network, or a network covering many clients.
+            "net" => value
+                .parse::<IpNetwork>()
+                .ok()
+                .map(|n| network_of(n.ip()))
+                .filter(|n| value == n.to_string())
+                .map(Key::Net),
             "helo" => name(value).map(Key::Helo),
             "mailfrom" => name(value).map(Key::MailFrom),
             "from" => name(value).map(Key::From),
@@ -427,6 +435,12 @@ mod tests {
             "fuzzy:9:0123456789abcdef",
             "fuzzy:1:xyz",
             "what:ever",
+            // Networks other than a client's /24 or /64, or not in canonical form.
+            "net:0.0.0.0/0",
+            "net:10.1.2.3/8",
+            "net:192.0.2.7/24",
+            "net:::ffff:1.2.3.0/120",
+            "net:2001:db8::/48",
         ] {
             assert!(bad.parse::<Key>().is_err(), "{bad}");
         }
@@ -434,5 +448,8 @@ mod tests {
             "domain:Example.ORG.".parse::<Key>(),
             Ok(Key::Domain("example.org".into()))
         );
+        for good in ["net:192.0.2.0/24", "net:2001:db8:1:2::/64"] {
+            assert_eq!(good.parse::<Key>().unwrap().to_string(), good);
+        }
     }
 }

@@ -33,26 +33,26 @@ pub fn ingest_fixed(
         .unwrap()
 }
 
-/// Ingest (batches, repeats, decay, spread, ham), records, the allowlist, exports, counts,
+/// Ingest (batches, repeats, decay, ham), records, the allowlist, exports, counts,
 /// on an empty store.
 pub fn check_store(store: &dyn Store) {
     let m = Model::default();
     let hl = m.half_life;
-    let u = |spam: f64, ham: f64, spread: f64| Update { spam, ham, spread };
+    let u = |spam: f64, ham: f64| Update { spam, ham };
     let ev = |id: &str, ks: &[&str], up: Update| {
         (
             id.to_string(),
             ks.iter().map(|k| (k.to_string(), up)).collect::<Vec<_>>(),
         )
     };
-    let spam = u(1.0, 0.0, 0.0);
+    let spam = u(1.0, 0.0);
     // A batch: two new events, and one whose id repeats inside the batch.
     let got = ingest_fixed(
         store,
         "gw1",
         &[
             ev("e1", &["ip:192.0.2.1", "domain:evil.example"], spam),
-            ev("e2", &["ip:192.0.2.2"], u(0.0, 1.0, 0.0)),
+            ev("e2", &["ip:192.0.2.2"], u(0.0, 1.0)),
             ev("e1", &["ip:192.0.2.1"], spam),
         ],
         10,
@@ -68,7 +68,7 @@ pub fn check_store(store: &dyn Store) {
         "gw1",
         &[
             ev("e3", &["ip:192.0.2.1"], spam),
-            ev("e4", &["ip:192.0.2.1"], u(0.0, 0.0, 0.4)),
+            ev("e4", &["ip:192.0.2.1"], u(0.4, 0.0)),
             ev("e5", &[], spam),
         ],
         10 + hl,
@@ -88,12 +88,11 @@ pub fn check_store(store: &dyn Store) {
     let ip = recs[0].as_ref().unwrap();
     assert_eq!(ip.by_gateway.len(), 2, "{ip:?}");
     let gw1 = ip.by_gateway["gw1"];
-    assert!((gw1.spam - 1.5).abs() < 1e-9, "{ip:?}");
+    assert!((gw1.spam - 1.9).abs() < 1e-9, "{ip:?}");
     assert_eq!(gw1.at, 10 + hl);
     // Each gateway's evidence is its own, with its own time.
     let gw2 = ip.by_gateway["gw2"];
     assert!((gw2.spam - 1.0).abs() < 1e-9 && gw2.at == 12, "{ip:?}");
-    assert!((ip.spread.spam - 0.4).abs() < 1e-9, "{ip:?}");
     assert_eq!(recs[1].as_ref().unwrap().by_gateway.len(), 1);
     let ham = recs[2].as_ref().unwrap().by_gateway["gw1"];
     assert!((ham.ham - 1.0).abs() < 1e-9 && ham.spam == 0.0, "{ham:?}");
@@ -131,7 +130,6 @@ pub fn check_concurrent_ingest(store: std::sync::Arc<dyn Store>) {
     let spam = Update {
         spam: 0.001,
         ham: 0.0,
-        spread: 0.0,
     };
     let events: Vec<(String, Vec<(String, Update)>)> = (0..200)
         .map(|i| {

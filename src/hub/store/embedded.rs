@@ -550,7 +550,6 @@ mod tests {
         let spam = Update {
             spam: 1.0,
             ham: 0.0,
-            spread: 0.0,
         };
         let keys = [
             "ip:192.0.2.1".to_string(),

@@ -7,7 +7,7 @@
 //!
 //! | name                    | type   | holds                                              |
 //! |-------------------------|--------|----------------------------------------------------|
-//! | `rm:{rmNN}:r:KEY`       | hash   | `g:GATEWAY` = "spam ham at", `spread` = "spam at"  |
+//! | `rm:{rmNN}:r:KEY`       | hash   | `g:GATEWAY` = "spam ham at"                        |
 //! | `rm:{rmNN}:a:KEY`       | string | present while KEY is on the admin allowlist        |
 //! | `rm:{rmNN}:i:KIND`      | set    | the keys of that kind with a record (exports)      |
 //! | `rm:{rmNN}:e:EVENT`     | string | event applied (kept [`EVENT_MARK_TTL`])            |
@@ -69,9 +69,9 @@ for e = 1, n do
   for u = 1, m do
     local rec = KEYS[tonumber(ARGV[a])]
     local idx = KEYS[tonumber(ARGV[a + 1])]
-    local s, h, sp = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-    local name = ARGV[a + 5]
-    a = a + 6
+    local s, h = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local name = ARGV[a + 4]
+    a = a + 5
     if fresh then
       if redis.call('EXISTS', rec) == 0 then
         created = created + 1
@@ -87,16 +87,6 @@ for e = 1, n do
         local f = decay(oa)
         redis.call('HSET', rec, gw,
           string.format('%.17g %.17g %d', os * f + s, oh * f + h, math.max(now, oa)))
-      end
-      if sp > 0 then
-        local os, oa = 0, now
-        local v = redis.call('HGET', rec, 'spread')
-        if v then
-          local it = string.gmatch(v, '%S+')
-          os, oa = tonumber(it()), tonumber(it())
-        end
-        redis.call('HSET', rec, 'spread',
-          string.format('%.17g %d', os * decay(oa) + sp, math.max(now, oa)))
       end
     end
   end
@@ -305,16 +295,7 @@ fn parse_record(key: &str, fields: Vec<(String, String)>) -> Result<Option<KeyRe
             .split_whitespace()
             .map(|n| n.parse::<f64>().map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
-        if field == "spread" {
-            let [spam, at] = nums[..] else {
-                return Err(bad());
-            };
-            rec.spread = Evidence {
-                spam,
-                ham: 0.0,
-                at: at as u64,
-            };
-        } else if let Some(gw) = field.strip_prefix("g:") {
+        if let Some(gw) = field.strip_prefix("g:") {
             let [spam, ham, at] = nums[..] else {
                 return Err(bad());
             };
@@ -391,7 +372,6 @@ impl Store for Redis {
                     idx.to_string(),
                     u.spam.to_string(),
                     u.ham.to_string(),
-                    u.spread.to_string(),
                     key.clone(),
                 ]);
             }
@@ -402,7 +382,7 @@ impl Store for Redis {
                 let b = &mut shards[s];
                 let mark = b.key(format!("{}:g:{}", tag(s as u32), e.event_id));
                 b.args.push(mark.to_string());
-                b.args.push((args.len() / 6).to_string());
+                b.args.push((args.len() / 5).to_string());
                 b.args.extend(args);
                 b.events += 1;
             }
