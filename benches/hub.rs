@@ -13,7 +13,6 @@
 //! Run: `cargo bench --bench hub` (10 s per phase; `REPMILTER_HUB_SECONDS` changes it).
 //! `cargo test --all-targets` runs it for a fraction of a second per phase, as a check.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
-const ADMIN: &str = "bench-admin-0123456789abcdef";
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::hub::{ADMIN, GW1 as TOKEN, Hub};
+
 const CLIENTS: usize = 4;
 const EVENTS_PER_BATCH: usize = 1000;
 const KEYS_PER_EVENT: usize = 16;
@@ -59,49 +60,10 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / hz
 }
 
-fn start_hub(store: &str) -> (Proc, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[hub]\nlisten = \"127.0.0.1:0\"\n{store}\nrate = 1000000\nburst = 1000000\n\
-             [[gateway]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\n\
-             [[gateway]]\nname = \"ops\"\ntoken = \"{ADMIN}\"\nroles = [\"admin\"]\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_repmilter"))
-        .args(["hub", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn,repmilter::hub=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(i) = line.find("hub listening on ") {
-                let addr = line[i + 17..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the hub starts");
-    (
-        Proc {
-            child,
-            _dir: Some(dir),
-        },
-        format!("http://{addr}"),
-    )
+/// A hub with `store` (embedded by default), its rate limit out of the way: the one the
+/// tests start (`tests/common/hub.rs`).
+fn start_hub(store: &str) -> Hub {
+    Hub::start(&format!("{store}\nrate = 1000000\nburst = 1000000"))
 }
 
 fn start_redis() -> Option<(Proc, u16)> {
@@ -226,8 +188,8 @@ async fn phase(
 }
 
 async fn measure(name: &str, store: &str, seconds: f64, redis_pid: Option<u32>) {
-    let (hub, url) = start_hub(store);
-    let pid = hub.child.id();
+    let hub = start_hub(store);
+    let (url, pid) = (hub.url.clone(), hub.child.id());
     let redis_cpu0 = redis_pid.map(cpu_seconds);
     let (batches, wall, cpu) = phase(&url, "/v1/events", pid, seconds, 1, events_batch).await;
     let events = (batches as usize * EVENTS_PER_BATCH) as f64;
@@ -361,19 +323,13 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        measure(
-            "embedded",
-            "store = \"embedded\"\npath = \"hub.redb\"",
-            seconds,
-            None,
-        )
-        .await;
+        measure("embedded", "store = \"embedded\"", seconds, None).await;
         if let Some((redis, port)) = start_redis() {
             let store = format!("store = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/\"");
             measure("redis", &store, seconds, Some(redis.child.id())).await;
         }
-        let (hub, url) = start_hub("store = \"embedded\"\npath = \"hub.redb\"");
-        milter_side(&url, if full { 500 } else { 2 }).await;
+        let hub = start_hub("store = \"embedded\"");
+        milter_side(&hub.url, if full { 500 } else { 2 }).await;
         drop(hub);
     });
 }
