@@ -28,7 +28,9 @@
 //! from it. Spread is the reporter's own evidence, under its cap: it never makes one gateway
 //! two voices. A message merely seen (accepted) spreads nothing.
 
-use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use rustc_hash::FxHashSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,10 +62,69 @@ impl Evidence {
     }
 }
 
-/// Everything known about one key.
+/// A gateway's name as records hold it: one shared copy per name, so that copying a record
+/// (the embedded store's writer copies every record it changes) copies no text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GatewayName(Arc<str>);
+
+impl GatewayName {
+    /// The shared copy of `name`. Names come from the hub's config and its stored records,
+    /// so the set of them stays small.
+    pub fn new(name: &str) -> GatewayName {
+        static NAMES: LazyLock<Mutex<FxHashSet<Arc<str>>>> = LazyLock::new(Default::default);
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = names.get(name) {
+            return GatewayName(n.clone());
+        }
+        let n: Arc<str> = name.into();
+        names.insert(n.clone());
+        GatewayName(n)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for GatewayName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for GatewayName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = GatewayName;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a gateway name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GatewayName, E> {
+                Ok(GatewayName::new(v))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+/// Everything known about one key: each gateway's evidence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
-    pub by_gateway: BTreeMap<String, Evidence>,
+    /// In name order, each gateway once (a few per key: a sorted vector is one allocation
+    /// where a map is several). Encoded as a map of name to evidence is.
+    #[serde(deserialize_with = "in_name_order")]
+    by_gateway: Vec<(GatewayName, Evidence)>,
+}
+
+/// Reads a record's gateways into the order the record relies on, whatever the stored order.
+fn in_name_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(GatewayName, Evidence)>, D::Error> {
+    let mut v: Vec<(GatewayName, Evidence)> = Deserialize::deserialize(d)?;
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.dedup_by(|a, b| a.0 == b.0);
+    Ok(v)
 }
 
 /// What one event adds to one key.
@@ -87,16 +148,42 @@ impl Update {
 }
 
 impl KeyRecord {
+    fn find(&self, gateway: &str) -> Result<usize, usize> {
+        self.by_gateway
+            .binary_search_by(|(g, _)| g.as_str().cmp(gateway))
+    }
+
     /// Adds a gateway's evidence, decaying what was there.
-    pub fn apply(&mut self, gateway: &str, u: Update, now: u64, model: &Model) {
-        if u.is_some() {
-            self.by_gateway.entry(gateway.to_string()).or_default().add(
-                u.spam,
-                u.ham,
-                now,
-                model.half_life,
-            );
+    pub fn apply(&mut self, gateway: &GatewayName, u: Update, now: u64, model: &Model) {
+        if !u.is_some() {
+            return;
         }
+        let i = self.find(gateway.as_str()).unwrap_or_else(|i| {
+            self.by_gateway
+                .insert(i, (gateway.clone(), Evidence::default()));
+            i
+        });
+        self.by_gateway[i]
+            .1
+            .add(u.spam, u.ham, now, model.half_life);
+    }
+
+    /// A gateway's evidence as it was last changed.
+    pub fn evidence_of(&self, gateway: &str) -> Option<Evidence> {
+        self.find(gateway).ok().map(|i| self.by_gateway[i].1)
+    }
+
+    /// Sets a gateway's evidence (stores that keep it apart read it back with this).
+    pub fn set(&mut self, gateway: &str, e: Evidence) {
+        match self.find(gateway) {
+            Ok(i) => self.by_gateway[i].1 = e,
+            Err(i) => self.by_gateway.insert(i, (GatewayName::new(gateway), e)),
+        }
+    }
+
+    /// Each gateway's evidence, in name order.
+    pub fn gateways(&self) -> impl Iterator<Item = (&str, Evidence)> {
+        self.by_gateway.iter().map(|(g, e)| (g.as_str(), *e))
     }
 }
 
@@ -132,7 +219,7 @@ struct Assessment {
 fn assess(record: &KeyRecord, now: u64, model: &Model) -> Assessment {
     let mut a = Assessment::default();
     let (mut spam_reporters, mut ham_reporters) = (0, 0);
-    for (g, e) in &record.by_gateway {
+    for (g, e) in record.gateways() {
         let w = model.weights.get(g).copied().unwrap_or(1.0);
         let (s, h) = e.decayed(now, model.half_life);
         a.spam += s.min(1.0) * w;
@@ -273,7 +360,7 @@ mod tests {
 
     fn report(rec: &mut KeyRecord, gateway: &str, kind: EventKind, now: u64, m: &Model) {
         let u = updates(evidence(kind, "", &[], m), &[Some(&*rec)], now, m)[0];
-        rec.apply(gateway, u, now, m);
+        rec.apply(&GatewayName::new(gateway), u, now, m);
     }
 
     #[test]
@@ -332,22 +419,37 @@ mod tests {
         let u = updates(reject, &recs, 0, &m);
         assert!(u[0].spam > 0.5 && u[1].spam == m.verdict_weight, "{u:?}");
         let mut ip = KeyRecord::default();
-        ip.apply("d", u[0], 0, &m);
+        ip.apply(&GatewayName::new("d"), u[0], 0, &m);
         // One gateway is one voice, spread or not.
         assert_eq!(reputation("ip", Some(&ip), false, 0, &m).score, 0.0);
         // Sending it again and again changes nothing.
         for _ in 0..100 {
-            ip.apply("d", updates(reject, &recs, 0, &m)[0], 0, &m);
+            ip.apply(
+                &GatewayName::new("d"),
+                updates(reject, &recs, 0, &m)[0],
+                0,
+                &m,
+            );
         }
         assert_eq!(reputation("ip", Some(&ip), false, 0, &m).score, 0.0);
         // A second gateway seeing the campaign from that IP lists it.
-        ip.apply("e", updates(reject, &recs, 0, &m)[0], 0, &m);
+        ip.apply(
+            &GatewayName::new("e"),
+            updates(reject, &recs, 0, &m)[0],
+            0,
+            &m,
+        );
         let r = reputation("ip", Some(&ip), false, 0, &m);
         assert!(r.score > 0.0 && r.reporters == 2, "{r:?}");
         // Without the listed domain, two verdicts are too little evidence.
         let mut plain = KeyRecord::default();
         for g in ["d", "e"] {
-            plain.apply(g, updates(reject, &[None], 0, &m)[0], 0, &m);
+            plain.apply(
+                &GatewayName::new(g),
+                updates(reject, &[None], 0, &m)[0],
+                0,
+                &m,
+            );
         }
         assert_eq!(reputation("ip", Some(&plain), false, 0, &m).score, 0.0);
         // A message merely seen (accepted) with the listed domain adds nothing.

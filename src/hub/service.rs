@@ -74,6 +74,8 @@ impl Hub {
     /// Checks events from outside before any is applied, and writes their keys in the
     /// canonical form (`Key`'s) the store is keyed by.
     pub fn check(events: &mut [Event]) -> Result<(), BadEvent> {
+        use std::fmt::Write;
+        let mut canonical = String::new();
         for (index, e) in events.iter_mut().enumerate() {
             if e.id.len() != 32 || !e.id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(BadEvent::Id { index });
@@ -86,9 +88,10 @@ impl Hub {
                 match k.parse::<Key>() {
                     Ok(parsed) => {
                         // Gateways send canonical keys: rewritten only when one is not.
-                        let canonical = parsed.to_string();
+                        canonical.clear();
+                        write!(canonical, "{parsed}").expect("writing to a String");
                         if *k != canonical {
-                            *k = canonical;
+                            k.clone_from(&canonical);
                         }
                     }
                     Err(err) => {
@@ -101,8 +104,17 @@ impl Hub {
                 }
             }
             // A key said twice is one key: repeating it must not add its evidence twice.
-            let mut seen = std::collections::HashSet::new();
-            e.keys.retain(|k| seen.insert(k.clone()));
+            let repeated: Vec<bool> = {
+                let mut seen = rustc_hash::FxHashSet::default();
+                e.keys.iter().map(|k| !seen.insert(k.as_str())).collect()
+            };
+            if repeated.contains(&true) {
+                let mut i = 0;
+                e.keys.retain(|_| {
+                    i += 1;
+                    !repeated[i - 1]
+                });
+            }
             if !e.score.is_finite() {
                 return Err(BadEvent::Field {
                     index,

@@ -86,15 +86,15 @@ pub fn check_store(store: &dyn Store) {
         ])
         .unwrap();
     let ip = recs[0].as_ref().unwrap();
-    assert_eq!(ip.by_gateway.len(), 2, "{ip:?}");
-    let gw1 = ip.by_gateway["gw1"];
+    assert_eq!(ip.gateways().count(), 2, "{ip:?}");
+    let gw1 = ip.evidence_of("gw1").unwrap();
     assert!((gw1.spam - 1.9).abs() < 1e-9, "{ip:?}");
     assert_eq!(gw1.at, 10 + hl);
     // Each gateway's evidence is its own, with its own time.
-    let gw2 = ip.by_gateway["gw2"];
+    let gw2 = ip.evidence_of("gw2").unwrap();
     assert!((gw2.spam - 1.0).abs() < 1e-9 && gw2.at == 12, "{ip:?}");
-    assert_eq!(recs[1].as_ref().unwrap().by_gateway.len(), 1);
-    let ham = recs[2].as_ref().unwrap().by_gateway["gw1"];
+    assert_eq!(recs[1].as_ref().unwrap().gateways().count(), 1);
+    let ham = recs[2].as_ref().unwrap().evidence_of("gw1").unwrap();
     assert!((ham.ham - 1.0).abs() < 1e-9 && ham.spam == 0.0, "{ham:?}");
     assert!(recs[3].is_none());
     store.set_allowed("domain:good.example", true).unwrap();
@@ -164,5 +164,8 @@ pub fn check_concurrent_ingest(store: std::sync::Arc<dyn Store>) {
     let rec = store.records(&["ip:198.51.100.1".into()]).unwrap()[0]
         .clone()
         .unwrap();
-    assert!((rec.by_gateway["gw9"].spam - 0.2).abs() < 1e-9, "{rec:?}");
+    assert!(
+        (rec.evidence_of("gw9").unwrap().spam - 0.2).abs() < 1e-9,
+        "{rec:?}"
+    );
 }

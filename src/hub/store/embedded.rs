@@ -32,7 +32,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Counts, Ingest, Store, StoreError, UpdatesFn, err};
-use crate::hub::model::{KeyRecord, Model, Update};
+use crate::hub::model::{GatewayName, KeyRecord, Model, Update};
 
 const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -53,7 +53,7 @@ const RECORD_V1: u8 = 1;
 
 /// One request's events, waiting for the writer.
 struct Job {
-    gateway: String,
+    gateway: GatewayName,
     events: Vec<Ingest>,
     updates: UpdatesFn,
     now: u64,
@@ -70,6 +70,14 @@ struct LogEntry {
     records: Vec<(String, KeyRecord)>,
 }
 
+/// A log entry as the writer makes it, its keys borrowed from the requests (encoded as
+/// [`LogEntry`] is).
+#[derive(Serialize)]
+struct NewLogEntry<'a> {
+    events: &'a [(String, u64)],
+    records: &'a [(&'a str, KeyRecord)],
+}
+
 /// What the log holds that the tables do not yet.
 #[derive(Default)]
 struct Overlay {
@@ -81,11 +89,24 @@ struct Overlay {
 }
 
 impl Overlay {
-    /// Takes in a committed log entry, whose records include `new_keys` keys that neither
-    /// the overlay nor the key table had.
-    fn install(&mut self, entry: LogEntry, new_keys: u64) {
-        self.events.extend(entry.events);
-        self.records.extend(entry.records);
+    /// Takes in a committed log entry's events and records, which include `new_keys` keys
+    /// that neither the overlay nor the key table had.
+    fn install<K: AsRef<str> + Into<String>>(
+        &mut self,
+        events: Vec<(String, u64)>,
+        records: Vec<(K, KeyRecord)>,
+        new_keys: u64,
+    ) {
+        self.events.extend(events);
+        for (k, rec) in records {
+            // Replacing a record keeps the key the map holds: no copy of it.
+            match self.records.get_mut(k.as_ref()) {
+                Some(r) => *r = rec,
+                None => {
+                    self.records.insert(k.into(), rec);
+                }
+            }
+        }
         self.new_keys += new_keys;
         self.next_seq += 1;
     }
@@ -149,8 +170,8 @@ impl Embedded {
         self.checkpoint_on_close.store(false, Ordering::SeqCst);
     }
 
-    /// The overlay's state and a read transaction that agrees with it: a checkpoint empties
-    /// the overlay only after its commit, under the same lock.
+    /// The overlay's state and a read transaction that agrees with it: a checkpoint commits and
+    /// empties the overlay under its write lock.
     fn read<T>(
         &self,
         from_overlay: impl FnOnce(&Overlay) -> T,
@@ -188,7 +209,7 @@ fn replay(db: &Database) -> Result<Overlay, StoreError> {
                 new_keys += 1;
             }
         }
-        ov.install(entry, new_keys);
+        ov.install(entry.events, entry.records, new_keys);
         ov.next_seq = seq.value() + 1;
     }
     Ok(ov)
@@ -220,14 +241,17 @@ fn checkpoint(db: &Database, overlay: &RwLock<Overlay>) -> Result<(), StoreError
         }
         tx.delete_table(LOG).map_err(err)?;
         tx.open_table(LOG).map_err(err)?;
+        drop(ov);
+        // Readers wait out the commit: one that saw the committed tables beside the full
+        // overlay would count its events twice.
+        let mut ov = overlay.write().unwrap_or_else(|p| p.into_inner());
         tx.commit().map_err(err)?;
+        let next_seq = ov.next_seq;
+        *ov = Overlay {
+            next_seq,
+            ..Overlay::default()
+        };
     }
-    let mut ov = overlay.write().unwrap_or_else(|p| p.into_inner());
-    let next_seq = ov.next_seq;
-    *ov = Overlay {
-        next_seq,
-        ..Overlay::default()
-    };
     Ok(())
 }
 
@@ -302,7 +326,8 @@ fn apply(
 ) -> Result<Vec<Vec<bool>>, StoreError> {
     let tx = db.begin_write().map_err(err)?;
     let mut new: Vec<Vec<bool>> = jobs.iter().map(|j| vec![false; j.events.len()]).collect();
-    let mut entry = LogEntry::default();
+    let mut events: Vec<(String, u64)> = Vec::new();
+    let mut records: Vec<(&str, KeyRecord)> = Vec::new();
     let mut new_keys = 0;
     // Only this thread changes the overlay: it stays as read here until installed below.
     let ov = overlay.read().unwrap_or_else(|p| p.into_inner());
@@ -319,7 +344,7 @@ fn apply(
                     && seen.get(id).map_err(err)?.is_none()
                 {
                     new[j][i] = true;
-                    entry.events.push((e.event_id.clone(), job.now));
+                    events.push((e.event_id.clone(), job.now));
                 }
             }
         }
@@ -388,15 +413,19 @@ fn apply(
             for (j, u) in slot.adds {
                 rec.apply(&jobs[j].gateway, u, jobs[j].now, &jobs[j].model);
             }
-            entry.records.push((slot.key.to_string(), rec));
+            records.push((slot.key, rec));
         }
     }
     drop(ov);
-    if entry.events.is_empty() {
+    if events.is_empty() {
         // Nothing new: nothing to write.
         return Ok(new);
     }
     {
+        let entry = NewLogEntry {
+            events: &events,
+            records: &records,
+        };
         let mut log = tx.open_table(LOG).map_err(err)?;
         log.insert(seq, encode(&entry).as_slice()).map_err(err)?;
     }
@@ -404,7 +433,7 @@ fn apply(
     overlay
         .write()
         .unwrap_or_else(|p| p.into_inner())
-        .install(entry, new_keys);
+        .install(events, records, new_keys);
     Ok(new)
 }
 
@@ -431,7 +460,7 @@ impl Store for Embedded {
     ) -> Result<Vec<bool>, StoreError> {
         let (done, result) = mpsc::sync_channel(1);
         let job = Job {
-            gateway: gateway.to_string(),
+            gateway: GatewayName::new(gateway),
             events,
             updates,
             now,

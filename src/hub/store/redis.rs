@@ -299,8 +299,8 @@ fn parse_record(key: &str, fields: Vec<(String, String)>) -> Result<Option<KeyRe
             let [spam, ham, at] = nums[..] else {
                 return Err(bad());
             };
-            rec.by_gateway.insert(
-                gw.to_string(),
+            rec.set(
+                gw,
                 Evidence {
                     spam,
                     ham,
