@@ -21,6 +21,21 @@ pub const ZONE: usize = 64 * 1024;
 /// Bytes past a zone its search sees.
 pub const LOOKAHEAD: usize = 16 * 1024;
 
+/// A zone's search that takes longer than this makes the next zones smaller (down to
+/// [`MIN_ZONE`]), so that the deadline is checked often even where a regex crawls: the
+/// deadline is checked between two searches, and one cannot be interrupted.
+const STEP: std::time::Duration = std::time::Duration::from_millis(20);
+const MIN_ZONE: usize = 1024;
+
+/// The size of the next zone, given how long the last search took.
+fn next_zone(zone: usize, took: std::time::Duration) -> usize {
+    if took > STEP {
+        (zone / 4).max(MIN_ZONE)
+    } else {
+        zone
+    }
+}
+
 /// Up to `max` non-overlapping matches of `re`, leftmost first, and why the search stopped
 /// early, if it did.
 pub fn find(
@@ -37,14 +52,19 @@ pub fn find(
     let started = Instant::now();
     let n = text.len();
     let mut at = 0;
+    let mut zone = ZONE;
+    let mut step = started;
     while at <= n && out.len() < max {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             return (out, Some(Cut::Deadline));
         }
-        if started.elapsed() >= TIME_LIMIT {
+        if now - started >= TIME_LIMIT {
             return (out, Some(Cut::Time));
         }
-        let zone_end = text.floor_char_boundary((at + ZONE).min(n));
+        zone = next_zone(zone, now - step);
+        step = now;
+        let zone_end = text.floor_char_boundary((at + zone).min(n));
         let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
         let m = match re.find_at(&text[..hay_end], at) {
             None if zone_end == n => break,
@@ -95,11 +115,16 @@ pub fn set_matches(
     let n = text.len();
     let mut hit = vec![false; set.len()];
     let mut at = 0;
+    let mut zone = ZONE;
+    let mut step = Instant::now();
     while at < n {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             return None;
         }
-        let zone_end = text.floor_char_boundary((at + ZONE).min(n));
+        zone = next_zone(zone, now - step);
+        step = now;
+        let zone_end = text.floor_char_boundary((at + zone).min(n));
         let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
         // A gate may say yes too often (the rule itself decides), never no too often.
         for i in set.matches_at(&text[..hay_end], at).iter() {
