@@ -340,6 +340,38 @@ async fn idle_slow_and_oversized_clients_cannot_exhaust_the_hub() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guesser_gets_few_tries_and_gateways_are_not_slowed() {
+    let hub = Hub::start("");
+    let client = reqwest::Client::new();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let req = client
+            .post(format!("{}/v1/lookup", hub.url))
+            .bearer_auth(format!("guess-{i:016}"))
+            .body("{\"keys\": []}");
+        guesses.spawn(async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let retry = resp.headers().contains_key("retry-after");
+            let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            assert!(v["error"].is_string(), "{status} {v}");
+            (status, retry)
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(r) = guesses.join_next().await {
+        let (status, retry) = r.unwrap();
+        assert_eq!(retry, status == 429);
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    // The first hundred or so are told 401, the rest to wait.
+    assert!(statuses[&401] >= 100, "{statuses:?}");
+    assert!(statuses.get(&429).is_some_and(|n| *n >= 50), "{statuses:?}");
+    let (s, v) = post_json(&hub, "/v1/lookup", GW2, json!({ "keys": ["ip:192.0.2.1"] })).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_json_errors() {
     let hub = Hub::start("max_body = 4096\nrate = 1\nburst = 12");
     let get = reqwest::Method::GET;

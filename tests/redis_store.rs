@@ -113,6 +113,17 @@ fn the_redis_store_passes_the_store_suite() {
     let other: Arc<dyn Store> = Arc::new(Redis::open(&url, false).unwrap());
     assert_eq!(other.counts().unwrap().events, 6);
     conformance::check_concurrent_ingest(other);
+    // Event marks live as long as configured; pruning forgets decayed records.
+    let store = Redis::open(&url, false).unwrap().with_event_retention(3600);
+    let model = repmilter::hub::model::Model::default();
+    conformance::ingest_fixed(&store, "gw1", &[("ttl-check".into(), vec![])], 10, &model);
+    let marks = cli(ports[0], &["--scan", "--pattern", "rm:*:e:ttl-check"]);
+    let ttl: i64 = cli(ports[0], &["ttl", marks.trim()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&ttl), "{marks}: ttl {ttl}");
+    conformance::check_forgetting(&store, true);
 }
 
 #[test]
@@ -132,6 +143,7 @@ fn the_redis_store_passes_the_store_suite_on_a_cluster() {
         let keys: u64 = cli(*p, &["dbsize"]).trim().parse().unwrap();
         assert!(keys > 0, "node {p} holds nothing");
     }
+    conformance::check_forgetting(&Redis::open(&urls, true).unwrap(), true);
 }
 
 #[test]

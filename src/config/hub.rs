@@ -73,6 +73,9 @@ pub struct HubConfig {
     pub header_timeout: Duration,
     /// Time a request's body gets to arrive. Default 60 s.
     pub body_timeout: Duration,
+    /// How long an applied event's id is remembered, so that a gateway resending the event
+    /// has it counted once. Default 30 days (720 h).
+    pub event_retention: Duration,
     pub gateways: Vec<Gateway>,
     pub model: Model,
 }
@@ -153,6 +156,7 @@ impl HubConfig {
             max_connections: 1024,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            event_retention: Duration::from_secs(30 * 86_400),
             gateways: Vec::new(),
             model: Model::default(),
         };
@@ -222,6 +226,7 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
             "max_connections",
             "header_timeout",
             "body_timeout",
+            "event_retention",
         ],
     );
     if let Some(s) = r.string(t, p, "listen") {
@@ -324,6 +329,18 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
             } else {
                 *field = d;
             }
+        }
+    }
+    if let Some(d) = r.duration(t, p, "event_retention") {
+        if d < Duration::from_secs(3600) || d > Duration::from_secs(3650 * 86_400) {
+            let v = t.get("event_retention").expect("read");
+            r.problem(
+                v,
+                &join(p, "event_retention"),
+                "must be between 1h and 87600h (10 years)",
+            );
+        } else {
+            c.event_retention = d;
         }
     }
 }

@@ -44,6 +44,20 @@ pub enum ArfError {
     NoOriginal,
 }
 
+/// What a report said, as an error quotes it: short, however long the field was.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 64;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 /// Reads an ARF report.
 pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
     let raw = super::report::strip_mbox_line(raw);
@@ -66,7 +80,7 @@ pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
         let what = ct.map_or("text/plain".to_string(), |ct| {
             format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""))
         });
-        return Err(ArfError::NotAReport(what));
+        return Err(ArfError::NotAReport(clip(what)));
     }
     let PartType::Multipart(children) = &root.body else {
         return Err(ArfError::NotAReport(
@@ -120,7 +134,7 @@ pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
     let kind = match feedback_type.as_str() {
         "abuse" | "fraud" | "virus" | "other" => EventKind::Spam,
         "not-spam" => EventKind::Ham,
-        _ => return Err(ArfError::UnsupportedType(feedback_type)),
+        _ => return Err(ArfError::UnsupportedType(clip(feedback_type))),
     };
     let source_ip = match field("Source-IP") {
         None => None,
@@ -130,7 +144,10 @@ pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .trim_start_matches("IPv6:");
-            Some(bare.parse().map_err(|_| ArfError::BadSourceIp(v.clone()))?)
+            Some(
+                bare.parse()
+                    .map_err(|_| ArfError::BadSourceIp(clip(v.clone())))?,
+            )
         }
     };
     let original = original.ok_or(ArfError::NoOriginal)?;
@@ -189,7 +206,13 @@ mod tests {
 
     #[test]
     fn broken_reports_say_what_is_wrong() {
-        let cases: [(String, ArfError); 6] = [
+        let long = "é".repeat(10_000);
+        let cases: [(String, ArfError); 7] = [
+            (
+                // A report's own text is quoted short, whatever its length.
+                report(&format!("Feedback-Type: {long}\r\n"), ORIGINAL),
+                ArfError::UnsupportedType(format!("{}…", "é".repeat(32))),
+            ),
             (
                 "Subject: hi\r\n\r\nplain mail\r\n".into(),
                 ArfError::NotAReport("text/plain".into()),

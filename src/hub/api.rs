@@ -72,9 +72,17 @@ impl IntoResponse for ApiError {
 
 struct Api {
     hub: Arc<Hub>,
+    /// SHA-256 of each gateway's token, by the gateway's index: a presented token is compared
+    /// by its digest, so how long a comparison takes says nothing about the tokens.
+    tokens: Vec<[u8; 32]>,
     limiter: DefaultKeyedRateLimiter<String>,
+    /// Requests with no or an unknown token, across all clients: past it, 429 (a guesser
+    /// gets few tries).
+    failures: governor::DefaultDirectRateLimiter,
     /// Request body bytes held, in KiB (see [`BODIES_IN_FLIGHT`]).
     bodies: Arc<tokio::sync::Semaphore>,
+    /// One zone export at a time: each walks the store and holds a zone's worth of text.
+    zones: tokio::sync::Mutex<()>,
 }
 
 type Shared = Arc<Api>;
@@ -85,8 +93,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
     let quota = Quota::per_second(std::num::NonZeroU32::new(c.rate).expect("rate >= 1"))
         .allow_burst(std::num::NonZeroU32::new(c.burst).expect("burst >= 1"));
     let api = Arc::new(Api {
+        tokens: c.gateways.iter().map(|g| digest(&g.token)).collect(),
         limiter: DefaultKeyedRateLimiter::keyed(quota),
+        failures: governor::RateLimiter::direct(
+            Quota::per_second(std::num::NonZeroU32::new(FAILURES_PER_SECOND).expect("> 0"))
+                .allow_burst(std::num::NonZeroU32::new(FAILURES_BURST).expect("> 0")),
+        ),
         bodies: Arc::new(tokio::sync::Semaphore::new(BODIES_IN_FLIGHT / 1024)),
+        zones: tokio::sync::Mutex::new(()),
         hub,
     });
     Router::new()
@@ -107,8 +121,29 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(api)
 }
 
+/// Requests without a valid token the hub answers with 401 per second, and in a burst; past
+/// them it answers 429.
+const FAILURES_PER_SECOND: u32 = 20;
+const FAILURES_BURST: u32 = 100;
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 /// The gateway of the request's bearer token, if it has `role` and is within its rate.
 fn authorize<'a>(api: &'a Api, headers: &HeaderMap, role: Role) -> Result<&'a Gateway, ApiError> {
+    let refuse = |reason: &str| {
+        if api.failures.check().is_err() {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests without a valid token; retry later",
+            );
+            e.retry_after = Some(1);
+            return e;
+        }
+        ApiError::new(StatusCode::UNAUTHORIZED, reason)
+    };
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -117,12 +152,14 @@ fn authorize<'a>(api: &'a Api, headers: &HeaderMap, role: Role) -> Result<&'a Ga
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(token)
         })
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is needed"))?;
+        .ok_or_else(|| refuse("a bearer token is needed"))?;
+    let presented = digest(token.trim());
     let gateway = api
-        .hub
-        .config
-        .gateway_of(token.trim())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))?;
+        .tokens
+        .iter()
+        .position(|t| *t == presented)
+        .map(|i| &api.hub.config.gateways[i])
+        .ok_or_else(|| refuse("unknown token"))?;
     if !gateway.roles.contains(&role) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -419,7 +456,9 @@ async fn stats(
     authorize(&api, &headers, Role::Admin)?;
     let hub = api.hub.clone();
     let counts = blocking(move || hub.counts()).await?;
-    Ok(axum::Json(serde_json::json!({ "store": counts })))
+    Ok(axum::Json(
+        serde_json::json!({ "store": counts, "pruned": api.hub.pruned() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -448,6 +487,7 @@ async fn zone(
     if !min_score.is_finite() {
         return Err(ApiError::bad("min_score must be a number"));
     }
+    let _one = api.zones.lock().await;
     let hub = api.hub.clone();
     let text = blocking(move || super::zone::render(&hub, family, min_score, now())).await?;
     Ok((

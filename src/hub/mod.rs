@@ -57,9 +57,41 @@ pub async fn run(config: HubConfig) -> Result<(), HubError> {
         }
         tracing::info!("hub shutting down");
     };
-    api::serve(hub, listener, stop)
-        .await
-        .map_err(HubError::Serve)?;
+    let pruner = tokio::spawn(prune(hub.clone()));
+    let served = api::serve(hub, listener, stop).await;
+    pruner.abort();
+    served.map_err(HubError::Serve)?;
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// Time between two pruning steps: each looks at a bounded part of the store, so a step is
+/// short and a pass over a large store spreads over many.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Prunes the store step by step, for as long as the hub runs; says what each pass removed.
+async fn prune(hub: Arc<service::Hub>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut events, mut keys) = (0, 0);
+    loop {
+        tick.tick().await;
+        let h = hub.clone();
+        match tokio::task::spawn_blocking(move || h.prune(service::now())).await {
+            Ok(Ok(p)) => {
+                (events, keys) = (events + p.events, keys + p.keys);
+                if p.pass_done {
+                    if events + keys > 0 {
+                        tracing::info!(
+                            "hub pruned {events} event id(s) past hub.event_retention and \
+                             {keys} key(s) whose evidence decayed"
+                        );
+                    }
+                    (events, keys) = (0, 0);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("hub: pruning failed: {e}"),
+            Err(e) => tracing::warn!("hub: pruning failed: {e}"),
+        }
+    }
 }

@@ -27,6 +27,9 @@
 //! does not, so the fresh IP that sent it is listed once a second gateway sees the campaign
 //! from it. Spread is the reporter's own evidence, under its cap: it never makes one gateway
 //! two voices. A message merely seen (accepted) spreads nothing.
+//!
+//! **Forgetting.** A gateway's evidence that decayed below [`FORGET_BELOW`] on both sides is
+//! dropped, and a key with none left has no record: the store holds what still counts.
 
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -61,6 +64,11 @@ impl Evidence {
         };
     }
 }
+
+/// A gateway's evidence on a key that decayed below this on both sides (a hundredth of one
+/// report: 6.6 half-lives after the last report) is forgotten, so the store holds what still
+/// counts and not every key ever reported.
+pub const FORGET_BELOW: f64 = 0.01;
 
 /// A gateway's name as records hold it: one shared copy per name, so that copying a record
 /// (the embedded store's writer copies every record it changes) copies no text.
@@ -181,6 +189,22 @@ impl KeyRecord {
         }
     }
 
+    /// Drops the gateways whose evidence, as of `now`, decayed below [`FORGET_BELOW`] on
+    /// both sides; answers whether any was.
+    pub fn forget(&mut self, now: u64, half_life: u64) -> bool {
+        let before = self.by_gateway.len();
+        self.by_gateway.retain(|(_, e)| {
+            let (s, h) = e.decayed(now, half_life);
+            s >= FORGET_BELOW || h >= FORGET_BELOW
+        });
+        self.by_gateway.len() != before
+    }
+
+    /// Whether no gateway holds evidence (a store keeps no such record).
+    pub fn is_empty(&self) -> bool {
+        self.by_gateway.is_empty()
+    }
+
     /// Each gateway's evidence, in name order.
     pub fn gateways(&self) -> impl Iterator<Item = (&str, Evidence)> {
         self.by_gateway.iter().map(|(g, e)| (g.as_str(), *e))
@@ -243,6 +267,11 @@ fn assess(record: &KeyRecord, now: u64, model: &Model) -> Assessment {
         a.score = model.max_score * (2.0 * p - 1.0) * confidence;
     }
     a
+}
+
+/// A record's score contribution as of `now` (the allowlist aside).
+pub fn score(record: &KeyRecord, now: u64, model: &Model) -> f64 {
+    assess(record, now, model).score
 }
 
 /// A key's reputation from its record (None: never reported) as of `now`.

@@ -3,9 +3,10 @@
 //! blocking threads.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::model::{self, Reputation};
-use super::store::{Counts, Embedded, Ingest, Redis, Store, StoreError};
+use super::store::{Counts, Embedded, Ingest, Pruned, Redis, Store, StoreError};
 use crate::config::hub::{HubConfig, StoreConfig};
 use crate::feedback::{Event, EventKind};
 use crate::reputation::keys::{Key, MAX_KEYS};
@@ -35,6 +36,16 @@ pub use crate::feedback::Ingested;
 pub struct Hub {
     pub config: HubConfig,
     store: Arc<dyn Store>,
+    /// What pruning removed since the hub started, and its passes over the store.
+    pruned: [AtomicU64; 3],
+}
+
+/// What pruning removed since the hub started (in `/v1/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneTotals {
+    pub events: u64,
+    pub keys: u64,
+    pub passes: u64,
 }
 
 /// Seconds since the Unix epoch.
@@ -53,9 +64,15 @@ impl Hub {
                 }
                 Arc::new(Embedded::open(path)?)
             }
-            StoreConfig::Redis { urls, cluster } => Arc::new(Redis::open(urls, *cluster)?),
+            StoreConfig::Redis { urls, cluster } => Arc::new(
+                Redis::open(urls, *cluster)?.with_event_retention(config.event_retention.as_secs()),
+            ),
         };
-        Ok(Hub { config, store })
+        Ok(Hub {
+            config,
+            store,
+            pruned: Default::default(),
+        })
     }
 
     /// The reputation of each key, in order. Keys were checked by the caller.
@@ -191,24 +208,45 @@ impl Hub {
         Ok(event)
     }
 
-    /// The reputations of the keys starting with `prefix` whose score is at least
-    /// `min_score` and above 0 (allowlisted keys never are).
-    pub fn listed(
+    /// Shows `visit`, in no set order, the reputation of each key starting with `prefix`
+    /// whose score is at least `min_score` and above 0 (allowlisted keys never are).
+    pub fn each_listed(
         &self,
         prefix: &str,
         min_score: f64,
         now: u64,
-    ) -> Result<Vec<Reputation>, StoreError> {
-        let records = self.store.keys_with_prefix(prefix)?;
-        let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
-        let allowed = self.store.allowed(&keys)?;
-        Ok(records
-            .iter()
-            .zip(allowed)
-            .filter(|((_, _), a)| !a)
-            .map(|((k, r), a)| model::reputation(k, Some(r), a, now, &self.config.model))
-            .filter(|r| r.score > 0.0 && r.score >= min_score)
-            .collect())
+        visit: &mut dyn FnMut(Reputation),
+    ) -> Result<(), StoreError> {
+        let model = &self.config.model;
+        // Listed by their records, then checked against the allowlist a chunk at a time.
+        let mut flush = |pending: &mut Vec<Reputation>| -> Result<(), StoreError> {
+            let keys: Vec<String> = pending.iter().map(|r| r.key.clone()).collect();
+            let allowed = self.store.allowed(&keys)?;
+            for (r, a) in pending.drain(..).zip(allowed) {
+                if !a {
+                    visit(r);
+                }
+            }
+            Ok(())
+        };
+        let mut pending = Vec::new();
+        let mut failed = None;
+        self.store.each_with_prefix(prefix, &mut |k, rec| {
+            let score = model::score(rec, now, model);
+            if failed.is_some() || score <= 0.0 || score < min_score {
+                return;
+            }
+            pending.push(model::reputation(k, Some(rec), false, now, model));
+            if pending.len() >= 1000
+                && let Err(e) = flush(&mut pending)
+            {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        flush(&mut pending)
     }
 
     pub fn set_allowed(&self, key: &str, allowed: bool) -> Result<(), StoreError> {
@@ -217,5 +255,28 @@ impl Hub {
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
         self.store.counts()
+    }
+
+    /// One step of pruning the store (see [`Store::prune`]), added to the totals.
+    pub fn prune(&self, now: u64) -> Result<Pruned, StoreError> {
+        let p = self.store.prune(
+            now,
+            self.config.model.half_life,
+            self.config.event_retention.as_secs(),
+        )?;
+        let [events, keys, passes] = &self.pruned;
+        events.fetch_add(p.events, Ordering::Relaxed);
+        keys.fetch_add(p.keys, Ordering::Relaxed);
+        passes.fetch_add(u64::from(p.pass_done), Ordering::Relaxed);
+        Ok(p)
+    }
+
+    pub fn pruned(&self) -> PruneTotals {
+        let [events, keys, passes] = &self.pruned;
+        PruneTotals {
+            events: events.load(Ordering::Relaxed),
+            keys: keys.load(Ordering::Relaxed),
+            passes: passes.load(Ordering::Relaxed),
+        }
     }
 }

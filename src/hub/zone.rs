@@ -56,21 +56,23 @@ pub fn render(hub: &Hub, family: Family, min_score: f64, now: u64) -> Result<Str
         Family::V4 => "127.0.0.2 :127.0.0.2:RFC 5782 test entry\n",
         Family::V6 => "::ffff:127.0.0.2 :127.0.0.2:RFC 5782 test entry\n",
     });
-    let mut entries: Vec<(String, &str, Reputation)> = Vec::new();
+    // The listed entries only are held (a zone's worth), sorted by address for readers.
+    let mut lines: Vec<String> = Vec::new();
     for (prefix, code) in [("ip:", "127.0.0.2"), ("net:", "127.0.0.3")] {
-        for r in hub.listed(prefix, min_score, now)? {
-            let value = r.key[prefix.len()..].to_string();
-            if family.holds(&value) {
-                entries.push((value, code, r));
+        hub.each_listed(prefix, min_score, now, &mut |r: Reputation| {
+            let value = &r.key[prefix.len()..];
+            if family.holds(value) {
+                lines.push(format!(
+                    "{value} :{code}:score {:.1}: spam evidence {:.2}, ham {:.2}, {} reporters\n",
+                    r.score, r.spam, r.ham, r.reporters
+                ));
             }
-        }
+        })?;
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (value, code, r) in entries {
-        out.push_str(&format!(
-            "{value} :{code}:score {:.1}: spam evidence {:.2}, ham {:.2}, {} reporters\n",
-            r.score, r.spam, r.ham, r.reporters
-        ));
+    lines.sort_unstable();
+    out.reserve(lines.iter().map(String::len).sum());
+    for line in lines {
+        out.push_str(&line);
     }
     Ok(out)
 }

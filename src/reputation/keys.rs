@@ -62,6 +62,11 @@ pub enum Key {
     Fuzzy(u8, u64),
 }
 
+/// Every kind of key, as [`Key::kind`] writes them.
+pub const KINDS: [&str; 9] = [
+    "ip", "net", "helo", "mailfrom", "from", "domain", "url", "file", "fuzzy",
+];
+
 impl Key {
     /// The kind, as written before the colon.
     pub fn kind(&self) -> &'static str {

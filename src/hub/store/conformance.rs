@@ -2,7 +2,7 @@
 //! embedded store in its unit tests, the Redis store against a real redis-server and a real
 //! Redis Cluster (tests/redis_store.rs). Each function panics on the first difference.
 
-use super::{Counts, Ingest, Store};
+use super::{Counts, Ingest, Pruned, Store};
 use crate::hub::model::{KeyRecord, Model, Update};
 
 /// Ingests events whose updates are given (not computed from the records).
@@ -105,7 +105,10 @@ pub fn check_store(store: &dyn Store) {
             .unwrap(),
         [true, false]
     );
-    let mut ips = store.keys_with_prefix("ip:").unwrap();
+    let mut ips = Vec::new();
+    store
+        .each_with_prefix("ip:", &mut |k, r| ips.push((k.to_string(), r.clone())))
+        .unwrap();
     ips.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<&str> = ips.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["ip:192.0.2.1", "ip:192.0.2.2"]);
@@ -168,4 +171,92 @@ pub fn check_concurrent_ingest(store: std::sync::Arc<dyn Store>) {
         (rec.evidence_of("gw9").unwrap().spam - 0.2).abs() < 1e-9,
         "{rec:?}"
     );
+}
+
+/// Prunes until a pass is done; answers what it removed.
+fn prune_all(store: &dyn Store, now: u64, half_life: u64, retention: u64) -> Pruned {
+    let mut sum = Pruned::default();
+    for _ in 0..100_000 {
+        let p = store.prune(now, half_life, retention).unwrap();
+        sum.events += p.events;
+        sum.keys += p.keys;
+        if p.pass_done {
+            sum.pass_done = true;
+            return sum;
+        }
+    }
+    panic!("pruning never finished a pass");
+}
+
+/// Pruning forgets evidence that decayed below `FORGET_BELOW`, a record with none left, and
+/// (unless `ids_expire_by_clock`: then the store's own clock does it) event ids past their
+/// retention; and nothing else.
+pub fn check_forgetting(store: &dyn Store, ids_expire_by_clock: bool) {
+    let hl = 3600;
+    let m = Model {
+        half_life: hl,
+        ..Model::default()
+    };
+    let retention = 10 * hl;
+    let t0 = 2_000_000_000;
+    let up = |spam: f64| Update { spam, ham: 0.0 };
+    let ip = "ip:203.0.113.7".to_string();
+    let faint = "domain:faint.example".to_string();
+    let keys = [ip.clone(), faint.clone()];
+    ingest_fixed(
+        store,
+        "f1",
+        &[(
+            "forget-1".into(),
+            vec![(ip.clone(), up(1.0)), (faint.clone(), up(0.005))],
+        )],
+        t0,
+        &m,
+    );
+    let allowlisted = store.counts().unwrap().allowlisted;
+    // Below the threshold from the start: forgotten at once; the rest stays.
+    prune_all(store, t0, hl, retention);
+    let recs = store.records(&keys).unwrap();
+    assert!(recs[1].is_none(), "{recs:?}");
+    assert_eq!(
+        recs[0].as_ref().unwrap().evidence_of("f1").unwrap().spam,
+        1.0
+    );
+    // A gateway's evidence goes when it decayed, another's on the same key stays.
+    let late = t0 + 5 * hl;
+    ingest_fixed(
+        store,
+        "f2",
+        &[("forget-2".into(), vec![(ip.clone(), up(1.0))])],
+        late,
+        &m,
+    );
+    prune_all(store, t0 + 7 * hl, hl, retention);
+    let rec = store.records(&keys).unwrap()[0].clone().unwrap();
+    assert_eq!(rec.gateways().map(|(g, _)| g).collect::<Vec<_>>(), ["f2"]);
+    // In the end everything decays: no record is left, the allowlist stays.
+    let events = store.counts().unwrap().events;
+    let end = t0 + 20 * hl;
+    prune_all(store, end, hl, retention);
+    assert_eq!(store.records(&keys).unwrap(), [None, None]);
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.keys, counts.allowlisted), (0, allowlisted));
+    // Pruning ids does not take back the count of events applied.
+    assert_eq!(counts.events, events);
+    if ids_expire_by_clock {
+        return;
+    }
+    // An id past its retention is forgotten: sent again, the event counts again. One within
+    // it is still known.
+    ingest_fixed(store, "f1", &[("forget-3".into(), vec![])], end, &m);
+    prune_all(store, end + retention - 1, hl, retention);
+    let again = ingest_fixed(
+        store,
+        "f1",
+        &[("forget-1".into(), vec![]), ("forget-3".into(), vec![])],
+        end + retention,
+        &m,
+    );
+    assert_eq!(again, [true, false]);
+    assert_eq!(store.counts().unwrap().events, events + 2);
 }

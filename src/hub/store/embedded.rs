@@ -18,7 +18,6 @@
 //! Records are stored as a version byte and the record in postcard (compact binary): half the
 //! size of JSON.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -31,7 +30,7 @@ use redb::{
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::{Counts, Ingest, Store, StoreError, UpdatesFn, err};
+use super::{Counts, Ingest, Pruned, Store, StoreError, UpdatesFn, err};
 use crate::hub::model::{GatewayName, KeyRecord, Model, Update};
 
 const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
@@ -39,6 +38,10 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const ALLOW: TableDefinition<&str, u64> = TableDefinition::new("allow");
 /// Batches applied since the last checkpoint, by sequence number.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Counters: [`EVENTS_APPLIED`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Events applied up to the last checkpoint (pruned ids included).
+const EVENTS_APPLIED: &str = "events_applied";
 
 /// Events one commit takes at most (requests waiting beyond it go in the next).
 const GROUP_MAX_EVENTS: usize = 20_000;
@@ -47,9 +50,32 @@ const CHECKPOINT_EVENTS: usize = 200_000;
 const CHECKPOINT_RECORDS: usize = 400_000;
 /// ...or when no request came for this long.
 const IDLE: Duration = Duration::from_secs(2);
+/// Event ids, and records, one pruning step looks at (each).
+const PRUNE_STEP: usize = 20_000;
 
 /// The encoding's version, the first byte of each stored record and log entry.
 const RECORD_V1: u8 = 1;
+
+/// What the writer thread does.
+enum Work {
+    Ingest(Job),
+    Prune {
+        now: u64,
+        half_life: u64,
+        event_retention: u64,
+        done: mpsc::SyncSender<Result<Pruned, StoreError>>,
+    },
+}
+
+/// Where pruning stopped, in the events table and in the key table (None: at the start),
+/// and which of the two reached its end in this pass.
+#[derive(Default)]
+struct PruneCursor {
+    events: Option<String>,
+    keys: Option<String>,
+    events_ended: bool,
+    keys_ended: bool,
+}
 
 /// One request's events, waiting for the writer.
 struct Job {
@@ -121,7 +147,7 @@ pub struct Embedded {
     db: Arc<Database>,
     overlay: Arc<RwLock<Overlay>>,
     /// To the writer thread; taken on drop, which ends it.
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<Work>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// Whether the writer checkpoints when it ends (tests turn it off to leave a log behind).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -142,10 +168,18 @@ impl Embedded {
         tx.open_table(KEYS).map_err(err)?;
         tx.open_table(ALLOW).map_err(err)?;
         tx.open_table(LOG).map_err(err)?;
+        {
+            // Files from before the counter: every event applied then is still in the table.
+            let mut meta = tx.open_table(META).map_err(err)?;
+            if meta.get(EVENTS_APPLIED).map_err(err)?.is_none() {
+                let n = tx.open_table(EVENTS).map_err(err)?.len().map_err(err)?;
+                meta.insert(EVENTS_APPLIED, n).map_err(err)?;
+            }
+        }
         tx.commit().map_err(err)?;
         let overlay = Arc::new(RwLock::new(replay(&db)?));
         checkpoint(&db, &overlay)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let checkpoint_on_close = Arc::new(AtomicBool::new(true));
         let writer = {
             let (db, overlay, on_close) =
@@ -168,6 +202,18 @@ impl Embedded {
     #[cfg(test)]
     fn close_without_checkpoint(self) {
         self.checkpoint_on_close.store(false, Ordering::SeqCst);
+    }
+
+    fn send(&self, work: Work) -> Result<(), StoreError> {
+        let sent = match &*self.jobs.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.send(work).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(StoreError("the store's writer has stopped".into()))
+        }
     }
 
     /// The overlay's state and a read transaction that agrees with it: a checkpoint commits and
@@ -225,6 +271,13 @@ fn checkpoint(db: &Database, overlay: &RwLock<Overlay>) -> Result<(), StoreError
         }
         let tx = db.begin_write().map_err(err)?;
         {
+            let mut meta = tx.open_table(META).map_err(err)?;
+            let applied = meta
+                .get(EVENTS_APPLIED)
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            meta.insert(EVENTS_APPLIED, applied + ov.events.len() as u64)
+                .map_err(err)?;
             let mut events = tx.open_table(EVENTS).map_err(err)?;
             let mut ids: Vec<(&String, &u64)> = ov.events.iter().collect();
             ids.sort_unstable();
@@ -268,13 +321,28 @@ fn checkpoint_or_log(db: &Database, overlay: &RwLock<Overlay>) {
 fn write_loop(
     db: &Database,
     overlay: &RwLock<Overlay>,
-    rx: &mpsc::Receiver<Job>,
+    rx: &mpsc::Receiver<Work>,
     checkpoint_on_close: &AtomicBool,
     checkpoint_events: usize,
 ) {
+    let mut cursor = PruneCursor::default();
+    // A prune request met while grouping ingest requests, run after their group.
+    let mut pending: Option<Work> = None;
     loop {
-        let first = match rx.recv_timeout(IDLE) {
-            Ok(job) => job,
+        let first = match pending.take().map_or_else(|| rx.recv_timeout(IDLE), Ok) {
+            Ok(Work::Ingest(job)) => job,
+            Ok(Work::Prune {
+                now,
+                half_life,
+                event_retention,
+                done,
+            }) => {
+                // Pruning reads the tables alone: the overlay goes in first.
+                let pruned = checkpoint(db, overlay)
+                    .and_then(|()| prune_step(db, &mut cursor, now, half_life, event_retention));
+                let _ = done.send(pruned);
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 checkpoint_or_log(db, overlay);
                 continue;
@@ -285,9 +353,13 @@ fn write_loop(
         let mut jobs = vec![first];
         while n < GROUP_MAX_EVENTS {
             match rx.try_recv() {
-                Ok(j) => {
+                Ok(Work::Ingest(j)) => {
                     n += j.events.len();
                     jobs.push(j);
+                }
+                Ok(prune) => {
+                    pending = Some(prune);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -315,6 +387,97 @@ fn write_loop(
     if checkpoint_on_close.load(Ordering::SeqCst) {
         checkpoint_or_log(db, overlay);
     }
+}
+
+/// What pruning does to a row: drop it (None), or rewrite it with these bytes.
+type Change = Option<Vec<u8>>;
+
+/// Looks at up to [`PRUNE_STEP`] rows of `table` after `cursor`, in key order; answers the
+/// keys of those `change` says to change, with the change, and moves the cursor (to None
+/// when the table's end was reached).
+fn scan<V: redb::Value + 'static>(
+    table: &redb::Table<'_, &'static str, V>,
+    cursor: &mut Option<String>,
+    mut change: impl FnMut(V::SelfType<'_>) -> Result<Option<Change>, StoreError>,
+) -> Result<Vec<(String, Change)>, StoreError> {
+    use std::ops::Bound;
+    let rows = match cursor.as_deref() {
+        Some(c) => table.range::<&str>((Bound::Excluded(c), Bound::Unbounded)),
+        None => table.range::<&str>(..),
+    }
+    .map_err(err)?;
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let mut last = None;
+    for row in rows.take(PRUNE_STEP) {
+        let (k, v) = row.map_err(err)?;
+        seen += 1;
+        if let Some(c) = change(v.value())? {
+            out.push((k.value().to_string(), c));
+        }
+        last = Some(k);
+    }
+    *cursor = if seen < PRUNE_STEP {
+        None
+    } else {
+        last.map(|k| k.value().to_string())
+    };
+    Ok(out)
+}
+
+/// One step of pruning the tables (the overlay empty): event ids older than the retention,
+/// evidence decayed below `FORGET_BELOW`, records left with none.
+fn prune_step(
+    db: &Database,
+    cursor: &mut PruneCursor,
+    now: u64,
+    half_life: u64,
+    event_retention: u64,
+) -> Result<Pruned, StoreError> {
+    let tx = db.begin_write().map_err(err)?;
+    let mut out = Pruned::default();
+    let dirty;
+    {
+        let mut events = tx.open_table(EVENTS).map_err(err)?;
+        let old = scan(&events, &mut cursor.events, |at: u64| {
+            Ok((at.saturating_add(event_retention) < now).then_some(None))
+        })?;
+        for (id, _) in &old {
+            events.remove(id.as_str()).map_err(err)?;
+        }
+        out.events = old.len() as u64;
+        cursor.events_ended |= cursor.events.is_none();
+        let mut keys = tx.open_table(KEYS).map_err(err)?;
+        let changed = scan(&keys, &mut cursor.keys, |bytes: &[u8]| {
+            let mut rec: KeyRecord = decode(bytes)?;
+            Ok(rec
+                .forget(now, half_life)
+                .then(|| (!rec.is_empty()).then(|| encode(&rec))))
+        })?;
+        cursor.keys_ended |= cursor.keys.is_none();
+        dirty = !old.is_empty() || !changed.is_empty();
+        for (key, change) in changed {
+            match change {
+                Some(bytes) => {
+                    keys.insert(key.as_str(), bytes.as_slice()).map_err(err)?;
+                }
+                None => {
+                    keys.remove(key.as_str()).map_err(err)?;
+                    out.keys += 1;
+                }
+            }
+        }
+        out.pass_done = cursor.events_ended && cursor.keys_ended;
+        if out.pass_done {
+            (cursor.events_ended, cursor.keys_ended) = (false, false);
+        }
+    }
+    if dirty {
+        tx.commit().map_err(err)?;
+    } else {
+        tx.abort().map_err(err)?;
+    }
+    Ok(out)
 }
 
 /// Applies the jobs' events: one log entry, committed, then installed in the overlay. All or
@@ -467,13 +630,20 @@ impl Store for Embedded {
             model: model.clone(),
             done,
         };
-        let sent = match &*self.jobs.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(tx) => tx.send(job).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(StoreError("the store's writer has stopped".into()));
-        }
+        self.send(Work::Ingest(job))?;
+        result
+            .recv()
+            .map_err(|_| StoreError("the store's writer has stopped".into()))?
+    }
+
+    fn prune(&self, now: u64, half_life: u64, event_retention: u64) -> Result<Pruned, StoreError> {
+        let (done, result) = mpsc::sync_channel(1);
+        self.send(Work::Prune {
+            now,
+            half_life,
+            event_retention,
+            done,
+        })?;
         result
             .recv()
             .map_err(|_| StoreError("the store's writer has stopped".into()))?
@@ -519,33 +689,45 @@ impl Store for Embedded {
             .collect()
     }
 
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<(String, KeyRecord)>, StoreError> {
-        let (mut out, tx) = self.read(|ov| {
+    fn each_with_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &KeyRecord),
+    ) -> Result<(), StoreError> {
+        // The overlay's records (at most a checkpoint's worth) are newer than the table's.
+        let (newer, tx) = self.read(|ov| {
             ov.records
                 .iter()
                 .filter(|(k, _)| k.starts_with(prefix))
                 .map(|(k, r)| (k.clone(), r.clone()))
-                .collect::<Vec<_>>()
+                .collect::<FxHashMap<String, KeyRecord>>()
         })?;
-        let newer: HashSet<String> = out.iter().map(|(k, _)| k.clone()).collect();
         let t = tx.open_table(KEYS).map_err(err)?;
         for entry in t.range(prefix..).map_err(err)? {
             let (k, v) = entry.map_err(err)?;
-            if !k.value().starts_with(prefix) {
+            let k = k.value();
+            if !k.starts_with(prefix) {
                 break;
             }
-            if !newer.contains(k.value()) {
-                out.push((k.value().to_string(), decode(v.value())?));
+            if !newer.contains_key(k) {
+                visit(k, &decode(v.value())?);
             }
         }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        for (k, r) in &newer {
+            visit(k, r);
+        }
+        Ok(())
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
         let ((events, keys), tx) = self.read(|ov| (ov.events.len() as u64, ov.new_keys))?;
+        let meta = tx.open_table(META).map_err(err)?;
+        let applied = meta
+            .get(EVENTS_APPLIED)
+            .map_err(err)?
+            .map_or(0, |v| v.value());
         Ok(Counts {
-            events: events + tx.open_table(EVENTS).map_err(err)?.len().map_err(err)?,
+            events: events + applied,
             keys: keys + tx.open_table(KEYS).map_err(err)?.len().map_err(err)?,
             allowlisted: tx.open_table(ALLOW).map_err(err)?.len().map_err(err)?,
         })
@@ -569,6 +751,8 @@ mod tests {
         let store = Embedded::open_checkpointing(&dir.path().join("hub.redb"), 1).unwrap();
         conformance::check_store(&store);
         conformance::check_concurrent_ingest(Arc::new(store));
+        let store = Embedded::open_checkpointing(&dir.path().join("forget.redb"), 1).unwrap();
+        conformance::check_forgetting(&store, false);
     }
 
     #[test]

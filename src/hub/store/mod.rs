@@ -24,7 +24,9 @@ pub(crate) fn err(e: impl std::fmt::Display) -> StoreError {
 /// Counts for `/v1/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
+    /// Events applied since the store began (pruning their ids does not take them back).
     pub events: u64,
+    /// Keys with a record now.
     pub keys: u64,
     pub allowlisted: u64,
 }
@@ -64,10 +66,31 @@ pub trait Store: Send + Sync {
     /// Whether each key is on the admin allowlist.
     fn allowed(&self, keys: &[String]) -> Result<Vec<bool>, StoreError>;
 
-    /// Every key with a record, for exports (IP keys for the DNSBL zone).
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<(String, KeyRecord)>, StoreError>;
+    /// Shows `visit` every key starting with `prefix` (a kind, as `ip:`) that has a record,
+    /// with its record, in no set order; for exports (IP keys for the DNSBL zone). Holds
+    /// little beyond what `visit` keeps, however many keys there are.
+    fn each_with_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &KeyRecord),
+    ) -> Result<(), StoreError>;
 
     fn counts(&self) -> Result<Counts, StoreError>;
+
+    /// One step of forgetting, of bounded work, resuming where the last step stopped: event
+    /// ids applied more than `event_retention` seconds before `now` (a store whose ids
+    /// expire by themselves leaves them to that), and evidence that decayed below
+    /// [`FORGET_BELOW`](super::model::FORGET_BELOW), with the records left with none.
+    fn prune(&self, now: u64, half_life: u64, event_retention: u64) -> Result<Pruned, StoreError>;
+}
+
+/// What one step of pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub keys: u64,
+    /// The step reached the end of the store: the next one starts a new pass.
+    pub pass_done: bool,
 }
 
 #[cfg(test)]
@@ -91,5 +114,11 @@ mod tests {
         );
         assert_eq!(again, [false]);
         conformance::check_concurrent_ingest(std::sync::Arc::new(store));
+        let forgetting = dir.path().join("forget.redb");
+        conformance::check_forgetting(&Embedded::open(&forgetting).unwrap(), false);
+        // What pruning removed stays removed; the count of events applied stays.
+        let store = Embedded::open(&forgetting).unwrap();
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.events, counts.keys), (4, 0));
     }
 }

@@ -10,7 +10,7 @@
 //! | `rm:{rmNN}:r:KEY`       | hash   | `g:GATEWAY` = "spam ham at"                        |
 //! | `rm:{rmNN}:a:KEY`       | string | present while KEY is on the admin allowlist        |
 //! | `rm:{rmNN}:i:KIND`      | set    | the keys of that kind with a record (exports)      |
-//! | `rm:{rmNN}:e:EVENT`     | string | event applied (kept [`EVENT_MARK_TTL`])            |
+//! | `rm:{rmNN}:e:EVENT`     | string | event applied (kept `hub.event_retention`)         |
 //! | `rm:{rmNN}:g:EVENT`     | string | event's updates to this shard applied ([`GROUP_MARK_TTL`]) |
 //! | `rm:{rmNN}:events`, `:keys`, `:allowed` | counters | for `/v1/stats`                   |
 //!
@@ -22,21 +22,30 @@
 //! acknowledged) applies each update exactly once; only a retry more than
 //! [`GROUP_MARK_TTL`] after such a crash could apply part of an event twice. Evidence decays
 //! in the script exactly as in `model::Evidence` (the same formula, in Lua).
+//!
+//! **Pruning.** Event marks expire by themselves. Records are pruned in steps that walk the
+//! kind indexes with `SSCAN`; a script per chunk drops the gateways whose evidence decayed
+//! below `FORGET_BELOW`, and a record left with none, its index entry and its count.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::{FromRedisValue, RedisResult};
 
-use super::{Counts, Ingest, Store, StoreError, UpdatesFn};
-use crate::hub::model::{Evidence, KeyRecord, Model};
+use super::{Counts, Ingest, Pruned, Store, StoreError, UpdatesFn};
+use crate::hub::model::{Evidence, FORGET_BELOW, KeyRecord, Model};
+use crate::reputation::keys::KINDS;
 
 /// Shards (hash tags, so Cluster slots) the data is spread over.
 pub const SHARDS: u32 = 32;
 
-/// How long an applied event's id is kept: a gateway resending it within this time has it
-/// counted once.
+/// How long an applied event's id is kept unless configured (`hub.event_retention`): a
+/// gateway resending it within this time has it counted once.
 pub const EVENT_MARK_TTL: u64 = 30 * 24 * 3600;
+
+/// Index entries one `SSCAN` asks for; scans one pruning step makes at most.
+const SCAN_COUNT: usize = 500;
+const PRUNE_SCANS: usize = 20;
 
 /// How long a shard remembers applying an event's updates, for retries after a replica died
 /// midway through a batch.
@@ -73,9 +82,8 @@ for e = 1, n do
     local name = ARGV[a + 4]
     a = a + 5
     if fresh then
-      if redis.call('EXISTS', rec) == 0 then
+      if redis.call('EXISTS', rec) == 0 and redis.call('SADD', idx, name) == 1 then
         created = created + 1
-        redis.call('SADD', idx, name)
       end
       if s > 0 or h > 0 then
         local os, oh, oa = 0, 0, now
@@ -110,6 +118,44 @@ for i = 2, #KEYS do
 end
 if new > 0 then redis.call('INCRBY', KEYS[1], new) end
 return out
+"#;
+
+/// Forgets evidence decayed below ARGV[3] on records of one shard's index. KEYS: the index,
+/// the shard's key counter, then the records; ARGV: now, half-life, the threshold, then the
+/// records' key names. Answers the records removed.
+const PRUNE: &str = r#"
+local now = tonumber(ARGV[1])
+local hl = math.max(tonumber(ARGV[2]), 1)
+local forget = tonumber(ARGV[3])
+local removed = 0
+for i = 3, #KEYS do
+  local rec = KEYS[i]
+  local fields = redis.call('HGETALL', rec)
+  local left = 0
+  for j = 1, #fields, 2 do
+    local f, v = fields[j], fields[j + 1]
+    if string.sub(f, 1, 2) == 'g:' then
+      local it = string.gmatch(v, '%S+')
+      local s, h, at = tonumber(it()), tonumber(it()), tonumber(it())
+      local age = now - at
+      if age < 0 then age = 0 end
+      local d = 2 ^ (-age / hl)
+      if s * d < forget and h * d < forget then
+        redis.call('HDEL', rec, f)
+      else
+        left = left + 1
+      end
+    else
+      left = left + 1
+    end
+  end
+  if left == 0 then
+    redis.call('DEL', rec)
+    if redis.call('SREM', KEYS[1], ARGV[i + 1]) == 1 then removed = removed + 1 end
+  end
+end
+if removed > 0 then redis.call('DECRBY', KEYS[2], removed) end
+return removed
 "#;
 
 /// Puts a key on the allowlist (ARGV[1] = 1) or takes it off, keeping the count.
@@ -157,6 +203,10 @@ impl Conn {
 pub struct Redis {
     connector: Connector,
     idle: Mutex<Vec<Conn>>,
+    /// Seconds an event mark lives.
+    event_ttl: u64,
+    /// Where pruning stopped: shard, kind (index into `KINDS`), SSCAN cursor.
+    prune_at: Mutex<(u32, usize, u64)>,
     /// Where it is, for errors (without credentials).
     name: String,
 }
@@ -214,11 +264,33 @@ impl Redis {
         let store = Redis {
             connector,
             idle: Mutex::new(Vec::new()),
+            event_ttl: EVENT_MARK_TTL,
+            prune_at: Mutex::new((0, 0, 0)),
             name,
         };
         // It answers, and holds what this layout expects (or nothing yet).
         store.counts()?;
         Ok(store)
+    }
+
+    /// One `SSCAN` of a set from `cursor`: the next cursor (0: done) and some members.
+    fn sscan(&self, set: &str, cursor: u64) -> Result<(u64, Vec<String>), StoreError> {
+        self.pipe::<Vec<(u64, Vec<String>)>>(vec![
+            redis::cmd("SSCAN")
+                .arg(set)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .to_owned(),
+        ])?
+        .pop()
+        .ok_or_else(|| StoreError("redis: SSCAN gave no answer".into()))
+    }
+
+    /// Event marks live `seconds` (`hub.event_retention`).
+    pub fn with_event_retention(mut self, seconds: u64) -> Redis {
+        self.event_ttl = seconds.max(1);
+        self
     }
 
     fn connect(&self) -> RedisResult<Conn> {
@@ -428,7 +500,7 @@ impl Store for Redis {
                 .map(|(s, idx)| {
                     let mut keys = vec![format!("{}:events", tag(*s))];
                     keys.extend(idx.iter().map(|&i| event_mark(&events[i].event_id)));
-                    eval(MARK, &keys, &[EVENT_MARK_TTL.to_string()])
+                    eval(MARK, &keys, &[self.event_ttl.to_string()])
                 })
                 .collect(),
         )?;
@@ -474,26 +546,68 @@ impl Store for Redis {
         )
     }
 
-    /// Keys whose names start with `prefix`, found through the per-kind indexes (so `prefix`
-    /// should name a kind, as `ip:`).
-    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<(String, KeyRecord)>, StoreError> {
+    /// Walks the per-kind indexes with `SSCAN` (so `prefix` should name a kind, as `ip:`),
+    /// reading records a chunk at a time.
+    fn each_with_prefix(
+        &self,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &KeyRecord),
+    ) -> Result<(), StoreError> {
         let kind = kind_of(prefix);
-        let names: Vec<Vec<String>> = self.pipe(
-            (0..SHARDS)
-                .map(|s| redis::Cmd::smembers(format!("{}:i:{kind}", tag(s))))
-                .collect(),
-        )?;
-        let keys: Vec<String> = names
-            .into_iter()
-            .flatten()
-            .filter(|k| k.starts_with(prefix))
-            .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(1000) {
-            for (k, rec) in chunk.iter().zip(self.records(chunk)?) {
-                if let Some(rec) = rec {
-                    out.push((k.clone(), rec));
+        for s in 0..SHARDS {
+            let mut cursor = 0u64;
+            loop {
+                let (next, names) = self.sscan(&format!("{}:i:{kind}", tag(s)), cursor)?;
+                let names: Vec<String> = names
+                    .into_iter()
+                    .filter(|k| k.starts_with(prefix))
+                    .collect();
+                for (k, rec) in names.iter().zip(self.records(&names)?) {
+                    if let Some(rec) = rec {
+                        visit(k, &rec);
+                    }
                 }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    fn prune(&self, now: u64, half_life: u64, _event_retention: u64) -> Result<Pruned, StoreError> {
+        let mut at = self.prune_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Pruned::default();
+        for _ in 0..PRUNE_SCANS {
+            let (shard, kind, cursor) = *at;
+            let t = tag(shard);
+            let index = format!("{t}:i:{}", KINDS[kind]);
+            let (next, names) = self.sscan(&index, cursor)?;
+            if !names.is_empty() {
+                let mut keys = vec![index, format!("{t}:keys")];
+                keys.extend(names.iter().map(|n| record_name(n)));
+                let mut args = vec![
+                    now.to_string(),
+                    half_life.to_string(),
+                    FORGET_BELOW.to_string(),
+                ];
+                args.extend(names);
+                let removed: Vec<i64> = self.pipe(vec![eval(PRUNE, &keys, &args)])?;
+                out.keys += removed.iter().sum::<i64>().max(0) as u64;
+            }
+            *at = if next != 0 {
+                (shard, kind, next)
+            } else if kind + 1 < KINDS.len() {
+                (shard, kind + 1, 0)
+            } else if shard + 1 < SHARDS {
+                (shard + 1, 0, 0)
+            } else {
+                out.pass_done = true;
+                (0, 0, 0)
+            };
+            if out.pass_done {
+                break;
             }
         }
         Ok(out)
