@@ -14,6 +14,7 @@
 //!   lookups on the runtime).
 //! - The stages: [`signatures`] (content rules in SpamAssassin syntax, phrase lists, GTUBE),
 //!   [`reputation`] (DNS lists with their cache and probes, Received hops, local allowlists).
+//! - [`learn`]: the learned content model (features, naive Bayes), trained from reports.
 //! - [`hub`]: the central reputation service (being built): correlation model and store.
 //! - [`feedback`]: events for the hub (verdicts, reported samples) and their durable spool.
 //! - [`policy`]: score to action, and the SpamAssassin-compatible headers.
@@ -35,6 +36,7 @@ pub mod engine;
 pub mod feedback;
 pub mod files;
 pub mod hub;
+pub mod learn;
 pub mod logging;
 pub mod message;
 pub mod milter;

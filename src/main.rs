@@ -289,18 +289,11 @@ fn hub_client(config: &Config) -> Result<&repmilter::config::HubClient, ExitCode
     })
 }
 
-fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
-    use repmilter::feedback::submit::{ReportAs, report_files};
-    let config = load(&a.config.config)?;
-    let hub = hub_client(&config)?;
-    let how = match (a.spam, a.ham) {
-        (true, _) => ReportAs::Spam,
-        (_, true) => ReportAs::Ham,
-        _ => ReportAs::Arf,
-    };
-    // Drawn only on a terminal, and only when there is more than one file to wait for.
-    let bar = if a.files.len() > 1 {
-        indicatif::ProgressBar::new(a.files.len() as u64)
+/// A progress bar for `n` files: drawn only on a terminal, and only when there is more than
+/// one file to wait for.
+fn files_bar(n: usize) -> indicatif::ProgressBar {
+    let bar = if n > 1 {
+        indicatif::ProgressBar::new(n as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -308,6 +301,21 @@ fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files, {eta} left")
             .expect("a valid template"),
     );
+    bar
+}
+
+fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
+    use repmilter::feedback::submit::{ReportAs, report_files};
+    let config = load(&a.config.config)?;
+    let how = match (a.spam, a.ham) {
+        (true, _) => ReportAs::Spam,
+        (_, true) => ReportAs::Ham,
+        _ => ReportAs::Arf,
+    };
+    let Some(hub) = config.hub.as_ref() else {
+        return learn_locally(&config, how, &a.files);
+    };
+    let bar = files_bar(a.files.len());
     let rt = repmilter::daemon::runtime();
     let result = rt.block_on(report_files(hub, how, &a.files, || bar.inc(1)));
     bar.finish_and_clear();
@@ -341,6 +349,87 @@ fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
         return Err(ExitCode::from(exit::RUNTIME));
     }
     Ok(ExitCode::from(if summary.skipped.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT
+    }))
+}
+
+/// `feedback report` without a hub: the reported messages train the local model file.
+fn learn_locally(
+    config: &Config,
+    how: repmilter::feedback::submit::ReportAs,
+    files: &[PathBuf],
+) -> Result<ExitCode, ExitCode> {
+    use repmilter::feedback::EventKind;
+    use repmilter::feedback::submit::read_reported;
+    use repmilter::learn;
+    let path = &config.learn.model;
+    let mut model = learn::read(path)
+        .map_err(|e| {
+            eprintln!("repmilter: {}", ErrorChain(&e));
+            ExitCode::from(exit::INPUT)
+        })?
+        .unwrap_or_default();
+    let rules = Arc::new(load_rules(&config.rules.paths)?);
+    let engine = Engine::with_rules(config.clone(), rules);
+    model.decay_to(
+        repmilter::hub::service::now(),
+        config.learn.half_life.as_secs(),
+    );
+    let bar = files_bar(files.len());
+    let (mut spam, mut ham, mut skipped) = (0, 0, 0);
+    for f in files {
+        match read_reported(f, how) {
+            Ok((message, kind, client)) => {
+                let input = ScanInput::new(
+                    Envelope {
+                        client_ip: client,
+                        ..Envelope::default()
+                    },
+                    Message::from_raw(&message, config.milter.max_message_size),
+                );
+                let is_spam = kind == EventKind::Spam;
+                model.train(&engine.learn_features(&input), is_spam);
+                if is_spam {
+                    spam += 1;
+                } else {
+                    ham += 1;
+                }
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("repmilter: skipped {e}"));
+                skipped += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    learn::write(path, &model).map_err(|e| {
+        eprintln!("repmilter: {}", ErrorChain(&e));
+        ExitCode::from(exit::RUNTIME)
+    })?;
+    let young =
+        model.spam < config.learn.min_spam as f64 || model.ham < config.learn.min_ham as f64;
+    println!(
+        "trained {} of {} files into {} (no [hub]: the model is this gateway's): {spam} as spam, \
+         {ham} as ham; it holds {:.0} spam and {:.0} ham messages, {} features{}",
+        spam + ham,
+        files.len(),
+        path.display(),
+        model.spam,
+        model.ham,
+        model.features.len(),
+        if young {
+            format!(
+                " (it scores once it holds {} spam and {} ham: learn.min_spam, learn.min_ham)",
+                config.learn.min_spam, config.learn.min_ham
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::from(if skipped == 0 {
         exit::OK
     } else {
         exit::INPUT
@@ -578,6 +667,39 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
 }
 
 fn explain(engine: &Engine, input: &ScanInput) {
+    explain_rules(engine, input);
+    explain_learned(engine, input);
+}
+
+/// The features of the learned model that weighed most in the message's score.
+fn explain_learned(engine: &Engine, input: &ScanInput) {
+    let Some(model) = engine.learner.model() else {
+        println!(
+            "learned: no model in use ({} is absent, or holds fewer than learn.min_spam spam or learn.min_ham ham)",
+            engine.config.learn.model.display()
+        );
+        return;
+    };
+    let features = engine.learn_features(input);
+    let score = model.score(&features);
+    let texts = repmilter::learn::features::texts(input, &engine.content_symbols(input));
+    println!(
+        "learned: spam probability {:.3} from {} of the message's {} features; most telling:",
+        score.probability,
+        score.used.len(),
+        features.len()
+    );
+    for (f, estimate) in score.used.iter().take(15) {
+        let text = texts.get(f).map_or("?", String::as_str);
+        let c = model.features.get(f).copied().unwrap_or_default();
+        println!(
+            "  {:>5.3} {} (in {:.0} spam, {:.0} ham)",
+            estimate, text, c[0], c[1]
+        );
+    }
+}
+
+fn explain_rules(engine: &Engine, input: &ScanInput) {
     let hits = engine.rules.scan(input).hits;
     if hits.is_empty() {
         println!("explain: no signature rule hit");

@@ -95,6 +95,17 @@ pub trait Compute: Send + Sync {
     /// Scores a message. A stage that can run long checks `deadline` itself and then returns
     /// [`Symbol::timed_out`], so that it stops using the CPU when its answer no longer counts.
     fn scan(&self, input: &ScanInput, deadline: std::time::Instant) -> Vec<Symbol>;
+
+    /// Scores a message given the symbols of the compute stages before this one (the
+    /// learner reads which rules fired). Most stages ignore them.
+    fn scan_after(
+        &self,
+        input: &ScanInput,
+        deadline: std::time::Instant,
+        _earlier: &[Symbol],
+    ) -> Vec<Symbol> {
+        self.scan(input, deadline)
+    }
 }
 
 pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Vec<Symbol>> + Send + 'a>>;

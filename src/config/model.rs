@@ -114,6 +114,32 @@ pub struct Config {
     pub allow: Allow,
     /// `[hub]`: the reputation hub this gateway asks and reports to; none by default.
     pub hub: Option<HubClient>,
+    /// `[learn]`: the learned content model.
+    pub learn: Learn,
+}
+
+/// `[learn]`: the learned content model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Learn {
+    /// The model file. Default `learn.model` beside the config.
+    pub model: PathBuf,
+    /// A model trained on fewer spam or ham messages than these scores nothing. Default 200
+    /// each.
+    pub min_spam: u64,
+    pub min_ham: u64,
+    /// Local training: counts lose half their weight in this time. Default 90 days.
+    pub half_life: Duration,
+}
+
+impl Default for Learn {
+    fn default() -> Self {
+        Learn {
+            model: PathBuf::from("learn.model"),
+            min_spam: 200,
+            min_ham: 200,
+            half_life: Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 /// `[hub]` in the milter's config.
@@ -190,6 +216,7 @@ impl Default for Config {
                 ..Allow::default()
             },
             hub: None,
+            learn: Learn::default(),
         }
     }
 }

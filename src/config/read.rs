@@ -94,7 +94,7 @@ impl Config {
             "",
             &[
                 "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log", "dns",
-                "dnsbl", "dnswl", "uribl", "allow", "hub",
+                "dnsbl", "dnswl", "uribl", "allow", "hub", "learn",
             ],
         );
         if let Some(t) = r.table(root, "", "milter") {
@@ -163,6 +163,29 @@ impl Config {
                     c.dns.timeout, c.milter.message_timeout
                 ),
             );
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.learn.model = base.join(&c.learn.model);
+        if let Some(t) = r.table(root, "", "learn") {
+            let p = "learn";
+            r.known_keys(t, p, &["model", "min_spam", "min_ham", "half_life"]);
+            if let Some(m) = r.string(t, p, "model") {
+                c.learn.model = base.join(m);
+            }
+            c.learn.min_spam = r
+                .integer(t, p, "min_spam", 1 << 40)
+                .unwrap_or(c.learn.min_spam);
+            c.learn.min_ham = r
+                .integer(t, p, "min_ham", 1 << 40)
+                .unwrap_or(c.learn.min_ham);
+            if let Some(d) = r.duration(t, p, "half_life") {
+                if d < Duration::from_secs(3600) {
+                    let v = t.get("half_life").expect("read");
+                    r.problem(v, "learn.half_life", "must be at least 1h");
+                } else {
+                    c.learn.half_life = d;
+                }
+            }
         }
         if let Some(t) = r.table(root, "", "hub") {
             let base = path.parent().unwrap_or(Path::new("."));

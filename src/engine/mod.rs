@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::feedback::Event;
 use crate::feedback::reporter::Reporter;
+use crate::learn::Learner;
 use crate::message::MAX_HEADER_DELETIONS;
 use crate::policy::{self, Decision};
 use crate::reputation::hub::HubLookups;
@@ -36,6 +37,9 @@ pub struct Engine {
     /// Where verdicts go as feedback events (None without `[hub]`, and outside the daemon:
     /// `repmilter check` reports nothing); kept across reloads.
     pub reporter: Option<Arc<Reporter>>,
+    /// The learned model's reader; kept across reloads that leave `[learn]` alone, so the
+    /// model read stays.
+    pub learner: Arc<Learner>,
     pipeline: Arc<Pipeline>,
 }
 
@@ -51,7 +55,8 @@ impl Engine {
     pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
         let dns = DnsLists::new(&config);
         let hub = config.hub.as_ref().map(HubLookups::new);
-        Engine::assemble(config, rules, dns, hub, None)
+        let learner = Arc::new(Learner::new(&config.learn));
+        Engine::assemble(config, rules, dns, hub, None, learner)
     }
 
     /// Sends this engine's verdicts to the hub through `reporter`.
@@ -66,6 +71,7 @@ impl Engine {
         dns: Option<Arc<DnsLists>>,
         hub: Option<Arc<HubLookups>>,
         reporter: Option<Arc<Reporter>>,
+        learner: Arc<Learner>,
     ) -> Engine {
         let config = Arc::new(config);
         Engine {
@@ -74,7 +80,9 @@ impl Engine {
                 rules.clone(),
                 dns.clone(),
                 hub.clone(),
+                Some(learner.clone()),
             )),
+            learner,
             hub,
             reporter,
             rules,
@@ -97,6 +105,11 @@ impl Engine {
             (_, c) => c.as_ref().map(HubLookups::new),
         };
         let reporter = reporter_for(&config, running);
+        let learner = if running.learner.config == config.learn {
+            running.learner.clone()
+        } else {
+            Arc::new(Learner::new(&config.learn))
+        };
         let rules = Arc::new(RuleSet::reload(&config.rules.paths, &running.rules));
         log_rule_problems(&rules);
         if rules.is_empty()
@@ -109,9 +122,21 @@ impl Engine {
                 "the rule files yield no rule; keeping the running rule set (to run without \
                  rules, remove the paths from [rules])"
             );
-            return Engine::assemble(config, running.rules.clone(), dns, hub, reporter);
+            return Engine::assemble(config, running.rules.clone(), dns, hub, reporter, learner);
         }
-        Engine::assemble(config, rules, dns, hub, reporter)
+        Engine::assemble(config, rules, dns, hub, reporter, learner)
+    }
+
+    /// A message's features for the learned model, as the daemon computes them when it
+    /// judges the message: its content and the symbols of the content stages. For training.
+    pub fn learn_features(&self, input: &ScanInput) -> Vec<u64> {
+        let symbols = self.content_symbols(input);
+        crate::learn::features::with_symbols(crate::learn::features::of(input), &symbols)
+    }
+
+    /// The symbols of the content stages the learner reads, run now without a deadline.
+    pub fn content_symbols(&self, input: &ScanInput) -> Vec<Symbol> {
+        self.pipeline.content_symbols(input)
     }
 
     /// Scores a message and decides what to do with it, within `milter.message_timeout`.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::stages::{MimeStage, TrustStage};
 use crate::config::Config;
+use crate::learn::{LearnStage, Learner};
 use crate::reputation::allow::{AllowLists, AllowStage};
 use crate::reputation::hub::{HubLookups, HubStage};
 use crate::reputation::lists::{DnsLists, DnsStage};
@@ -69,6 +70,7 @@ impl Pipeline {
         rules: Arc<RuleSet>,
         dns: Option<Arc<DnsLists>>,
         hub: Option<Arc<HubLookups>>,
+        learner: Option<Arc<Learner>>,
     ) -> Pipeline {
         let mut stages = Vec::new();
         if let Some(lists) = dns {
@@ -90,6 +92,9 @@ impl Pipeline {
         stages.push(Stage::Compute(Box::new(MimeStage)));
         stages.push(Stage::Compute(Box::new(Gtube)));
         stages.push(Stage::Compute(Box::new(SignatureStage { rules })));
+        if let Some(learner) = learner {
+            stages.push(Stage::Compute(Box::new(LearnStage { learner })));
+        }
         Pipeline { config, stages }
     }
 
@@ -100,6 +105,22 @@ impl Pipeline {
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// The symbols of the compute stages before the learner, run now without a deadline
+    /// (what the learner reads of a message it is trained on).
+    pub fn content_symbols(&self, input: &ScanInput) -> Vec<Symbol> {
+        let far = std::time::Instant::now() + Duration::from_secs(3600);
+        let mut out: Vec<Symbol> = Vec::new();
+        for s in &self.stages {
+            if let Stage::Compute(c) = s
+                && c.name() != "learn"
+            {
+                let found = c.scan_after(input, far, &out);
+                out.extend(found);
+            }
+        }
+        out
     }
 
     /// Runs every stage; what has not finished by `deadline` counts as absent.
@@ -178,10 +199,15 @@ impl Pipeline {
                 input.view();
                 let _ = built.send(());
             }
+            let mut earlier: Vec<Symbol> = Vec::new();
             me.stages
                 .iter()
                 .filter_map(|s| match s {
-                    Stage::Compute(c) => Some(c.scan(&input, deadline.into_std())),
+                    Stage::Compute(c) => {
+                        let found = c.scan_after(&input, deadline.into_std(), &earlier);
+                        earlier.extend(found.iter().cloned());
+                        Some(found)
+                    }
                     Stage::Lookup(_) => None,
                 })
                 .collect()
@@ -235,6 +261,7 @@ mod tests {
         Arc::new(Pipeline::new(
             Arc::new(c),
             Arc::new(RuleSet::load(&[])),
+            None,
             None,
             None,
         ))

@@ -45,8 +45,27 @@ pub enum FileError {
     NoKeys { path: PathBuf },
 }
 
+/// A reported message: the message, reported as what, and its sender when a report says.
+pub type Reported = (Vec<u8>, EventKind, Option<std::net::IpAddr>);
+
 /// The event for one reported file.
 pub fn event_for(path: &Path, how: ReportAs, share_samples: bool) -> Result<Event, FileError> {
+    let (message, kind, client) = read_reported(path, how)?;
+    let mut event = event_of(&message, kind, client);
+    if event.keys.is_empty() {
+        return Err(FileError::NoKeys {
+            path: path.to_path_buf(),
+        });
+    }
+    if share_samples {
+        event.sample = Some(base64::engine::general_purpose::STANDARD.encode(&message));
+    }
+    Ok(event)
+}
+
+/// Reads one reported file: a message (its mbox From line dropped), or an ARF report's
+/// original message.
+pub fn read_reported(path: &Path, how: ReportAs) -> Result<Reported, FileError> {
     // Headers on top of the largest message kept.
     let raw =
         crate::files::read_prefix(path, MAX_REPORTED as u64 + 1024 * 1024).map_err(|source| {
@@ -55,7 +74,7 @@ pub fn event_for(path: &Path, how: ReportAs, share_samples: bool) -> Result<Even
                 source,
             }
         })?;
-    let (message, kind, client) = match how {
+    Ok(match how {
         ReportAs::Spam | ReportAs::Ham => {
             if !looks_like_mail(&raw) {
                 return Err(FileError::NotMail {
@@ -76,17 +95,7 @@ pub fn event_for(path: &Path, how: ReportAs, share_samples: bool) -> Result<Even
             })?;
             (a.original, a.kind, a.source_ip)
         }
-    };
-    let mut event = event_of(&message, kind, client);
-    if event.keys.is_empty() {
-        return Err(FileError::NoKeys {
-            path: path.to_path_buf(),
-        });
-    }
-    if share_samples {
-        event.sample = Some(base64::engine::general_purpose::STANDARD.encode(&message));
-    }
-    Ok(event)
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,199 @@
+//! The learned model as an operator meets it without a hub: `feedback report` trains the
+//! local model file, and `check` and the running daemon score with it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, repmilter, write};
+use repmilter::milter::client::{Client, Transaction};
+use repmilter::milter::codec::{ConnectAddr, Reply};
+use tokio::net::TcpStream;
+
+const ENV: Transaction<'static> = Transaction {
+    from: "sender@example.org",
+    rcpts: &["bob@example.net"],
+    mail_macros: &[],
+};
+
+const SPAM_WORDS: [&str; 16] = [
+    "cheap", "pills", "pharmacy", "discount", "viagra", "order", "now", "offer", "limited",
+    "bonus", "casino", "winner", "prize", "claim", "credit", "approved",
+];
+const HAM_WORDS: [&str; 16] = [
+    "meeting", "agenda", "project", "review", "tomorrow", "notes", "draft", "team", "lunch",
+    "schedule", "report", "budget", "quarter", "minutes", "attached", "thanks",
+];
+
+/// A message of 40 words drawn from `words` (and a few shared ones) by `seed`.
+fn message(words: &[&str], seed: u64, subject: &str) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let body: Vec<&str> = (0..40)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x.is_multiple_of(5) {
+                ["the", "and", "your", "with"][(x >> 8) as usize % 4]
+            } else {
+                words[(x >> 16) as usize % words.len()]
+            }
+        })
+        .collect();
+    format!(
+        "From: someone{seed}@example.org\r\nTo: bob@example.net\r\nSubject: {subject} {seed}\r\n\
+         Message-ID: <{seed}@example.org>\r\n\r\n{}\r\n",
+        body.join(" ")
+    )
+}
+
+fn samples(dir: &std::path::Path, kind: &str, words: &[&str], n: u64) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            write(
+                dir,
+                &format!("{kind}{i}.eml"),
+                &message(words, i + 1000 * n, kind),
+            )
+        })
+        .collect()
+}
+
+fn report(config: &std::path::Path, kind: &str, files: &[PathBuf]) -> String {
+    let out = repmilter()
+        .args(["feedback", "report", "--config"])
+        .arg(config)
+        .arg(kind)
+        .args(files)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn check_symbols(config: &std::path::Path, msg: &std::path::Path) -> Vec<String> {
+    let out = repmilter()
+        .args(["check", "--json", "--config"])
+        .arg(config)
+        .arg(msg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    v["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn learned(r: &[Reply]) -> Option<String> {
+    r.iter().find_map(|x| match x {
+        Reply::AddHeader { value, .. } | Reply::InsHeader { value, .. } => {
+            let v = String::from_utf8_lossy(value);
+            v.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|w| w.starts_with("LEARN_"))
+                .map(str::to_string)
+        }
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_reports_train_a_model_that_check_and_the_daemon_use() {
+    let d = Daemon::start("", "[learn]\nmin_spam = 10\nmin_ham = 10\n");
+    let dir = d.dir.path();
+    let spam = samples(dir, "spam", &SPAM_WORDS, 12);
+    let ham = samples(dir, "ham", &HAM_WORDS, 12);
+    let unseen_spam = write(dir, "new-spam.eml", &message(&SPAM_WORDS, 7, "spam"));
+    let unseen_ham = write(dir, "new-ham.eml", &message(&HAM_WORDS, 7, "ham"));
+
+    // No model yet: nothing learned.
+    assert!(
+        !check_symbols(&d.config_path, &unseen_spam)
+            .iter()
+            .any(|s| s.starts_with("LEARN_"))
+    );
+    let out = report(&d.config_path, "--spam", &spam);
+    assert!(
+        out.contains("trained 12 of 12 files") && out.contains("it scores once"),
+        "{out}"
+    );
+    // Spam only: too young to score.
+    assert!(
+        !check_symbols(&d.config_path, &unseen_spam)
+            .iter()
+            .any(|s| s.starts_with("LEARN_"))
+    );
+    let out = report(&d.config_path, "--ham", &ham);
+    assert!(out.contains("12 spam and 12 ham messages"), "{out}");
+    assert!(dir.join("learn.model").exists());
+
+    let spam_symbols = check_symbols(&d.config_path, &unseen_spam);
+    assert!(
+        spam_symbols.iter().any(|s| s.starts_with("LEARN_SPAM_9")),
+        "{spam_symbols:?}"
+    );
+    let ham_symbols = check_symbols(&d.config_path, &unseen_ham);
+    assert!(
+        ham_symbols.iter().any(|s| s.starts_with("LEARN_HAM_")),
+        "{ham_symbols:?}"
+    );
+
+    // The running daemon reads the new model by itself.
+    let addr = ConnectAddr::Inet {
+        ip: "192.0.2.1".parse().unwrap(),
+        port: 1,
+    };
+    let mut c = Client::open(
+        TcpStream::connect(d.addr()).await.unwrap(),
+        "c.example",
+        addr,
+    )
+    .await
+    .unwrap()
+    .0;
+    let text = std::fs::read(&unseen_spam).unwrap();
+    let start = Instant::now();
+    loop {
+        let r = c.message(&ENV, &text).await.unwrap();
+        match learned(&r) {
+            Some(s) => {
+                assert!(s.starts_with("LEARN_SPAM_9"), "{s}");
+                break;
+            }
+            None => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{r:?}\n{}",
+                    d.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert!(d.log().contains("learned model read from"), "{}", d.log());
+
+    // A file that is not a model is a clear error, and trains nothing.
+    std::fs::write(dir.join("learn.model"), "hello").unwrap();
+    let out = repmilter()
+        .args(["feedback", "report", "--config"])
+        .arg(&d.config_path)
+        .arg("--spam")
+        .arg(&spam[0])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("learn.model: not a repmilter model file"),
+        "{err}"
+    );
+}
