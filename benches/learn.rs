@@ -125,9 +125,9 @@ fn train(config: &Path, train: &Half) {
                 .args(chunk)
                 .output()
                 .unwrap();
-            // Exit 3: some files skipped (named on stderr); the rest trained.
+            // Exit 4: some files skipped (named on stderr); the rest trained.
             assert!(
-                out.status.success() || out.status.code() == Some(3),
+                out.status.success() || out.status.code() == Some(4),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
