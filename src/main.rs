@@ -315,9 +315,23 @@ fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
     let Some(hub) = config.hub.as_ref() else {
         return learn_locally(&config, how, &a.files);
     };
-    let bar = files_bar(a.files.len());
+    // Reported samples carry the learned model's features, for the hub to learn from. The
+    // engine (its DNS resolver) is built inside the runtime it would run on.
     let rt = repmilter::daemon::runtime();
-    let result = rt.block_on(report_files(hub, how, &a.files, || bar.inc(1)));
+    let _in_runtime = rt.enter();
+    let rules = Arc::new(load_rules(&config.rules.paths)?);
+    let engine = Engine::with_rules(config.clone(), rules);
+    let learn = |message: &[u8], client: Option<IpAddr>| {
+        engine.learn_features(&ScanInput::new(
+            Envelope {
+                client_ip: client,
+                ..Envelope::default()
+            },
+            Message::from_raw(message, config.milter.max_message_size),
+        ))
+    };
+    let bar = files_bar(a.files.len());
+    let result = rt.block_on(report_files(hub, how, &a.files, &learn, || bar.inc(1)));
     bar.finish_and_clear();
     let (summary, failed) = match result {
         Ok(s) => (s, None),
@@ -371,6 +385,8 @@ fn learn_locally(
             ExitCode::from(exit::INPUT)
         })?
         .unwrap_or_default();
+    let rt = repmilter::daemon::runtime();
+    let _in_runtime = rt.enter();
     let rules = Arc::new(load_rules(&config.rules.paths)?);
     let engine = Engine::with_rules(config.clone(), rules);
     model.decay_to(

@@ -124,6 +124,7 @@ fn the_redis_store_passes_the_store_suite() {
         .unwrap();
     assert!((3590..=3600).contains(&ttl), "{marks}: ttl {ttl}");
     conformance::check_forgetting(&store, true);
+    conformance::check_learning(&store);
 }
 
 #[test]
@@ -144,6 +145,7 @@ fn the_redis_store_passes_the_store_suite_on_a_cluster() {
         assert!(keys > 0, "node {p} holds nothing");
     }
     conformance::check_forgetting(&Redis::open(&urls, true).unwrap(), true);
+    conformance::check_learning(&Redis::open(&urls, true).unwrap());
 }
 
 #[test]

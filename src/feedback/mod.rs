@@ -46,7 +46,14 @@ pub struct Event {
     /// The message itself, base64, only when the gateway shares samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<String>,
+    /// The learned model's features of the message (hashes, see `learn::features`): on
+    /// reported samples, which the hub learns from; never on verdicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<u64>,
 }
+
+/// Most features an event carries (the hub refuses more).
+pub const MAX_FEATURES: usize = 20_000;
 
 /// The hub's answer to a batch of events: how many were new, how many it had already.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +80,7 @@ impl Event {
             action,
             symbols: symbol_names(verdict),
             sample: None,
+            features: Vec::new(),
         }
     }
 }
@@ -125,12 +133,21 @@ mod tests {
             action: "reject".into(),
             symbols: vec!["GTUBE".into()],
             sample: None,
+            features: Vec::new(),
         };
         let json = serde_json::to_string(&e).unwrap();
         assert!(
-            json.contains("\"kind\":\"spam\"") && !json.contains("sample"),
+            json.contains("\"kind\":\"spam\"")
+                && !json.contains("sample")
+                && !json.contains("features"),
             "{json}"
         );
+        let with = Event {
+            features: vec![1, u64::MAX],
+            ..e.clone()
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), with);
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
         assert_eq!(e.id.len(), 32);
         assert_ne!(new_id(), new_id());

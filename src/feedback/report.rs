@@ -44,6 +44,7 @@ pub fn event_of(raw: &[u8], kind: EventKind, client: Option<IpAddr>) -> Event {
         action: String::new(),
         symbols: Vec::new(),
         sample: None,
+        features: Vec::new(),
     }
 }
 

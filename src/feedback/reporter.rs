@@ -386,6 +386,7 @@ mod tests {
             action: "accept".into(),
             symbols: vec![],
             sample: None,
+            features: Vec::new(),
         }
     }
 

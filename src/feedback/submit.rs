@@ -48,10 +48,19 @@ pub enum FileError {
 /// A reported message: the message, reported as what, and its sender when a report says.
 pub type Reported = (Vec<u8>, EventKind, Option<std::net::IpAddr>);
 
-/// The event for one reported file.
-pub fn event_for(path: &Path, how: ReportAs, share_samples: bool) -> Result<Event, FileError> {
+/// A reported message's features for the learned model (the engine's, as when it judges).
+pub type LearnFeatures<'a> = &'a dyn Fn(&[u8], Option<std::net::IpAddr>) -> Vec<u64>;
+
+/// The event for one reported file, with its learned-model features.
+pub fn event_for(
+    path: &Path,
+    how: ReportAs,
+    share_samples: bool,
+    learn: LearnFeatures<'_>,
+) -> Result<Event, FileError> {
     let (message, kind, client) = read_reported(path, how)?;
     let mut event = event_of(&message, kind, client);
+    event.features = learn(&message, client);
     if event.keys.is_empty() {
         return Err(FileError::NoKeys {
             path: path.to_path_buf(),
@@ -182,6 +191,7 @@ pub async fn report_files(
     config: &HubClient,
     how: ReportAs,
     files: &[PathBuf],
+    learn: LearnFeatures<'_>,
     mut progress: impl FnMut(),
 ) -> Result<Summary, (SubmitError, Summary)> {
     let submitter = Submitter::new(config);
@@ -189,9 +199,11 @@ pub async fn report_files(
     let mut batch: Vec<Event> = Vec::new();
     let mut bytes = 0;
     for (i, path) in files.iter().enumerate() {
-        match event_for(path, how, config.share_samples) {
+        match event_for(path, how, config.share_samples, learn) {
             Ok(e) => {
-                bytes += e.sample.as_ref().map_or(0, String::len) + 64 * e.keys.len();
+                bytes += e.sample.as_ref().map_or(0, String::len)
+                    + 64 * e.keys.len()
+                    + 21 * e.features.len();
                 match e.kind {
                     EventKind::Ham => summary.ham += 1,
                     _ => summary.spam += 1,

@@ -81,8 +81,9 @@ struct Api {
     failures: governor::DefaultDirectRateLimiter,
     /// Request body bytes held, in KiB (see [`BODIES_IN_FLIGHT`]).
     bodies: Arc<tokio::sync::Semaphore>,
-    /// One zone export at a time: each walks the store and holds a zone's worth of text.
-    zones: tokio::sync::Mutex<()>,
+    /// One zone export at a time: each walks the store and holds a zone's worth of text. The
+    /// export holds it to its end, even when its client has gone.
+    zones: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Shared = Arc<Api>;
@@ -100,7 +101,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .allow_burst(std::num::NonZeroU32::new(FAILURES_BURST).expect("> 0")),
         ),
         bodies: Arc::new(tokio::sync::Semaphore::new(BODIES_IN_FLIGHT / 1024)),
-        zones: tokio::sync::Mutex::new(()),
+        zones: Arc::new(tokio::sync::Mutex::new(())),
         hub,
     });
     Router::new()
@@ -487,9 +488,13 @@ async fn zone(
     if !min_score.is_finite() {
         return Err(ApiError::bad("min_score must be a number"));
     }
-    let _one = api.zones.lock().await;
+    let one = api.zones.clone().lock_owned().await;
     let hub = api.hub.clone();
-    let text = blocking(move || super::zone::render(&hub, family, min_score, now())).await?;
+    let text = blocking(move || {
+        let _one = one;
+        super::zone::render(&hub, family, min_score, now())
+    })
+    .await?;
     Ok((
         [(
             header::CONTENT_TYPE,

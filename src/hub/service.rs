@@ -138,6 +138,12 @@ impl Hub {
                     what: "score is not a finite number",
                 });
             }
+            if e.features.len() > crate::feedback::MAX_FEATURES {
+                return Err(BadEvent::Field {
+                    index,
+                    what: "more than 20000 features",
+                });
+            }
             if e.action.len() > MAX_NAME
                 || e.symbols.len() > MAX_SYMBOLS
                 || e.symbols.iter().any(|s| s.len() > MAX_NAME)

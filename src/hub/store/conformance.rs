@@ -2,7 +2,7 @@
 //! embedded store in its unit tests, the Redis store against a real redis-server and a real
 //! Redis Cluster (tests/redis_store.rs). Each function panics on the first difference.
 
-use super::{Counts, Ingest, Pruned, Store};
+use super::{Counts, Ingest, LearnedCounts, Pruned, Store};
 use crate::hub::model::{KeyRecord, Model, Update};
 
 /// Ingests events whose updates are given (not computed from the records).
@@ -259,4 +259,36 @@ pub fn check_forgetting(store: &dyn Store, ids_expire_by_clock: bool) {
     );
     assert_eq!(again, [true, false]);
     assert_eq!(store.counts().unwrap().events, events + 2);
+}
+
+/// Learned counts add up per gateway and feature, by their weights.
+pub fn check_learning(store: &dyn Store) {
+    store.train("la", true, &[1, 2, u64::MAX], 1.0).unwrap();
+    store.train("la", false, &[2, 3], 2.5).unwrap();
+    store.train("lb", true, &[1], 1.0).unwrap();
+    store.train("lb", true, &[], 1.0).unwrap();
+    let mut got = store.learned().unwrap();
+    got.retain(|c| c.gateway.starts_with('l'));
+    assert_eq!(
+        got,
+        [
+            LearnedCounts {
+                gateway: "la".into(),
+                spam: 1.0,
+                ham: 2.5,
+                features: vec![
+                    (1, 1.0, 0.0),
+                    (2, 1.0, 2.5),
+                    (3, 0.0, 2.5),
+                    (u64::MAX, 1.0, 0.0)
+                ],
+            },
+            LearnedCounts {
+                gateway: "lb".into(),
+                spam: 2.0,
+                ham: 0.0,
+                features: vec![(1, 1.0, 0.0)],
+            },
+        ]
+    );
 }

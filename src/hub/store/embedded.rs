@@ -30,7 +30,7 @@ use redb::{
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::{Counts, Ingest, Pruned, Store, StoreError, UpdatesFn, err};
+use super::{Counts, Ingest, LearnedCounts, Pruned, Store, StoreError, UpdatesFn, err};
 use crate::hub::model::{GatewayName, KeyRecord, Model, Update};
 
 const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("events");
@@ -38,6 +38,12 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const ALLOW: TableDefinition<&str, u64> = TableDefinition::new("allow");
 /// Batches applied since the last checkpoint, by sequence number.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Learned counts: (gateway, feature) -> (spam, ham), and per gateway its message totals.
+const LEARN: TableDefinition<(&str, u64), (f64, f64)> = TableDefinition::new("learn");
+const LEARN_TOTALS: TableDefinition<&str, (f64, f64)> = TableDefinition::new("learn_totals");
+/// Where pruning stopped (`PruneCursor`), under [`CURSOR`].
+const PRUNE_AT: TableDefinition<&str, &[u8]> = TableDefinition::new("prune_at");
+const CURSOR: &str = "cursor";
 /// Counters: [`EVENTS_APPLIED`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Events applied up to the last checkpoint (pruned ids included).
@@ -68,8 +74,9 @@ enum Work {
 }
 
 /// Where pruning stopped, in the events table and in the key table (None: at the start),
-/// and which of the two reached its end in this pass.
-#[derive(Default)]
+/// and which of the two reached its end in this pass. Kept in the file, so that a pass goes
+/// on across restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct PruneCursor {
     events: Option<String>,
     keys: Option<String>,
@@ -168,6 +175,9 @@ impl Embedded {
         tx.open_table(KEYS).map_err(err)?;
         tx.open_table(ALLOW).map_err(err)?;
         tx.open_table(LOG).map_err(err)?;
+        tx.open_table(LEARN).map_err(err)?;
+        tx.open_table(LEARN_TOTALS).map_err(err)?;
+        tx.open_table(PRUNE_AT).map_err(err)?;
         {
             // Files from before the counter: every event applied then is still in the table.
             let mut meta = tx.open_table(META).map_err(err)?;
@@ -325,7 +335,10 @@ fn write_loop(
     checkpoint_on_close: &AtomicBool,
     checkpoint_events: usize,
 ) {
-    let mut cursor = PruneCursor::default();
+    let mut cursor = prune_cursor(db).unwrap_or_else(|e| {
+        tracing::warn!("hub store: pruning starts a new pass: {e}");
+        PruneCursor::default()
+    });
     // A prune request met while grouping ingest requests, run after their group.
     let mut pending: Option<Work> = None;
     loop {
@@ -337,9 +350,7 @@ fn write_loop(
                 event_retention,
                 done,
             }) => {
-                // Pruning reads the tables alone: the overlay goes in first.
-                let pruned = checkpoint(db, overlay)
-                    .and_then(|()| prune_step(db, &mut cursor, now, half_life, event_retention));
+                let pruned = prune_step(db, overlay, &mut cursor, now, half_life, event_retention);
                 let _ = done.send(pruned);
                 continue;
             }
@@ -398,7 +409,7 @@ type Change = Option<Vec<u8>>;
 fn scan<V: redb::Value + 'static>(
     table: &redb::Table<'_, &'static str, V>,
     cursor: &mut Option<String>,
-    mut change: impl FnMut(V::SelfType<'_>) -> Result<Option<Change>, StoreError>,
+    mut change: impl FnMut(&str, V::SelfType<'_>) -> Result<Option<Change>, StoreError>,
 ) -> Result<Vec<(String, Change)>, StoreError> {
     use std::ops::Bound;
     let rows = match cursor.as_deref() {
@@ -412,7 +423,7 @@ fn scan<V: redb::Value + 'static>(
     for row in rows.take(PRUNE_STEP) {
         let (k, v) = row.map_err(err)?;
         seen += 1;
-        if let Some(c) = change(v.value())? {
+        if let Some(c) = change(k.value(), v.value())? {
             out.push((k.value().to_string(), c));
         }
         last = Some(k);
@@ -425,21 +436,38 @@ fn scan<V: redb::Value + 'static>(
     Ok(out)
 }
 
-/// One step of pruning the tables (the overlay empty): event ids older than the retention,
-/// evidence decayed below `FORGET_BELOW`, records left with none.
+/// Where pruning stopped, as the file holds it.
+fn prune_cursor(db: &Database) -> Result<PruneCursor, StoreError> {
+    let tx = db.begin_read().map_err(err)?;
+    let t = tx.open_table(PRUNE_AT).map_err(err)?;
+    match t.get(CURSOR).map_err(err)? {
+        Some(v) => decode(v.value()),
+        None => Ok(PruneCursor::default()),
+    }
+}
+
+/// One step of pruning the tables: event ids older than the retention, evidence decayed
+/// below `FORGET_BELOW`, records left with none. A pass starts with a checkpoint, so that it
+/// sees every record in the tables; records the overlay holds later in the pass were
+/// changed since, and are left alone.
 fn prune_step(
     db: &Database,
+    overlay: &RwLock<Overlay>,
     cursor: &mut PruneCursor,
     now: u64,
     half_life: u64,
     event_retention: u64,
 ) -> Result<Pruned, StoreError> {
+    if cursor.events.is_none() && cursor.keys.is_none() {
+        checkpoint(db, overlay)?;
+    }
+    // Only this thread changes the overlay: it stays as read here.
+    let ov = overlay.read().unwrap_or_else(|p| p.into_inner());
     let tx = db.begin_write().map_err(err)?;
     let mut out = Pruned::default();
-    let dirty;
     {
         let mut events = tx.open_table(EVENTS).map_err(err)?;
-        let old = scan(&events, &mut cursor.events, |at: u64| {
+        let old = scan(&events, &mut cursor.events, |_, at: u64| {
             Ok((at.saturating_add(event_retention) < now).then_some(None))
         })?;
         for (id, _) in &old {
@@ -448,14 +476,16 @@ fn prune_step(
         out.events = old.len() as u64;
         cursor.events_ended |= cursor.events.is_none();
         let mut keys = tx.open_table(KEYS).map_err(err)?;
-        let changed = scan(&keys, &mut cursor.keys, |bytes: &[u8]| {
+        let changed = scan(&keys, &mut cursor.keys, |key, bytes: &[u8]| {
+            if ov.records.contains_key(key) {
+                return Ok(None);
+            }
             let mut rec: KeyRecord = decode(bytes)?;
             Ok(rec
                 .forget(now, half_life)
                 .then(|| (!rec.is_empty()).then(|| encode(&rec))))
         })?;
         cursor.keys_ended |= cursor.keys.is_none();
-        dirty = !old.is_empty() || !changed.is_empty();
         for (key, change) in changed {
             match change {
                 Some(bytes) => {
@@ -471,12 +501,12 @@ fn prune_step(
         if out.pass_done {
             (cursor.events_ended, cursor.keys_ended) = (false, false);
         }
+        tx.open_table(PRUNE_AT)
+            .map_err(err)?
+            .insert(CURSOR, encode(&*cursor).as_slice())
+            .map_err(err)?;
     }
-    if dirty {
-        tx.commit().map_err(err)?;
-    } else {
-        tx.abort().map_err(err)?;
-    }
+    tx.commit().map_err(err)?;
     Ok(out)
 }
 
@@ -636,6 +666,75 @@ impl Store for Embedded {
             .map_err(|_| StoreError("the store's writer has stopped".into()))?
     }
 
+    fn train(
+        &self,
+        gateway: &str,
+        spam: bool,
+        features: &[u64],
+        weight: f64,
+    ) -> Result<(), StoreError> {
+        // Reports are few beside verdicts: a transaction of their own, beside the writer's.
+        let add = |(s, h): (f64, f64)| {
+            if spam {
+                (s + weight, h)
+            } else {
+                (s, h + weight)
+            }
+        };
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(LEARN).map_err(err)?;
+            for f in features {
+                let old = t
+                    .get((gateway, *f))
+                    .map_err(err)?
+                    .map_or((0.0, 0.0), |v| v.value());
+                t.insert((gateway, *f), add(old)).map_err(err)?;
+            }
+            let mut totals = tx.open_table(LEARN_TOTALS).map_err(err)?;
+            let old = totals
+                .get(gateway)
+                .map_err(err)?
+                .map_or((0.0, 0.0), |v| v.value());
+            totals.insert(gateway, add(old)).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn learned(&self) -> Result<Vec<LearnedCounts>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let mut out: Vec<LearnedCounts> = Vec::new();
+        for row in tx
+            .open_table(LEARN_TOTALS)
+            .map_err(err)?
+            .iter()
+            .map_err(err)?
+        {
+            let (g, v) = row.map_err(err)?;
+            let (spam, ham) = v.value();
+            out.push(LearnedCounts {
+                gateway: g.value().to_string(),
+                spam,
+                ham,
+                features: Vec::new(),
+            });
+        }
+        // In key order: gateway by gateway, as `out` is.
+        let mut at = 0;
+        for row in tx.open_table(LEARN).map_err(err)?.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            let (g, f) = k.value();
+            while at < out.len() && out[at].gateway.as_str() < g {
+                at += 1;
+            }
+            if at < out.len() && out[at].gateway == g {
+                let (s, h) = v.value();
+                out[at].features.push((f, s, h));
+            }
+        }
+        Ok(out)
+    }
+
     fn prune(&self, now: u64, half_life: u64, event_retention: u64) -> Result<Pruned, StoreError> {
         let (done, result) = mpsc::sync_channel(1);
         self.send(Work::Prune {
@@ -753,6 +852,34 @@ mod tests {
         conformance::check_concurrent_ingest(Arc::new(store));
         let store = Embedded::open_checkpointing(&dir.path().join("forget.redb"), 1).unwrap();
         conformance::check_forgetting(&store, false);
+    }
+
+    #[test]
+    fn a_pruning_pass_goes_on_where_it_stopped_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.redb");
+        let model = Model::default();
+        let store = Embedded::open(&path).unwrap();
+        let events: Vec<(String, Vec<(String, Update)>)> = (0..PRUNE_STEP + 500)
+            .map(|i| (format!("e{i:06}"), vec![]))
+            .collect();
+        conformance::ingest_fixed(&store, "gw", &events, 10, &model);
+        let step = store.prune(1_000_000, 3600, 3600).unwrap();
+        assert_eq!((step.events, step.pass_done), (PRUNE_STEP as u64, false));
+        drop(store);
+        {
+            let db = Database::open(&path).unwrap();
+            let at = prune_cursor(&db).unwrap();
+            assert_eq!(
+                at.events.as_deref(),
+                Some(format!("e{:06}", PRUNE_STEP - 1).as_str())
+            );
+        }
+        // Reopened, the pass goes on from there and ends.
+        let store = Embedded::open(&path).unwrap();
+        let step = store.prune(1_000_000, 3600, 3600).unwrap();
+        assert_eq!((step.events, step.pass_done), (500, true));
+        assert_eq!(store.counts().unwrap().events, (PRUNE_STEP + 500) as u64);
     }
 
     #[test]

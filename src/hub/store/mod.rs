@@ -77,11 +77,37 @@ pub trait Store: Send + Sync {
 
     fn counts(&self) -> Result<Counts, StoreError>;
 
+    /// Adds a reported message's features to `gateway`'s learned counts (spam or ham), each
+    /// count and the message total by `weight`.
+    fn train(
+        &self,
+        gateway: &str,
+        spam: bool,
+        features: &[u64],
+        weight: f64,
+    ) -> Result<(), StoreError>;
+
+    /// Every gateway's learned counts.
+    fn learned(&self) -> Result<Vec<LearnedCounts>, StoreError>;
+
     /// One step of forgetting, of bounded work, resuming where the last step stopped: event
     /// ids applied more than `event_retention` seconds before `now` (a store whose ids
     /// expire by themselves leaves them to that), and evidence that decayed below
     /// [`FORGET_BELOW`](super::model::FORGET_BELOW), with the records left with none.
     fn prune(&self, now: u64, half_life: u64, event_retention: u64) -> Result<Pruned, StoreError>;
+}
+
+/// One gateway's learned counts, as the store holds them: scaled by
+/// [`learning::weight`](crate::hub::learning::weight) at the time each was added (so that
+/// they decay without being rewritten).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LearnedCounts {
+    pub gateway: String,
+    /// Messages trained: spam, ham.
+    pub spam: f64,
+    pub ham: f64,
+    /// Per feature: spam and ham messages that had it.
+    pub features: Vec<(u64, f64, f64)>,
 }
 
 /// What one step of pruning removed.
@@ -114,6 +140,7 @@ mod tests {
         );
         assert_eq!(again, [false]);
         conformance::check_concurrent_ingest(std::sync::Arc::new(store));
+        conformance::check_learning(&Embedded::open(&dir.path().join("learn.redb")).unwrap());
         let forgetting = dir.path().join("forget.redb");
         conformance::check_forgetting(&Embedded::open(&forgetting).unwrap(), false);
         // What pruning removed stays removed; the count of events applied stays.

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, RedisResult};
 
-use super::{Counts, Ingest, Pruned, Store, StoreError, UpdatesFn};
+use super::{Counts, Ingest, LearnedCounts, Pruned, Store, StoreError, UpdatesFn};
 use crate::hub::model::{Evidence, FORGET_BELOW, KeyRecord, Model};
 use crate::reputation::keys::KINDS;
 
@@ -158,6 +158,19 @@ if removed > 0 then redis.call('DECRBY', KEYS[2], removed) end
 return removed
 "#;
 
+/// Adds a reported message's features to a gateway's learned counts. KEYS: the gateway's
+/// hash, the set of gateways; ARGV: the gateway, "s" or "h", the weight, then the features
+/// (hex).
+const TRAIN: &str = r#"
+local side, w = ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  redis.call('HINCRBYFLOAT', KEYS[1], side .. ':' .. ARGV[i], w)
+end
+redis.call('HINCRBYFLOAT', KEYS[1], 'n' .. side, w)
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+"#;
+
 /// Puts a key on the allowlist (ARGV[1] = 1) or takes it off, keeping the count.
 const ALLOW: &str = r#"
 if ARGV[1] == '1' then
@@ -205,8 +218,9 @@ pub struct Redis {
     idle: Mutex<Vec<Conn>>,
     /// Seconds an event mark lives.
     event_ttl: u64,
-    /// Where pruning stopped: shard, kind (index into `KINDS`), SSCAN cursor.
-    prune_at: Mutex<(u32, usize, u64)>,
+    /// Where pruning stopped: shard, kind (index into `KINDS`), SSCAN cursor; read from
+    /// [`PRUNE_AT`] on the first step, so that a pass goes on across restarts.
+    prune_at: Mutex<Option<(u32, usize, u64)>>,
     /// Where it is, for errors (without credentials).
     name: String,
 }
@@ -227,6 +241,17 @@ fn tag(shard: u32) -> String {
 
 fn record_name(key: &str) -> String {
     format!("{}:r:{key}", tag(shard(key)))
+}
+
+/// Where pruning stopped: "SHARD KIND CURSOR".
+const PRUNE_AT: &str = "rm:{rmlearn}:prune";
+
+/// The gateways with learned counts; each gateway's counts, one hash (one slot: a report's
+/// features go in atomically).
+const LEARNED_GATEWAYS: &str = "rm:{rmlearn}:lg";
+
+fn learned_name(gateway: &str) -> String {
+    format!("rm:{{rmlearn}}:l:{gateway}")
 }
 
 fn kind_of(key: &str) -> &str {
@@ -265,7 +290,7 @@ impl Redis {
             connector,
             idle: Mutex::new(Vec::new()),
             event_ttl: EVENT_MARK_TTL,
-            prune_at: Mutex::new((0, 0, 0)),
+            prune_at: Mutex::new(None),
             name,
         };
         // It answers, and holds what this layout expects (or nothing yet).
@@ -546,6 +571,63 @@ impl Store for Redis {
         )
     }
 
+    fn train(
+        &self,
+        gateway: &str,
+        spam: bool,
+        features: &[u64],
+        weight: f64,
+    ) -> Result<(), StoreError> {
+        let mut args = vec![
+            gateway.to_string(),
+            if spam { "s" } else { "h" }.to_string(),
+            format!("{weight:e}"),
+        ];
+        args.extend(features.iter().map(|f| format!("{f:x}")));
+        let keys = [learned_name(gateway), LEARNED_GATEWAYS.to_string()];
+        self.pipe::<Vec<i64>>(vec![eval(TRAIN, &keys, &args)])?;
+        Ok(())
+    }
+
+    fn learned(&self) -> Result<Vec<LearnedCounts>, StoreError> {
+        let gateways: Vec<Vec<String>> = self.pipe(vec![redis::Cmd::smembers(LEARNED_GATEWAYS)])?;
+        let mut gateways: Vec<String> = gateways.into_iter().flatten().collect();
+        gateways.sort();
+        let mut out = Vec::with_capacity(gateways.len());
+        for g in gateways {
+            let fields: Vec<Vec<(String, f64)>> =
+                self.pipe(vec![redis::Cmd::hgetall(learned_name(&g))])?;
+            let mut c = LearnedCounts {
+                gateway: g,
+                ..LearnedCounts::default()
+            };
+            let mut per: std::collections::BTreeMap<u64, (f64, f64)> = Default::default();
+            for (field, v) in fields.into_iter().flatten() {
+                match field.as_str() {
+                    "ns" => c.spam = v,
+                    "nh" => c.ham = v,
+                    _ => {
+                        let Some((side, hex)) = field.split_once(':') else {
+                            continue;
+                        };
+                        let Ok(f) = u64::from_str_radix(hex, 16) else {
+                            continue;
+                        };
+                        let e = per.entry(f).or_default();
+                        if side == "s" {
+                            e.0 = v;
+                        } else {
+                            e.1 = v;
+                        }
+                    }
+                }
+            }
+            c.features = per.into_iter().map(|(f, (s, h))| (f, s, h)).collect();
+            out.push(c);
+        }
+        Ok(out)
+    }
+
     /// Walks the per-kind indexes with `SSCAN` (so `prefix` should name a kind, as `ip:`),
     /// reading records a chunk at a time.
     fn each_with_prefix(
@@ -577,7 +659,20 @@ impl Store for Redis {
     }
 
     fn prune(&self, now: u64, half_life: u64, _event_retention: u64) -> Result<Pruned, StoreError> {
-        let mut at = self.prune_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.prune_at.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match &mut *guard {
+            Some(at) => at,
+            None => {
+                let saved: Vec<Option<String>> = self.pipe(vec![redis::Cmd::get(PRUNE_AT)])?;
+                let parsed = saved.into_iter().flatten().next().and_then(|v| {
+                    let mut it = v.split(' ').map(str::parse::<u64>);
+                    let (s, k, c) = (it.next()?.ok()?, it.next()?.ok()?, it.next()?.ok()?);
+                    (s < u64::from(SHARDS) && (k as usize) < KINDS.len())
+                        .then_some((s as u32, k as usize, c))
+                });
+                guard.insert(parsed.unwrap_or((0, 0, 0)))
+            }
+        };
         let mut out = Pruned::default();
         for _ in 0..PRUNE_SCANS {
             let (shard, kind, cursor) = *at;
@@ -610,6 +705,8 @@ impl Store for Redis {
                 break;
             }
         }
+        let (s, k, c) = *at;
+        self.pipe::<()>(vec![redis::Cmd::set(PRUNE_AT, format!("{s} {k} {c}"))])?;
         Ok(out)
     }
 
