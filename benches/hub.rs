@@ -283,6 +283,7 @@ async fn milter_side(url: &str, rounds: u32) {
         share_samples: false,
         sync_interval: Duration::from_millis(500),
         cool_down: Duration::from_secs(30),
+        model_interval: Duration::from_secs(300),
     };
     let raws = messages();
     // Deriving the keys, once per message.

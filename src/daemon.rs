@@ -85,6 +85,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracing::info!(rules = first.rules.len(), "engine in use");
     let (engine_tx, engine_rx) = watch::channel(first);
     let last_engine = engine_tx.subscribe();
+    // With a hub, the network's learned model is fetched into the model file in the
+    // background (the config of the engine in use, reloads included).
+    let engines = engine_tx.subscribe();
+    tokio::spawn(crate::learn::fetch::fetch_forever(move || {
+        let e = engines.borrow();
+        let c = &e.config;
+        c.hub.clone().map(|h| (h, c.learn.model.clone()))
+    }));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Rule, phrase list and allowlist files: an edit to any rebuilds the engine.

@@ -6,6 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::hub::{GW1, GW2, GW3, Hub};
 use common::{Daemon, repmilter, write};
 use repmilter::milter::client::{Client, Transaction};
 use repmilter::milter::codec::{ConnectAddr, Reply};
@@ -179,7 +180,11 @@ async fn local_reports_train_a_model_that_check_and_the_daemon_use() {
             }
         }
     }
-    assert!(d.log().contains("learned model read from"), "{}", d.log());
+    assert!(
+        d.wait_log("learned model read from", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
 
     // A file that is not a model is a clear error, and trains nothing.
     std::fs::write(dir.join("learn.model"), "hello").unwrap();
@@ -196,4 +201,172 @@ async fn local_reports_train_a_model_that_check_and_the_daemon_use() {
         err.contains("learn.model: not a repmilter model file"),
         "{err}"
     );
+}
+
+/// A gateway's config: reporting to `hub` with `token`, its spool and model in `dir`.
+fn gateway_config(dir: &std::path::Path, hub: &Hub, token: &str) -> PathBuf {
+    write(
+        dir,
+        "gateway.toml",
+        &format!(
+            "[milter]\nlisten = \"inet:127.0.0.1:0\"\n[hub]\nurl = \"{}\"\ntoken = \"{token}\"\n\
+             spool = \"spool\"\n",
+            hub.url
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_learns_from_two_gateways_and_a_third_scores_with_what_it_learned() {
+    let hub = Hub::start("\n[learn]\ninterval = \"1s\"");
+    // Two gateways report samples (their features travel, their text does not).
+    for (n, token) in [(1u64, GW1), (2, GW2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = gateway_config(dir.path(), &hub, token);
+        let spam = samples(dir.path(), "spam", &SPAM_WORDS, 8 + n);
+        let ham = samples(dir.path(), "ham", &HAM_WORDS, 8 + n);
+        let out = report(&config, "--spam", &spam);
+        assert!(out.contains("keys and hashes only"), "{out}");
+        report(&config, "--ham", &ham);
+        // Nothing is trained locally when there is a hub.
+        assert!(!dir.path().join("learn.model").exists());
+    }
+    // The third gateway reported nothing; it fetches the network's model and scores with it.
+    let d = Daemon::start(
+        "",
+        &format!(
+            "[hub]\nurl = \"{}\"\ntoken = \"{GW3}\"\nspool = \"$DIR/spool\"\nmodel_interval = \"1s\"\n\
+             [learn]\nmin_spam = 10\nmin_ham = 10\n",
+            hub.url
+        ),
+    );
+    let unseen_spam = write(
+        d.dir.path(),
+        "new-spam.eml",
+        &message(&SPAM_WORDS, 77, "spam"),
+    );
+    let addr = ConnectAddr::Inet {
+        ip: "192.0.2.1".parse().unwrap(),
+        port: 1,
+    };
+    let mut c = Client::open(
+        TcpStream::connect(d.addr()).await.unwrap(),
+        "c.example",
+        addr,
+    )
+    .await
+    .unwrap()
+    .0;
+    let text = std::fs::read(&unseen_spam).unwrap();
+    let start = Instant::now();
+    loop {
+        let r = c.message(&ENV, &text).await.unwrap();
+        if let Some(s) = learned(&r) {
+            assert!(s.starts_with("LEARN_SPAM_9"), "{s}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{r:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        d.wait_log("the hub's learned model fetched", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    // The hub gone, the gateway goes on with the model it has, across a restart (a new
+    // process reading the same config) too.
+    drop(hub);
+    let r = c.message(&ENV, &text).await.unwrap();
+    assert!(
+        learned(&r).is_some_and(|s| s.starts_with("LEARN_SPAM_9")),
+        "{r:?}"
+    );
+    let symbols = check_symbols(&d.config_path, &unseen_spam);
+    assert!(
+        symbols.iter().any(|s| s.starts_with("LEARN_SPAM_9")),
+        "{symbols:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gateway_alone_teaches_the_network_nothing() {
+    let hub = Hub::start("\n[learn]\ninterval = \"1s\"");
+    let dir = tempfile::tempdir().unwrap();
+    let config = gateway_config(dir.path(), &hub, GW1);
+    report(
+        &config,
+        "--spam",
+        &samples(dir.path(), "spam", &SPAM_WORDS, 30),
+    );
+    report(
+        &config,
+        "--ham",
+        &samples(dir.path(), "ham", &HAM_WORDS, 30),
+    );
+    // Compiled, but empty: gw1's samples may make up at most half of the model.
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let stats = loop {
+        let v: serde_json::Value = client
+            .get(format!("{}/v1/stats", hub.url))
+            .bearer_auth(common::hub::ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["store"]["events"] == 60 && !v["model"].is_null() {
+            // Compiled after the reports: wait one more interval.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            break client
+                .get(format!("{}/v1/stats", hub.url))
+                .bearer_auth(common::hub::ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (
+            stats["model"]["spam"].as_f64(),
+            stats["model"]["ham"].as_f64()
+        ),
+        (Some(0.0), Some(0.0)),
+        "{stats}"
+    );
+    // The model is fetched as a file, and asked again with its version it is not sent.
+    let resp = client
+        .get(format!("{}/v1/model", hub.url))
+        .bearer_auth(GW3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let bytes = resp.bytes().await.unwrap();
+    assert!(repmilter::learn::model::Model::from_bytes(&bytes).is_ok());
+    let again = client
+        .get(format!("{}/v1/model", hub.url))
+        .bearer_auth(GW3)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let none = client
+        .get(format!("{}/v1/model", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
 }

@@ -78,6 +78,34 @@ pub struct HubConfig {
     pub event_retention: Duration,
     pub gateways: Vec<Gateway>,
     pub model: Model,
+    pub learn: HubLearn,
+}
+
+/// `[learn]` in the hub config: the network's content model, learned from reported samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubLearn {
+    /// Seconds for what was learned to lose half its weight. Default 90 days.
+    pub half_life: u64,
+    /// Largest share of the model's messages one gateway's samples may make up; a gateway
+    /// with more counts scaled down to it, so that no gateway alone shapes (or poisons) the
+    /// model. Default 0.5: with one gateway alone, nothing is learned.
+    pub max_share: f64,
+    /// How often the model is compiled for gateways to fetch. Default 60 s.
+    pub interval: Duration,
+    /// Gateways that must have seen a feature on a side (spam, or ham) before that side of
+    /// it counts. Default 2.
+    pub min_reporters: usize,
+}
+
+impl Default for HubLearn {
+    fn default() -> Self {
+        HubLearn {
+            half_life: 90 * 86_400,
+            max_share: 0.5,
+            interval: Duration::from_secs(60),
+            min_reporters: 2,
+        }
+    }
 }
 
 /// The model's settings (`[model]` in the hub config).
@@ -159,11 +187,15 @@ impl HubConfig {
             event_retention: Duration::from_secs(30 * 86_400),
             gateways: Vec::new(),
             model: Model::default(),
+            learn: HubLearn::default(),
         };
         let root = doc.get_ref();
-        r.known_keys(root, "", &["hub", "model", "gateway"]);
+        r.known_keys(root, "", &["hub", "model", "gateway", "learn"]);
         if let Some(t) = r.table(root, "", "hub") {
             read_hub(&mut r, t, base, &mut c);
+        }
+        if let Some(t) = r.table(root, "", "learn") {
+            read_learn(&mut r, t, &mut c.learn);
         }
         if let Some(t) = r.table(root, "", "model") {
             read_model(&mut r, t, &mut c.model);
@@ -341,6 +373,46 @@ fn read_hub(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, c: &mut HubConfig) {
             );
         } else {
             c.event_retention = d;
+        }
+    }
+}
+
+fn read_learn(r: &mut Reader<'_>, t: &Table<'_>, l: &mut HubLearn) {
+    let p = "learn";
+    r.known_keys(
+        t,
+        p,
+        &["half_life", "max_share", "interval", "min_reporters"],
+    );
+    if let Some(n) = r.integer(t, p, "min_reporters", 1000) {
+        if n == 0 {
+            let v = t.get("min_reporters").expect("read");
+            r.problem(v, &join(p, "min_reporters"), "must be at least 1");
+        } else {
+            l.min_reporters = n as usize;
+        }
+    }
+    if let Some(d) = r.duration(t, p, "half_life") {
+        if d < Duration::from_secs(3600) {
+            let v = t.get("half_life").expect("read");
+            r.problem(v, &join(p, "half_life"), "must be at least 1h");
+        } else {
+            l.half_life = d.as_secs();
+        }
+    }
+    if let Some(d) = r.duration(t, p, "interval") {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+            let v = t.get("interval").expect("read");
+            r.problem(v, &join(p, "interval"), "must be between 1s and 24h");
+        } else {
+            l.interval = d;
+        }
+    }
+    if let Some(x) = t.get("max_share") {
+        match r.number_value(x, "learn.max_share") {
+            Some(f) if f > 0.0 && f < 1.0 => l.max_share = f,
+            Some(_) => r.problem(x, "learn.max_share", "must be above 0 and below 1"),
+            None => {}
         }
     }
 }

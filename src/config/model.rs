@@ -166,6 +166,8 @@ pub struct HubClient {
     pub sync_interval: Duration,
     /// How long a failing hub is left alone before one lookup tries it again. Default 30 s.
     pub cool_down: Duration,
+    /// How often the network's learned model is fetched (a conditional GET). Default 5 min.
+    pub model_interval: Duration,
 }
 
 impl Default for Config {

@@ -476,6 +476,7 @@ fn read_hub(
             "share_samples",
             "sync_interval",
             "cool_down",
+            "model_interval",
         ],
     );
     let before = r.problem_count();
@@ -540,7 +541,16 @@ fn read_hub(
         share_samples: false,
         sync_interval: Duration::from_millis(500),
         cool_down: Duration::from_secs(30),
+        model_interval: Duration::from_secs(300),
     };
+    if let Some(d) = r.duration(t, p, "model_interval") {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+            let v = t.get("model_interval").expect("read");
+            r.problem(v, "hub.model_interval", "must be between 1s and 24h");
+        } else {
+            hub.model_interval = d;
+        }
+    }
     if let Some(d) = r.duration(t, p, "cool_down") {
         if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
             let v = t.get("cool_down").expect("read");

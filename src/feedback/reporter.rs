@@ -372,6 +372,7 @@ mod tests {
             share_samples: false,
             sync_interval: Duration::from_millis(500),
             cool_down: Duration::from_secs(30),
+            model_interval: Duration::from_secs(300),
         }
     }
 

@@ -113,6 +113,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/allow/{key}", put(allow).delete(disallow))
         .route("/v1/stats", get(stats))
         .route("/v1/zone", get(zone))
+        .route("/v1/model", get(model))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
@@ -457,8 +458,11 @@ async fn stats(
     authorize(&api, &headers, Role::Admin)?;
     let hub = api.hub.clone();
     let counts = blocking(move || hub.counts()).await?;
+    let model = api.hub.model().map(|m| {
+        serde_json::json!({ "version": m.etag, "spam": m.spam, "ham": m.ham, "features": m.features })
+    });
     Ok(axum::Json(
-        serde_json::json!({ "store": counts, "pruned": api.hub.pruned() }),
+        serde_json::json!({ "store": counts, "pruned": api.hub.pruned(), "model": model }),
     ))
 }
 
@@ -501,6 +505,38 @@ async fn zone(
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
         text,
+    )
+        .into_response())
+}
+
+/// The network's learned model, as a model file; `If-None-Match` with the last `ETag`
+/// answers 304 when it has not changed.
+async fn model(State(api): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&api, &headers, Role::Lookup)?;
+    let Some(m) = api.hub.model() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the hub has not compiled a model yet",
+        ));
+    };
+    let etag = format!("\"{}\"", m.etag);
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let etag = HeaderValue::from_str(&etag).expect("hex in quotes");
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::ETAG, etag),
+        ],
+        m.bytes.clone(),
     )
         .into_response())
 }

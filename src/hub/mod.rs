@@ -1,5 +1,6 @@
 //! The hub: the central service that gateways report to and ask about keys.
 //!
+//! - [`learning`]: the network's content model, combined from every gateway's learned counts.
 //! - [`model`]: the correlation model: evidence from many gateways, decayed, into a key's
 //!   reputation (formulas in its docs).
 //! - [`store`]: the store trait, the embedded (redb) store and the Redis store.
@@ -8,6 +9,7 @@
 //! - [`zone`]: the listed addresses as an rbldnsd zone.
 
 pub mod api;
+pub mod learning;
 pub mod model;
 pub mod service;
 pub mod store;
@@ -58,8 +60,10 @@ pub async fn run(config: HubConfig) -> Result<(), HubError> {
         tracing::info!("hub shutting down");
     };
     let pruner = tokio::spawn(prune(hub.clone()));
+    let compiler = tokio::spawn(compile_models(hub.clone()));
     let served = api::serve(hub, listener, stop).await;
     pruner.abort();
+    compiler.abort();
     served.map_err(HubError::Serve)?;
     tracing::info!("hub stopped");
     Ok(())
@@ -106,6 +110,34 @@ async fn prune(hub: Arc<service::Hub>) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Compiles the network's model every `[learn] interval` (and at start), for gateways to
+/// fetch.
+async fn compile_models(hub: Arc<service::Hub>) {
+    let mut tick = tokio::time::interval(hub.config.learn.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::new();
+    loop {
+        tick.tick().await;
+        let h = hub.clone();
+        match tokio::task::spawn_blocking(move || h.compile_model(service::now())).await {
+            Ok(Ok(m)) => {
+                if m.etag != last {
+                    tracing::info!(
+                        version = %m.etag,
+                        spam = format_args!("{:.1}", m.spam),
+                        ham = format_args!("{:.1}", m.ham),
+                        features = m.features,
+                        "hub model compiled"
+                    );
+                    last = m.etag.clone();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("hub: compiling the model failed: {e}"),
+            Err(e) => tracing::warn!("hub: compiling the model failed: {e}"),
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::learning;
 use super::model::{self, Reputation};
 use super::store::{Counts, Embedded, Ingest, Pruned, Redis, Store, StoreError};
 use crate::config::hub::{HubConfig, StoreConfig};
@@ -38,6 +39,20 @@ pub struct Hub {
     store: Arc<dyn Store>,
     /// What pruning removed since the hub started, and its passes over the store.
     pruned: [AtomicU64; 3],
+    /// The network's model as last compiled.
+    model: std::sync::RwLock<Option<Arc<ModelSnapshot>>>,
+}
+
+/// The network's model, compiled: the file gateways fetch, and what it holds.
+#[derive(Debug)]
+pub struct ModelSnapshot {
+    /// Names this version (`ETag`).
+    pub etag: String,
+    pub bytes: axum::body::Bytes,
+    /// Messages it was trained on (decayed, after each gateway's share): spam, ham.
+    pub spam: f64,
+    pub ham: f64,
+    pub features: usize,
 }
 
 /// What pruning removed since the hub started (in `/v1/stats`).
@@ -72,6 +87,7 @@ impl Hub {
             config,
             store,
             pruned: Default::default(),
+            model: Default::default(),
         })
     }
 
@@ -171,6 +187,17 @@ impl Hub {
             .iter()
             .map(|e| model::evidence(e.kind, &e.action, &e.symbols, &model))
             .collect();
+        // Reported samples with features teach the model, once each (when new).
+        let mut lessons: Vec<(usize, bool, Vec<u64>)> = Vec::new();
+        let mut events = events;
+        for (i, e) in events.iter_mut().enumerate() {
+            if matches!(e.kind, EventKind::Spam | EventKind::Ham) && !e.features.is_empty() {
+                let mut f = std::mem::take(&mut e.features);
+                f.sort_unstable();
+                f.dedup();
+                lessons.push((i, e.kind == EventKind::Spam, f));
+            }
+        }
         let batch: Vec<Ingest> = events
             .into_iter()
             .map(|e| Ingest {
@@ -187,6 +214,15 @@ impl Hub {
         let new = self
             .store
             .ingest(gateway, batch, Box::new(updates), now, &model)?;
+        let w = learning::weight(now, self.config.learn.half_life);
+        for (i, spam, features) in lessons {
+            if new[i] {
+                // The event is in; a failure here loses what it would have taught, not it.
+                if let Err(e) = self.store.train(gateway, spam, &features, w) {
+                    tracing::error!("hub: learning from a reported sample failed: {e}");
+                }
+            }
+        }
         let accepted = new.iter().filter(|n| **n).count();
         Ok(Ingested {
             accepted,
@@ -205,6 +241,14 @@ impl Hub {
         now: u64,
     ) -> Result<Event, StoreError> {
         let mut event = crate::feedback::report::event_of(raw, kind, client);
+        // The hub has no rules: the sample's content features only.
+        event.features = crate::learn::features::of(&crate::scan::ScanInput::new(
+            crate::message::Envelope {
+                client_ip: client,
+                ..Default::default()
+            },
+            crate::message::Message::from_raw(raw, crate::feedback::report::MAX_REPORTED),
+        ));
         event.gateway = gateway.to_string();
         event.time = now;
         // A message with no keys teaches nothing; the caller says so.
@@ -261,6 +305,39 @@ impl Hub {
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
         self.store.counts()
+    }
+
+    /// Compiles the network's model from the stores' learned counts, for `GET /v1/model`.
+    pub fn compile_model(&self, now: u64) -> Result<Arc<ModelSnapshot>, StoreError> {
+        let l = &self.config.learn;
+        let model = learning::combine(
+            &self.store.learned()?,
+            now,
+            l.half_life,
+            l.max_share,
+            l.min_reporters,
+        );
+        let bytes = model.to_bytes();
+        // The digest of the bytes, as a gateway computes it of the file it holds.
+        use sha2::Digest;
+        let etag: String = sha2::Sha256::digest(&bytes)[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let snap = Arc::new(ModelSnapshot {
+            etag,
+            spam: model.spam,
+            ham: model.ham,
+            features: model.features.len(),
+            bytes: bytes.into(),
+        });
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// The model last compiled.
+    pub fn model(&self) -> Option<Arc<ModelSnapshot>> {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// One step of pruning the store (see [`Store::prune`]), added to the totals.

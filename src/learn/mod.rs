@@ -4,12 +4,14 @@
 //!   attachments, and the rules that fired).
 //! - [`model`]: naive Bayes with Robinson's estimate and Fisher's combining; training,
 //!   scoring, the model file.
+//! - [`fetch`]: with a hub, the network's model fetched into the model file.
 //!
 //! The model file (`[learn] model`) is trained by `repmilter feedback report` when no hub is
 //! configured; the daemon and `check` read it, and read it again when it changes. A model
 //! trained on fewer than `min_spam` spam or `min_ham` ham messages scores nothing.
 
 pub mod features;
+pub mod fetch;
 pub mod model;
 
 use std::path::{Path, PathBuf};
