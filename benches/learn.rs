@@ -178,6 +178,14 @@ fn serve(config: &Path) -> Daemon {
     Daemon { child, addr }
 }
 
+/// The message as an MTA passes it on: without an mbox From line.
+fn without_mbox_line(raw: Vec<u8>) -> Vec<u8> {
+    match raw.strip_prefix(b"From ") {
+        Some(_) => raw[raw.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..].to_vec(),
+        None => raw,
+    }
+}
+
 /// Each test message's score from the daemon at `config`.
 async fn scores(config: &Path, test: &Half, what: &str) -> Vec<(bool, f64)> {
     let d = serve(config);
@@ -194,11 +202,7 @@ async fn scores(config: &Path, test: &Half, what: &str) -> Vec<(bool, f64)> {
     let mut out = Vec::with_capacity(test.len());
     for (spam, f) in test {
         let raw = std::fs::read(f).unwrap();
-        // An MTA never passes on an mbox From line.
-        let raw = match raw.strip_prefix(b"From ") {
-            Some(_) => raw[raw.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..].to_vec(),
-            None => raw,
-        };
+        let raw = without_mbox_line(raw);
         let replies = c.message(&ENV, &raw).await.unwrap();
         let score = replies
             .iter()
@@ -309,7 +313,7 @@ fn compare_models(train_half: &Half, test_half: &Half, rates: &[f64]) {
         let out = half
             .iter()
             .map(|(spam, f)| {
-                let raw = std::fs::read(f).unwrap();
+                let raw = without_mbox_line(std::fs::read(f).unwrap());
                 let input = ScanInput::new(Envelope::default(), Message::from_raw(&raw, 10 << 20));
                 b.inc(1);
                 (*spam, engine.learn_features(&input))
@@ -367,7 +371,7 @@ fn compare_models(train_half: &Half, test_half: &Half, rates: &[f64]) {
     // the other stages built, and the score.
     let mut spent = Duration::ZERO;
     for (_, f) in test_half {
-        let raw = std::fs::read(f).unwrap();
+        let raw = without_mbox_line(std::fs::read(f).unwrap());
         let input = ScanInput::new(Envelope::default(), Message::from_raw(&raw, 10 << 20));
         input.view();
         let symbols = engine.content_symbols(&input);
