@@ -235,7 +235,11 @@ fn messages() -> Vec<Vec<u8>> {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // The messages are the .txt files (each has a .json twin holding it escaped).
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
         files.sort();
         for f in files.iter().take(200) {
             if let Ok(raw) = std::fs::read(f) {

@@ -165,11 +165,21 @@ fn corpus_messages(dir: &Path) -> Vec<(bool, Vec<u8>)> {
         let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
             continue;
         };
-        let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // The messages are the .txt files (each has a .json twin holding it escaped).
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
         files.sort();
         for f in files {
             if let Ok(bytes) = std::fs::read(&f) {
-                out.push((spam, bytes));
+                // An MTA never passes on the mbox From line the corpus files start with.
+                let start = if bytes.starts_with(b"From ") {
+                    bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)
+                } else {
+                    0
+                };
+                out.push((spam, bytes[start..].to_vec()));
             }
         }
     }

@@ -50,16 +50,10 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `milter.shutdown_timeout`.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let path = config.path.clone();
-    let listener = Listener::bind(&config.milter.listen, config.milter.socket_mode).await?;
+    let (listen, socket_mode) = (config.milter.listen.clone(), config.milter.socket_mode);
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %path.display(),
-        "listening on {}",
-        listener.local()
-    );
     let max_connections = config.milter.max_connections;
     raise_file_limit(max_connections);
     let drain = config.milter.shutdown_timeout;
@@ -83,6 +77,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         dns.spawn_probes();
     }
     tracing::info!(rules = first.rules.len(), "engine in use");
+    // Listening only now, with the rules compiled: an MTA connecting earlier would wait in
+    // the backlog for as long as the compile takes; refused, it applies its milter default
+    // action at once.
+    let listener = Listener::bind(&listen, socket_mode).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        "listening on {}",
+        listener.local()
+    );
     let (engine_tx, engine_rx) = watch::channel(first);
     let last_engine = engine_tx.subscribe();
     // With a hub, the network's learned model is fetched into the model file in the

@@ -225,6 +225,15 @@ async fn sigterm_cuts_off_sessions_stuck_past_the_deadline() {
     assert!(d.log().contains("shutdown deadline passed"), "{}", d.log());
 }
 
+#[test]
+fn the_daemon_listens_only_once_its_rules_are_compiled() {
+    let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
+    let log = d.log();
+    let compiled = log.find("engine in use").expect("compiled");
+    let listening = log.find("listening on").expect("listening");
+    assert!(compiled < listening, "{log}");
+}
+
 #[tokio::test]
 async fn rule_files_reload_when_they_change() {
     let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
