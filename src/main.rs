@@ -379,6 +379,10 @@ fn learn_locally(
     use repmilter::feedback::submit::read_reported;
     use repmilter::learn;
     let path = &config.learn.model;
+    let _lock = learn::lock_for_training(path).map_err(|e| {
+        eprintln!("repmilter: {}", ErrorChain(&e));
+        ExitCode::from(exit::RUNTIME)
+    })?;
     let mut model = learn::read(path)
         .map_err(|e| {
             eprintln!("repmilter: {}", ErrorChain(&e));
@@ -691,7 +695,7 @@ fn explain(engine: &Engine, input: &ScanInput) {
 fn explain_learned(engine: &Engine, input: &ScanInput) {
     let Some(model) = engine.learner.model() else {
         println!(
-            "learned: no model in use ({} is absent, or holds fewer than learn.min_spam spam or learn.min_ham ham)",
+            "learned: no model in use ({} is absent, unreadable (a warning says why), or holds fewer than learn.min_spam spam or learn.min_ham ham)",
             engine.config.learn.model.display()
         );
         return;

@@ -186,6 +186,32 @@ async fn local_reports_train_a_model_that_check_and_the_daemon_use() {
         d.log()
     );
 
+    // Reports at once all count: each waits for the others' turn at the file.
+    let before = repmilter::learn::read(&dir.join("learn.model"))
+        .unwrap()
+        .unwrap()
+        .spam;
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            repmilter()
+                .args(["feedback", "report", "--config"])
+                .arg(&d.config_path)
+                .arg("--spam")
+                .arg(&spam[i])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in runs {
+        assert!(r.wait().unwrap().success());
+    }
+    let after = repmilter::learn::read(&dir.join("learn.model"))
+        .unwrap()
+        .unwrap()
+        .spam;
+    assert!((after - before - 8.0).abs() < 0.01, "{before} -> {after}");
+
     // A file that is not a model is a clear error, and trains nothing.
     std::fs::write(dir.join("learn.model"), "hello").unwrap();
     let out = repmilter()
@@ -355,6 +381,8 @@ async fn one_gateway_alone_teaches_the_network_nothing() {
     let etag = resp.headers()["etag"].to_str().unwrap().to_string();
     let bytes = resp.bytes().await.unwrap();
     assert!(repmilter::learn::model::Model::from_bytes(&bytes).is_ok());
+    // Compiled again since (every second), the same counts are the same version.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let again = client
         .get(format!("{}/v1/model", hub.url))
         .bearer_auth(GW3)

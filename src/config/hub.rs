@@ -95,6 +95,9 @@ pub struct HubLearn {
     /// Gateways that must have seen a feature on a side (spam, or ham) before that side of
     /// it counts. Default 2.
     pub min_reporters: usize,
+    /// Features the hub keeps counts of per gateway; past it, a gateway's reports count only
+    /// on features it has. Default 500,000.
+    pub max_features: usize,
 }
 
 impl Default for HubLearn {
@@ -104,6 +107,7 @@ impl Default for HubLearn {
             max_share: 0.5,
             interval: Duration::from_secs(60),
             min_reporters: 2,
+            max_features: 500_000,
         }
     }
 }
@@ -382,8 +386,22 @@ fn read_learn(r: &mut Reader<'_>, t: &Table<'_>, l: &mut HubLearn) {
     r.known_keys(
         t,
         p,
-        &["half_life", "max_share", "interval", "min_reporters"],
+        &[
+            "half_life",
+            "max_share",
+            "interval",
+            "min_reporters",
+            "max_features",
+        ],
     );
+    if let Some(n) = r.integer(t, p, "max_features", 100_000_000) {
+        if n == 0 {
+            let v = t.get("max_features").expect("read");
+            r.problem(v, &join(p, "max_features"), "must be at least 1");
+        } else {
+            l.max_features = n as usize;
+        }
+    }
     if let Some(n) = r.integer(t, p, "min_reporters", 1000) {
         if n == 0 {
             let v = t.get("min_reporters").expect("read");
@@ -393,9 +411,11 @@ fn read_learn(r: &mut Reader<'_>, t: &Table<'_>, l: &mut HubLearn) {
         }
     }
     if let Some(d) = r.duration(t, p, "half_life") {
-        if d < Duration::from_secs(3600) {
+        // Counts are weighted by 2^(age since 2026 / half_life): a half-life of 30 days keeps
+        // that within a double for 84 years; shorter ones run out of range within years.
+        if d < Duration::from_secs(30 * 86_400) {
             let v = t.get("half_life").expect("read");
-            r.problem(v, &join(p, "half_life"), "must be at least 1h");
+            r.problem(v, &join(p, "half_life"), "must be at least 720h (30 days)");
         } else {
             l.half_life = d.as_secs();
         }

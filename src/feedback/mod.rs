@@ -52,8 +52,9 @@ pub struct Event {
     pub features: Vec<u64>,
 }
 
-/// Most features an event carries (the hub refuses more).
-pub const MAX_FEATURES: usize = 20_000;
+/// Most features an event carries (the hub refuses more; a gateway sends a message's first
+/// ones in hash order, an arbitrary sample of a message with more).
+pub const MAX_FEATURES: usize = 5_000;
 
 /// The hub's answer to a batch of events: how many were new, how many it had already.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,6 +61,7 @@ pub fn event_for(
     let (message, kind, client) = read_reported(path, how)?;
     let mut event = event_of(&message, kind, client);
     event.features = learn(&message, client);
+    event.features.truncate(super::MAX_FEATURES);
     if event.keys.is_empty() {
         return Err(FileError::NoKeys {
             path: path.to_path_buf(),

@@ -15,9 +15,10 @@
 //!
 //! **Counted by distinct reporters.** A feature's spam side counts only when at least
 //! `min_reporters` (2) gateways hold half a message's worth of it (`a_g s_g(w) ≥ 0.5`), and
-//! so its ham side; otherwise that side is 0. A gateway reporting one newsletter as spam a
-//! thousand times moves the newsletter's features nowhere until another gateway agrees; it
-//! can only dilute the class totals, by at most its share.
+//! so its ham side; otherwise that side is 0. When it counts, each gateway's part is capped
+//! at `r` times the other gateways' together on that feature and side: a gateway reporting
+//! a newsletter as spam a thousand times moves it nowhere while no other gateway agrees, and
+//! once one other gateway reports it once, counts as that one report, not a thousand.
 
 use crate::learn::model::{FORGET_BELOW, Model};
 
@@ -46,6 +47,23 @@ pub fn shares(totals: &[f64], max_share: f64) -> Vec<f64> {
         .collect()
 }
 
+/// One side of one feature, from the gateways' counts of it: 0 unless `min_reporters`
+/// gateways hold half a message's worth; each gateway's count capped at `r` times the
+/// others' together (on this feature, as its messages are on the model), so that a gateway
+/// reporting one message a thousand times counts as much as the others' reports of it, no
+/// more.
+fn side_count(counts: &[f64], r: f64, min_reporters: usize) -> f64 {
+    if counts.iter().filter(|&&n| n >= 0.5).count() < min_reporters {
+        return 0.0;
+    }
+    let total: f64 = counts.iter().sum();
+    counts
+        .iter()
+        // A gateway alone on it (with `min_reporters` 1) has no others to be capped by.
+        .map(|&n| if total > n { n.min(r * (total - n)) } else { n })
+        .sum()
+}
+
 /// The model of the gateways' counts as of `now`.
 pub fn combine(
     counts: &[LearnedCounts],
@@ -61,8 +79,8 @@ pub fn combine(
         at: now,
         ..Model::default()
     };
-    // Per feature: the sums, and the gateways holding half a message's worth, per side.
-    let mut sums: rustc_hash::FxHashMap<u64, ([f64; 2], [u32; 2])> = Default::default();
+    // Per feature and side, each gateway's count (after its share).
+    let mut per: rustc_hash::FxHashMap<u64, [Vec<f64>; 2]> = Default::default();
     for (c, &a) in counts.iter().zip(&a) {
         if a <= 0.0 {
             continue;
@@ -71,19 +89,17 @@ pub fn combine(
         model.spam += c.spam * k;
         model.ham += c.ham * k;
         for &(f, s, h) in &c.features {
-            let e = sums.entry(f).or_default();
+            let e = per.entry(f).or_default();
             for (side, n) in [s * k, h * k].into_iter().enumerate() {
-                e.0[side] += n;
-                e.1[side] += u32::from(n >= 0.5);
+                if n > 0.0 {
+                    e[side].push(n);
+                }
             }
         }
     }
-    let enough = |n: u32| n as usize >= min_reporters;
-    for (f, (n, by)) in sums {
-        let c = [
-            if enough(by[0]) { n[0] as f32 } else { 0.0 },
-            if enough(by[1]) { n[1] as f32 } else { 0.0 },
-        ];
+    let r = max_share / (1.0 - max_share);
+    for (f, sides) in per {
+        let c = sides.map(|counts| side_count(&counts, r, min_reporters) as f32);
         if c[0] >= FORGET_BELOW || c[1] >= FORGET_BELOW {
             model.features.insert(f, c);
         }
@@ -171,7 +187,7 @@ mod tests {
             msgs.extend((0..10).map(|_| (newsletter.clone(), false)));
             gateway(name, &msgs)
         };
-        let (a, b) = (honest("a", 11), honest("b", 23));
+        let (a, mut b) = (honest("a", 11), honest("b", 23));
         let poison: Vec<(Vec<u64>, bool)> = (0..5000).map(|_| (newsletter.clone(), true)).collect();
         let c = gateway("c", &poison);
         let fresh_spam = &draw(100, 1, 99)[0];
@@ -192,8 +208,21 @@ mod tests {
         assert!(p(&after, fresh_spam) > 0.95, "{}", p(&after, fresh_spam));
         assert!(p(&after, fresh_ham) < 0.2, "{}", p(&after, fresh_ham));
         // What holds it: counted as one model of everyone's counts, the poisoner wins.
-        let naive = combine(&[a, b, c], EPOCH, 3600, 0.999, 1);
+        let naive = combine(&[a.clone(), b.clone(), c.clone()], EPOCH, 3600, 0.999, 1);
         assert!(p(&naive, &newsletter) > 0.8, "{}", p(&naive, &newsletter));
+        // One user of an honest gateway reports the newsletter as spam once: the poisoner
+        // now has a second reporter, and still counts as that one report, not 5,000.
+        let once = gateway("b", &[(newsletter.clone(), true)]);
+        b.spam += once.spam;
+        for (f, s, _) in once.features {
+            match b.features.binary_search_by_key(&f, |x| x.0) {
+                Ok(i) => b.features[i].1 += s,
+                Err(i) => b.features.insert(i, (f, s, 0.0)),
+            }
+        }
+        let after = combine(&[a, b, c], EPOCH, 3600, 0.5, 2);
+        assert!(p(&after, &newsletter) < 0.2, "{}", p(&after, &newsletter));
+        assert!(p(&after, fresh_spam) > 0.95, "{}", p(&after, fresh_spam));
     }
 
     #[test]

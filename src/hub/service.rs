@@ -157,7 +157,7 @@ impl Hub {
             if e.features.len() > crate::feedback::MAX_FEATURES {
                 return Err(BadEvent::Field {
                     index,
-                    what: "more than 20000 features",
+                    what: "more than 5000 features",
                 });
             }
             if e.action.len() > MAX_NAME
@@ -215,12 +215,18 @@ impl Hub {
             .store
             .ingest(gateway, batch, Box::new(updates), now, &model)?;
         let w = learning::weight(now, self.config.learn.half_life);
-        for (i, spam, features) in lessons {
-            if new[i] {
-                // The event is in; a failure here loses what it would have taught, not it.
-                if let Err(e) = self.store.train(gateway, spam, &features, w) {
-                    tracing::error!("hub: learning from a reported sample failed: {e}");
-                }
+        let lessons: Vec<(bool, Vec<u64>)> = lessons
+            .into_iter()
+            .filter(|(i, _, _)| new[*i])
+            .map(|(_, spam, f)| (spam, f))
+            .collect();
+        if !lessons.is_empty() {
+            // The events are in; a failure here loses what they would have taught, not them.
+            if let Err(e) = self
+                .store
+                .train(gateway, &lessons, w, self.config.learn.max_features)
+            {
+                tracing::error!("hub: learning from reported samples failed: {e}");
             }
         }
         let accepted = new.iter().filter(|n| **n).count();
@@ -241,7 +247,8 @@ impl Hub {
         now: u64,
     ) -> Result<Event, StoreError> {
         let mut event = crate::feedback::report::event_of(raw, kind, client);
-        // The hub has no rules: the sample's content features only.
+        // The hub has no rules: the sample's content features only (at most as many as an
+        // event may carry).
         event.features = crate::learn::features::of(&crate::scan::ScanInput::new(
             crate::message::Envelope {
                 client_ip: client,
@@ -249,6 +256,7 @@ impl Hub {
             },
             crate::message::Message::from_raw(raw, crate::feedback::report::MAX_REPORTED),
         ));
+        event.features.truncate(crate::feedback::MAX_FEATURES);
         event.gateway = gateway.to_string();
         event.time = now;
         // A message with no keys teaches nothing; the caller says so.
@@ -310,9 +318,18 @@ impl Hub {
     /// Compiles the network's model from the stores' learned counts, for `GET /v1/model`.
     pub fn compile_model(&self, now: u64) -> Result<Arc<ModelSnapshot>, StoreError> {
         let l = &self.config.learn;
+        if !learning::weight(now, l.half_life).is_finite() {
+            return Err(StoreError(
+                "learned counts are out of range for learn.half_life this late".into(),
+            ));
+        }
+        // Decayed as of the day's start: the same counts give the same file (and version)
+        // all day, so gateways are not sent a model that changed only by a few seconds of
+        // decay.
+        let as_of = now - now % 86_400;
         let model = learning::combine(
             &self.store.learned()?,
-            now,
+            as_of,
             l.half_life,
             l.max_share,
             l.min_reporters,
@@ -342,10 +359,12 @@ impl Hub {
 
     /// One step of pruning the store (see [`Store::prune`]), added to the totals.
     pub fn prune(&self, now: u64) -> Result<Pruned, StoreError> {
+        let l = &self.config.learn;
         let p = self.store.prune(
             now,
             self.config.model.half_life,
             self.config.event_retention.as_secs(),
+            learning::weight(now, l.half_life) * crate::learn::model::FORGET_BELOW as f64,
         )?;
         let [events, keys, passes] = &self.pruned;
         events.fetch_add(p.events, Ordering::Relaxed);

@@ -24,6 +24,9 @@ use crate::scan::{ScanInput, Symbol};
 /// Text read per message: features past it add little and cost time.
 pub const MAX_TEXT: usize = 256 * 1024;
 
+/// Longest word kept whole; longer ones are `long:` and their first 8 characters.
+const MAX_WORD: usize = 24;
+
 /// Headers whose words are features (lower case).
 const HEADERS: [&str; 9] = [
     "subject",
@@ -143,7 +146,7 @@ fn letter_of(c: char) -> Option<char> {
         '0' => 'o',
         '1' | '!' | '|' => 'i',
         '3' => 'e',
-        '4' | '@' => 'a',
+        '4' => 'a',
         '5' | '$' => 's',
         '7' => 't',
         '€' => 'e',
@@ -156,7 +159,10 @@ pub fn words(text: &str, f: &mut dyn FnMut(&str)) {
     let mut spelled = String::new();
     let mut spelled_n = 0;
     let flush_spelled = |spelled: &mut String, n: &mut usize, f: &mut dyn FnMut(&str)| {
-        if *n >= 4 {
+        if *n > MAX_WORD {
+            let head: String = spelled.chars().take(8).collect();
+            f(&format!("long:{head}"));
+        } else if *n >= 4 {
             f(spelled);
         }
         spelled.clear();
@@ -173,7 +179,10 @@ pub fn words(text: &str, f: &mut dyn FnMut(&str)) {
         let letters: Vec<char> = raw.chars().filter(|c| c.is_alphabetic()).collect();
         let others = raw.chars().filter(|c| !c.is_alphabetic()).count();
         if letters.len() == 1 && others <= 1 {
-            spelled.extend(letters[0].to_lowercase());
+            // Counted past the longest word, kept only up to it.
+            if spelled_n <= MAX_WORD {
+                spelled.extend(letters[0].to_lowercase());
+            }
             spelled_n += 1;
             continue;
         }
@@ -232,7 +241,7 @@ pub fn words(text: &str, f: &mut dyn FnMut(&str)) {
             if n < 2 {
                 continue;
             }
-            if n > 24 {
+            if n > MAX_WORD {
                 let head: String = trimmed
                     .chars()
                     .take(8)
@@ -301,6 +310,9 @@ mod tests {
         // Too short, too long, and links.
         assert_eq!(all("a I ok"), ["ok"]);
         assert_eq!(all(&"x".repeat(40)), ["long:xxxxxxxx"]);
+        assert_eq!(all(&"a ".repeat(100_000)), ["long:aaaaaaaa"]);
+        // An address is its parts, not look-alike letters.
+        assert_eq!(all("mail@example.com"), ["mail", "example", "com"]);
         assert_eq!(all("see https://evil.example/x now"), ["see", "now"]);
         // Nothing of garbage panics.
         for junk in ["\u{0}\u{ffff}", "....", "$$$$", "€", "1!|@"] {

@@ -26,7 +26,12 @@ pub enum FetchError {
     Unreachable { url: String, why: String },
     #[error("the hub at {url} answered {status}")]
     Refused { url: String, status: u16 },
-    #[error("the hub's model: {0}")]
+    #[error(
+        "the model the hub at {url} sends is larger than {} bytes",
+        super::MAX_MODEL_FILE
+    )]
+    TooLarge { url: String },
+    #[error("the hub's model")]
     Bad(#[from] super::model::ModelError),
     #[error(transparent)]
     Write(#[from] super::LearnError),
@@ -62,9 +67,20 @@ pub async fn fetch_once(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_default();
-    let bytes = resp.bytes().await.map_err(unreachable)?;
-    if bytes.len() as u64 > super::MAX_MODEL_FILE {
-        return Err(FetchError::Refused { url, status: 413 });
+    // Read up to the largest model file accepted, whatever the hub says or sends.
+    if resp
+        .content_length()
+        .is_some_and(|n| n > super::MAX_MODEL_FILE)
+    {
+        return Err(FetchError::TooLarge { url });
+    }
+    let mut resp = resp;
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+        if (bytes.len() + chunk.len()) as u64 > super::MAX_MODEL_FILE {
+            return Err(FetchError::TooLarge { url });
+        }
+        bytes.extend_from_slice(&chunk);
     }
     // Checked before it replaces a good file.
     let model = Model::from_bytes(&bytes)?;
@@ -81,7 +97,8 @@ pub async fn fetch_forever(current: impl Fn() -> Option<(HubClient, PathBuf)>) {
         .build()
         .expect("an HTTP client builds with rustls");
     let mut known: Option<String> = None;
-    let mut failing = false;
+    // The last error said: each new one is said once, not every round.
+    let mut failing: Option<String> = None;
     loop {
         let Some((hub, path)) = current() else {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -95,15 +112,15 @@ pub async fn fetch_forever(current: impl Fn() -> Option<(HubClient, PathBuf)>) {
             Ok(Fetched::New { version }) => {
                 tracing::info!(version = %version, "the hub's learned model fetched into {}", path.display());
                 known = Some(version);
-                failing = false;
+                failing = None;
             }
-            Ok(_) => failing = false,
+            Ok(_) => failing = None,
             Err(e) => {
-                // Said once per outage, not every round.
-                if !failing {
-                    tracing::warn!("learned model not fetched (the last one stays in use): {e}");
+                let said = crate::ErrorChain(&e).to_string();
+                if failing.as_deref() != Some(said.as_str()) {
+                    tracing::warn!("learned model not fetched (the last one stays in use): {said}");
                 }
-                failing = true;
+                failing = Some(said);
             }
         }
         tokio::time::sleep(hub.model_interval).await;

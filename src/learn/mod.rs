@@ -58,19 +58,19 @@ pub fn symbol_for(probability: f64, used: usize) -> Symbol {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnError {
-    #[error("{}: cannot read the model: {source}", path.display())]
+    #[error("{}: cannot read the model", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: crate::files::ReadError,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Model {
         path: PathBuf,
         #[source]
         source: ModelError,
     },
-    #[error("{}: cannot write the model: {source}", path.display())]
+    #[error("{}: cannot write the model", path.display())]
     Write {
         path: PathBuf,
         #[source]
@@ -106,9 +106,32 @@ pub fn write(path: &Path, model: &Model) -> Result<(), LearnError> {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    // Each writer its own temporary file: two processes writing at once must not rename
+    // each other's half-written file.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, model.to_bytes()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Holds the model file's lock: training reads, changes and writes the file under it, so
+/// that two `feedback report` runs at once both count.
+pub struct TrainingLock(#[allow(dead_code)] std::fs::File);
+
+/// Waits for the model file's lock (a `.lock` file beside it).
+pub fn lock_for_training(path: &Path) -> Result<TrainingLock, LearnError> {
+    let lock = path.with_extension("lock");
+    let err = |source| LearnError::Write {
+        path: lock.clone(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(err)?;
+    f.lock().map_err(err)?;
+    Ok(TrainingLock(f))
 }
 
 /// The model in use, read again when its file changes.
@@ -123,6 +146,8 @@ struct Loaded {
     /// The file's modification time and length when read.
     stamp: Option<(SystemTime, u64)>,
     checked: Option<Instant>,
+    /// A scan is reading a changed file.
+    loading: bool,
 }
 
 impl Learner {
@@ -134,35 +159,48 @@ impl Learner {
     }
 
     /// The model, if there is one old enough to use (trained on `min_spam` spam and
-    /// `min_ham` ham).
+    /// `min_ham` ham). A changed file is read by the one scan that notices it, outside the
+    /// lock: the others go on with the model they have meanwhile.
     pub fn model(&self) -> Option<Arc<Model>> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
-            st.checked = Some(Instant::now());
-            let stamp = std::fs::metadata(&self.config.model)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
-            if stamp != st.stamp {
-                st.stamp = stamp;
-                match read(&self.config.model) {
-                    Ok(m) => {
-                        if let Some(m) = &m {
-                            tracing::info!(
-                                spam = m.spam,
-                                ham = m.ham,
-                                features = m.features.len(),
-                                "learned model read from {}",
-                                self.config.model.display()
-                            );
-                        }
-                        st.model = m.map(Arc::new);
-                    }
-                    // The model in use stays; the next change of the file is read again.
-                    Err(e) => tracing::warn!("{}", crate::ErrorChain(&e)),
+        let (load, mut current) = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut load = None;
+            if !st.loading && st.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
+                st.checked = Some(Instant::now());
+                let stamp = std::fs::metadata(&self.config.model)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())));
+                if stamp != st.stamp {
+                    st.loading = true;
+                    load = Some(stamp);
                 }
             }
+            (load, st.model.clone())
+        };
+        if let Some(stamp) = load {
+            let read = read(&self.config.model);
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.loading = false;
+            st.stamp = stamp;
+            match read {
+                Ok(m) => {
+                    if let Some(m) = &m {
+                        tracing::info!(
+                            spam = m.spam,
+                            ham = m.ham,
+                            features = m.features.len(),
+                            "learned model read from {}",
+                            self.config.model.display()
+                        );
+                    }
+                    st.model = m.map(Arc::new);
+                }
+                // The model in use stays; the next change of the file is read again.
+                Err(e) => tracing::warn!("{}", crate::ErrorChain(&e)),
+            }
+            current = st.model.clone();
         }
-        let m = st.model.clone()?;
+        let m = current?;
         (m.spam >= self.config.min_spam as f64 && m.ham >= self.config.min_ham as f64).then_some(m)
     }
 

@@ -192,8 +192,14 @@ impl Model {
         if version != VERSION {
             return Err(ModelError::Version(version));
         }
-        let s: Stored =
-            postcard::from_bytes(rest).map_err(|e| ModelError::Damaged(e.to_string()))?;
+        let (s, left): (Stored, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| ModelError::Damaged(e.to_string()))?;
+        if !left.is_empty() {
+            return Err(ModelError::Damaged(format!(
+                "{} bytes after the model",
+                left.len()
+            )));
+        }
         let finite = |x: f64| x.is_finite() && x >= 0.0;
         if !finite(s.spam)
             || !finite(s.ham)
@@ -301,6 +307,12 @@ mod tests {
             Model::from_bytes(&bytes[..bytes.len() - 3]),
             Err(ModelError::Damaged(_))
         ));
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"garbage");
+        assert_eq!(
+            Model::from_bytes(&longer),
+            Err(ModelError::Damaged("7 bytes after the model".into()))
+        );
         for cut in 0..bytes.len() {
             let _ = Model::from_bytes(&bytes[..cut]);
         }

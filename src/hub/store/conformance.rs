@@ -174,12 +174,13 @@ pub fn check_concurrent_ingest(store: std::sync::Arc<dyn Store>) {
 }
 
 /// Prunes until a pass is done; answers what it removed.
-fn prune_all(store: &dyn Store, now: u64, half_life: u64, retention: u64) -> Pruned {
+fn prune_all(store: &dyn Store, now: u64, half_life: u64, retention: u64, floor: f64) -> Pruned {
     let mut sum = Pruned::default();
     for _ in 0..100_000 {
-        let p = store.prune(now, half_life, retention).unwrap();
+        let p = store.prune(now, half_life, retention, floor).unwrap();
         sum.events += p.events;
         sum.keys += p.keys;
+        sum.features += p.features;
         if p.pass_done {
             sum.pass_done = true;
             return sum;
@@ -215,7 +216,7 @@ pub fn check_forgetting(store: &dyn Store, ids_expire_by_clock: bool) {
     );
     let allowlisted = store.counts().unwrap().allowlisted;
     // Below the threshold from the start: forgotten at once; the rest stays.
-    prune_all(store, t0, hl, retention);
+    prune_all(store, t0, hl, retention, 0.0);
     let recs = store.records(&keys).unwrap();
     assert!(recs[1].is_none(), "{recs:?}");
     assert_eq!(
@@ -231,13 +232,13 @@ pub fn check_forgetting(store: &dyn Store, ids_expire_by_clock: bool) {
         late,
         &m,
     );
-    prune_all(store, t0 + 7 * hl, hl, retention);
+    prune_all(store, t0 + 7 * hl, hl, retention, 0.0);
     let rec = store.records(&keys).unwrap()[0].clone().unwrap();
     assert_eq!(rec.gateways().map(|(g, _)| g).collect::<Vec<_>>(), ["f2"]);
     // In the end everything decays: no record is left, the allowlist stays.
     let events = store.counts().unwrap().events;
     let end = t0 + 20 * hl;
-    prune_all(store, end, hl, retention);
+    prune_all(store, end, hl, retention, 0.0);
     assert_eq!(store.records(&keys).unwrap(), [None, None]);
     let counts = store.counts().unwrap();
     assert_eq!((counts.keys, counts.allowlisted), (0, allowlisted));
@@ -249,7 +250,7 @@ pub fn check_forgetting(store: &dyn Store, ids_expire_by_clock: bool) {
     // An id past its retention is forgotten: sent again, the event counts again. One within
     // it is still known.
     ingest_fixed(store, "f1", &[("forget-3".into(), vec![])], end, &m);
-    prune_all(store, end + retention - 1, hl, retention);
+    prune_all(store, end + retention - 1, hl, retention, 0.0);
     let again = ingest_fixed(
         store,
         "f1",
@@ -263,10 +264,13 @@ pub fn check_forgetting(store: &dyn Store, ids_expire_by_clock: bool) {
 
 /// Learned counts add up per gateway and feature, by their weights.
 pub fn check_learning(store: &dyn Store) {
-    store.train("la", true, &[1, 2, u64::MAX], 1.0).unwrap();
-    store.train("la", false, &[2, 3], 2.5).unwrap();
-    store.train("lb", true, &[1], 1.0).unwrap();
-    store.train("lb", true, &[], 1.0).unwrap();
+    store
+        .train("la", &[(true, vec![1, 2, u64::MAX])], 1.0, 100)
+        .unwrap();
+    store.train("la", &[(false, vec![2, 3])], 2.5, 100).unwrap();
+    store
+        .train("lb", &[(true, vec![1]), (true, vec![])], 1.0, 100)
+        .unwrap();
     let mut got = store.learned().unwrap();
     got.retain(|c| c.gateway.starts_with('l'));
     assert_eq!(
@@ -291,4 +295,32 @@ pub fn check_learning(store: &dyn Store) {
             },
         ]
     );
+    // A gateway at its most features goes on counting those it has, and no new ones (a
+    // store may pass the limit by one message's features).
+    for m in 0..5u64 {
+        let f: Vec<u64> = (0..3).map(|i| 100 + 10 * m + i).collect();
+        store.train("lc", &[(true, f)], 1.0, 2).unwrap();
+    }
+    store.train("lc", &[(true, vec![100])], 1.0, 2).unwrap();
+    let lc = store
+        .learned()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.gateway == "lc")
+        .unwrap();
+    assert!((3..=8).contains(&lc.features.len()), "{lc:?}");
+    assert_eq!(lc.features[0], (100, 2.0, 0.0));
+    assert_eq!(lc.spam, 6.0);
+    // Pruning drops the counts under the floor, and only those.
+    store.train("ld", &[(true, vec![40])], 0.001, 100).unwrap();
+    store.train("ld", &[(false, vec![41])], 5.0, 100).unwrap();
+    let pruned = prune_all(store, 10, 3600, 1 << 40, 0.01);
+    assert!(pruned.features >= 1, "{pruned:?}");
+    let ld = store
+        .learned()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.gateway == "ld")
+        .unwrap();
+    assert_eq!(ld.features, [(41, 0.0, 5.0)]);
 }

@@ -38,9 +38,10 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const ALLOW: TableDefinition<&str, u64> = TableDefinition::new("allow");
 /// Batches applied since the last checkpoint, by sequence number.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// Learned counts: (gateway, feature) -> (spam, ham), and per gateway its message totals.
+/// Learned counts: (gateway, feature) -> (spam, ham), and per gateway its message totals
+/// and the features it has counts of.
 const LEARN: TableDefinition<(&str, u64), (f64, f64)> = TableDefinition::new("learn");
-const LEARN_TOTALS: TableDefinition<&str, (f64, f64)> = TableDefinition::new("learn_totals");
+const LEARN_TOTALS: TableDefinition<&str, (f64, f64, u64)> = TableDefinition::new("learn_totals");
 /// Where pruning stopped (`PruneCursor`), under [`CURSOR`].
 const PRUNE_AT: TableDefinition<&str, &[u8]> = TableDefinition::new("prune_at");
 const CURSOR: &str = "cursor";
@@ -69,6 +70,7 @@ enum Work {
         now: u64,
         half_life: u64,
         event_retention: u64,
+        learn_floor: f64,
         done: mpsc::SyncSender<Result<Pruned, StoreError>>,
     },
 }
@@ -82,6 +84,11 @@ struct PruneCursor {
     keys: Option<String>,
     events_ended: bool,
     keys_ended: bool,
+    /// In the learned counts, the last (gateway, feature) looked at.
+    #[serde(default)]
+    learn: Option<(String, u64)>,
+    #[serde(default)]
+    learn_ended: bool,
 }
 
 /// One request's events, waiting for the writer.
@@ -348,9 +355,18 @@ fn write_loop(
                 now,
                 half_life,
                 event_retention,
+                learn_floor,
                 done,
             }) => {
-                let pruned = prune_step(db, overlay, &mut cursor, now, half_life, event_retention);
+                let pruned = prune_step(db, overlay, &mut cursor, now, half_life, event_retention)
+                    .and_then(|mut p| {
+                        p.features = prune_learned(db, &mut cursor, learn_floor)?;
+                        p.pass_done &= cursor.learn_ended;
+                        if p.pass_done {
+                            cursor.learn_ended = false;
+                        }
+                        Ok(p)
+                    });
                 let _ = done.send(pruned);
                 continue;
             }
@@ -508,6 +524,62 @@ fn prune_step(
     }
     tx.commit().map_err(err)?;
     Ok(out)
+}
+
+/// One step of pruning the learned counts: up to [`PRUNE_STEP`] of them from the cursor;
+/// those under `floor` on both sides go (and out of their gateway's feature count).
+fn prune_learned(db: &Database, cursor: &mut PruneCursor, floor: f64) -> Result<u64, StoreError> {
+    use std::ops::Bound;
+    let tx = db.begin_write().map_err(err)?;
+    let mut gone: Vec<(String, u64)> = Vec::new();
+    {
+        let mut t = tx.open_table(LEARN).map_err(err)?;
+        {
+            let rows = match &cursor.learn {
+                Some((g, f)) => {
+                    t.range::<(&str, u64)>((Bound::Excluded((g.as_str(), *f)), Bound::Unbounded))
+                }
+                None => t.range::<(&str, u64)>(..),
+            }
+            .map_err(err)?;
+            let mut seen = 0;
+            let mut last = None;
+            for row in rows.take(PRUNE_STEP) {
+                let (k, v) = row.map_err(err)?;
+                let (g, f) = k.value();
+                let (s, h) = v.value();
+                if s < floor && h < floor {
+                    gone.push((g.to_string(), f));
+                }
+                last = Some((g.to_string(), f));
+                seen += 1;
+            }
+            cursor.learn = if seen < PRUNE_STEP { None } else { last };
+            cursor.learn_ended |= cursor.learn.is_none();
+        }
+        for (g, f) in &gone {
+            t.remove((g.as_str(), *f)).map_err(err)?;
+        }
+        let mut totals = tx.open_table(LEARN_TOTALS).map_err(err)?;
+        let mut per: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (g, _) in &gone {
+            *per.entry(g.as_str()).or_default() += 1;
+        }
+        for (g, n) in per {
+            let old = totals.get(g).map_err(err)?.map(|v| v.value());
+            if let Some((s, h, rows)) = old {
+                totals
+                    .insert(g, (s, h, rows.saturating_sub(n)))
+                    .map_err(err)?;
+            }
+        }
+        tx.open_table(PRUNE_AT)
+            .map_err(err)?
+            .insert(CURSOR, encode(&*cursor).as_slice())
+            .map_err(err)?;
+    }
+    tx.commit().map_err(err)?;
+    Ok(gone.len() as u64)
 }
 
 /// Applies the jobs' events: one log entry, committed, then installed in the overlay. All or
@@ -669,34 +741,45 @@ impl Store for Embedded {
     fn train(
         &self,
         gateway: &str,
-        spam: bool,
-        features: &[u64],
+        lessons: &[super::Lesson],
         weight: f64,
+        max_features: usize,
     ) -> Result<(), StoreError> {
         // Reports are few beside verdicts: a transaction of their own, beside the writer's.
-        let add = |(s, h): (f64, f64)| {
-            if spam {
-                (s + weight, h)
-            } else {
-                (s, h + weight)
-            }
-        };
         let tx = self.db.begin_write().map_err(err)?;
         {
             let mut t = tx.open_table(LEARN).map_err(err)?;
-            for f in features {
-                let old = t
-                    .get((gateway, *f))
-                    .map_err(err)?
-                    .map_or((0.0, 0.0), |v| v.value());
-                t.insert((gateway, *f), add(old)).map_err(err)?;
-            }
             let mut totals = tx.open_table(LEARN_TOTALS).map_err(err)?;
-            let old = totals
+            let (mut spam, mut ham, mut rows) = totals
                 .get(gateway)
                 .map_err(err)?
-                .map_or((0.0, 0.0), |v| v.value());
-            totals.insert(gateway, add(old)).map_err(err)?;
+                .map_or((0.0, 0.0, 0), |v| v.value());
+            for (is_spam, features) in lessons {
+                let full = rows as usize >= max_features;
+                for f in features {
+                    let old = t.get((gateway, *f)).map_err(err)?.map(|v| v.value());
+                    let (s, h) = match old {
+                        Some(c) => c,
+                        None if full => continue,
+                        None => {
+                            rows += 1;
+                            (0.0, 0.0)
+                        }
+                    };
+                    let new = if *is_spam {
+                        (s + weight, h)
+                    } else {
+                        (s, h + weight)
+                    };
+                    t.insert((gateway, *f), new).map_err(err)?;
+                }
+                if *is_spam {
+                    spam += weight;
+                } else {
+                    ham += weight;
+                }
+            }
+            totals.insert(gateway, (spam, ham, rows)).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -711,7 +794,7 @@ impl Store for Embedded {
             .map_err(err)?
         {
             let (g, v) = row.map_err(err)?;
-            let (spam, ham) = v.value();
+            let (spam, ham, _) = v.value();
             out.push(LearnedCounts {
                 gateway: g.value().to_string(),
                 spam,
@@ -735,12 +818,19 @@ impl Store for Embedded {
         Ok(out)
     }
 
-    fn prune(&self, now: u64, half_life: u64, event_retention: u64) -> Result<Pruned, StoreError> {
+    fn prune(
+        &self,
+        now: u64,
+        half_life: u64,
+        event_retention: u64,
+        learn_floor: f64,
+    ) -> Result<Pruned, StoreError> {
         let (done, result) = mpsc::sync_channel(1);
         self.send(Work::Prune {
             now,
             half_life,
             event_retention,
+            learn_floor,
             done,
         })?;
         result
@@ -864,7 +954,7 @@ mod tests {
             .map(|i| (format!("e{i:06}"), vec![]))
             .collect();
         conformance::ingest_fixed(&store, "gw", &events, 10, &model);
-        let step = store.prune(1_000_000, 3600, 3600).unwrap();
+        let step = store.prune(1_000_000, 3600, 3600, 0.0).unwrap();
         assert_eq!((step.events, step.pass_done), (PRUNE_STEP as u64, false));
         drop(store);
         {
@@ -877,7 +967,7 @@ mod tests {
         }
         // Reopened, the pass goes on from there and ends.
         let store = Embedded::open(&path).unwrap();
-        let step = store.prune(1_000_000, 3600, 3600).unwrap();
+        let step = store.prune(1_000_000, 3600, 3600, 0.0).unwrap();
         assert_eq!((step.events, step.pass_done), (500, true));
         assert_eq!(store.counts().unwrap().events, (PRUNE_STEP + 500) as u64);
     }

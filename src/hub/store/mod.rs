@@ -77,14 +77,16 @@ pub trait Store: Send + Sync {
 
     fn counts(&self) -> Result<Counts, StoreError>;
 
-    /// Adds a reported message's features to `gateway`'s learned counts (spam or ham), each
-    /// count and the message total by `weight`.
+    /// Adds reported messages' features to `gateway`'s learned counts (spam or ham), each
+    /// count and the message totals by `weight`. A gateway holds counts of at most
+    /// `max_features` features (about: a store may pass it by one message's): past it, only
+    /// features it has are counted.
     fn train(
         &self,
         gateway: &str,
-        spam: bool,
-        features: &[u64],
+        lessons: &[Lesson],
         weight: f64,
+        max_features: usize,
     ) -> Result<(), StoreError>;
 
     /// Every gateway's learned counts.
@@ -93,9 +95,19 @@ pub trait Store: Send + Sync {
     /// One step of forgetting, of bounded work, resuming where the last step stopped: event
     /// ids applied more than `event_retention` seconds before `now` (a store whose ids
     /// expire by themselves leaves them to that), and evidence that decayed below
-    /// [`FORGET_BELOW`](super::model::FORGET_BELOW), with the records left with none.
-    fn prune(&self, now: u64, half_life: u64, event_retention: u64) -> Result<Pruned, StoreError>;
+    /// [`FORGET_BELOW`](super::model::FORGET_BELOW), with the records left with none; and
+    /// learned counts under `learn_floor` (as stored: weighted) on both sides.
+    fn prune(
+        &self,
+        now: u64,
+        half_life: u64,
+        event_retention: u64,
+        learn_floor: f64,
+    ) -> Result<Pruned, StoreError>;
 }
+
+/// One reported message to learn from: spam or ham, and its features (sorted, each once).
+pub type Lesson = (bool, Vec<u64>);
 
 /// One gateway's learned counts, as the store holds them: scaled by
 /// [`learning::weight`](crate::hub::learning::weight) at the time each was added (so that
@@ -115,6 +127,8 @@ pub struct LearnedCounts {
 pub struct Pruned {
     pub events: u64,
     pub keys: u64,
+    /// Learned feature counts.
+    pub features: u64,
     /// The step reached the end of the store: the next one starts a new pass.
     pub pass_done: bool,
 }

@@ -158,17 +158,35 @@ if removed > 0 then redis.call('DECRBY', KEYS[2], removed) end
 return removed
 "#;
 
-/// Adds a reported message's features to a gateway's learned counts. KEYS: the gateway's
-/// hash, the set of gateways; ARGV: the gateway, "s" or "h", the weight, then the features
-/// (hex).
+/// Adds a reported message's features to a gateway's learned counts (new ones only while the
+/// hash has fewer than ARGV[4] fields). KEYS: the gateway's hash, the set of gateways; ARGV:
+/// the gateway, "s" or "h", the weight, the most fields, then the features (hex).
 const TRAIN: &str = r#"
 local side, w = ARGV[2], ARGV[3]
-for i = 4, #ARGV do
-  redis.call('HINCRBYFLOAT', KEYS[1], side .. ':' .. ARGV[i], w)
+local full = redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4])
+for i = 5, #ARGV do
+  local field = side .. ':' .. ARGV[i]
+  if not full or redis.call('HEXISTS', KEYS[1], field) == 1 then
+    redis.call('HINCRBYFLOAT', KEYS[1], field, w)
+  end
 end
 redis.call('HINCRBYFLOAT', KEYS[1], 'n' .. side, w)
 redis.call('SADD', KEYS[2], ARGV[1])
 return 0
+"#;
+
+/// Drops learned counts under ARGV[1] from a gateway's hash (KEYS[1]); ARGV[2..]: the fields
+/// to look at. Answers how many went.
+const PRUNE_LEARNED: &str = r#"
+local floor, gone = tonumber(ARGV[1]), 0
+for i = 2, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v and string.sub(ARGV[i], 2, 2) == ':' and tonumber(v) < floor then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    gone = gone + 1
+  end
+end
+return gone
 "#;
 
 /// Puts a key on the allowlist (ARGV[1] = 1) or takes it off, keeping the count.
@@ -574,18 +592,28 @@ impl Store for Redis {
     fn train(
         &self,
         gateway: &str,
-        spam: bool,
-        features: &[u64],
+        lessons: &[super::Lesson],
         weight: f64,
+        max_features: usize,
     ) -> Result<(), StoreError> {
-        let mut args = vec![
-            gateway.to_string(),
-            if spam { "s" } else { "h" }.to_string(),
-            format!("{weight:e}"),
-        ];
-        args.extend(features.iter().map(|f| format!("{f:x}")));
         let keys = [learned_name(gateway), LEARNED_GATEWAYS.to_string()];
-        self.pipe::<Vec<i64>>(vec![eval(TRAIN, &keys, &args)])?;
+        let scripts: Vec<redis::Cmd> = lessons
+            .iter()
+            .map(|(spam, features)| {
+                let mut args = vec![
+                    gateway.to_string(),
+                    if *spam { "s" } else { "h" }.to_string(),
+                    format!("{weight:e}"),
+                    // A feature is up to two fields, and the totals two more.
+                    (2 * max_features + 2).to_string(),
+                ];
+                args.extend(features.iter().map(|f| format!("{f:x}")));
+                eval(TRAIN, &keys, &args)
+            })
+            .collect();
+        if !scripts.is_empty() {
+            self.pipe::<Vec<i64>>(scripts)?;
+        }
         Ok(())
     }
 
@@ -658,7 +686,13 @@ impl Store for Redis {
         Ok(())
     }
 
-    fn prune(&self, now: u64, half_life: u64, _event_retention: u64) -> Result<Pruned, StoreError> {
+    fn prune(
+        &self,
+        now: u64,
+        half_life: u64,
+        _event_retention: u64,
+        learn_floor: f64,
+    ) -> Result<Pruned, StoreError> {
         let mut guard = self.prune_at.lock().unwrap_or_else(|p| p.into_inner());
         let at = match &mut *guard {
             Some(at) => at,
@@ -667,8 +701,7 @@ impl Store for Redis {
                 let parsed = saved.into_iter().flatten().next().and_then(|v| {
                     let mut it = v.split(' ').map(str::parse::<u64>);
                     let (s, k, c) = (it.next()?.ok()?, it.next()?.ok()?, it.next()?.ok()?);
-                    (s < u64::from(SHARDS) && (k as usize) < KINDS.len())
-                        .then_some((s as u32, k as usize, c))
+                    (s <= u64::from(SHARDS)).then_some((s as u32, k as usize, c))
                 });
                 guard.insert(parsed.unwrap_or((0, 0, 0)))
             }
@@ -676,6 +709,44 @@ impl Store for Redis {
         let mut out = Pruned::default();
         for _ in 0..PRUNE_SCANS {
             let (shard, kind, cursor) = *at;
+            if shard == SHARDS {
+                // Past the records: the learned counts, gateway by gateway (`kind` its
+                // place in name order).
+                let found: Vec<Vec<String>> =
+                    self.pipe(vec![redis::Cmd::smembers(LEARNED_GATEWAYS)])?;
+                let mut gateways: Vec<String> = found.into_iter().flatten().collect();
+                gateways.sort();
+                let Some(g) = gateways.get(kind) else {
+                    out.pass_done = true;
+                    *at = (0, 0, 0);
+                    break;
+                };
+                let hash = learned_name(g);
+                let (next, fields): (u64, Vec<String>) = self
+                    .pipe::<Vec<(u64, Vec<String>)>>(vec![
+                        redis::cmd("HSCAN")
+                            .arg(&hash)
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(SCAN_COUNT)
+                            .to_owned(),
+                    ])?
+                    .pop()
+                    .ok_or_else(|| StoreError("redis: HSCAN gave no answer".into()))?;
+                // HSCAN answers field, value, field, value...
+                let mut args = vec![format!("{learn_floor:e}")];
+                args.extend(fields.into_iter().step_by(2));
+                if args.len() > 1 {
+                    let gone: Vec<i64> = self.pipe(vec![eval(PRUNE_LEARNED, &[hash], &args)])?;
+                    out.features += gone.iter().sum::<i64>().max(0) as u64;
+                }
+                *at = if next != 0 {
+                    (shard, kind, next)
+                } else {
+                    (shard, kind + 1, 0)
+                };
+                continue;
+            }
             let t = tag(shard);
             let index = format!("{t}:i:{}", KINDS[kind]);
             let (next, names) = self.sscan(&index, cursor)?;
@@ -695,11 +766,9 @@ impl Store for Redis {
                 (shard, kind, next)
             } else if kind + 1 < KINDS.len() {
                 (shard, kind + 1, 0)
-            } else if shard + 1 < SHARDS {
-                (shard + 1, 0, 0)
             } else {
-                out.pass_done = true;
-                (0, 0, 0)
+                // After the last shard, SHARDS: the learned counts.
+                (shard + 1, 0, 0)
             };
             if out.pass_done {
                 break;
