@@ -180,10 +180,7 @@ fn serve(config: &Path) -> Daemon {
 
 /// The message as an MTA passes it on: without an mbox From line.
 fn without_mbox_line(raw: Vec<u8>) -> Vec<u8> {
-    match raw.strip_prefix(b"From ") {
-        Some(_) => raw[raw.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..].to_vec(),
-        None => raw,
-    }
+    repmilter::feedback::report::strip_mbox_line(&raw).to_vec()
 }
 
 /// Each test message's score from the daemon at `config`.

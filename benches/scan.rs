@@ -174,12 +174,10 @@ fn corpus_messages(dir: &Path) -> Vec<(bool, Vec<u8>)> {
         for f in files {
             if let Ok(bytes) = std::fs::read(&f) {
                 // An MTA never passes on the mbox From line the corpus files start with.
-                let start = if bytes.starts_with(b"From ") {
-                    bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)
-                } else {
-                    0
-                };
-                out.push((spam, bytes[start..].to_vec()));
+                out.push((
+                    spam,
+                    repmilter::feedback::report::strip_mbox_line(&bytes).to_vec(),
+                ));
             }
         }
     }

@@ -40,16 +40,9 @@ fn messages() -> Vec<Vec<u8>> {
             .collect();
         files.sort();
         for f in files.iter().take(500) {
-            if let Ok(mut raw) = std::fs::read(f) {
+            if let Ok(raw) = std::fs::read(f) {
                 // An mbox "From " line is not part of the message an MTA passes on.
-                if raw.starts_with(b"From ") {
-                    let end = raw
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(raw.len(), |i| i + 1);
-                    raw.drain(..end);
-                }
-                out.push(raw);
+                out.push(repmilter::feedback::report::strip_mbox_line(&raw).to_vec());
             }
         }
     }

@@ -321,15 +321,8 @@ fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
     let _in_runtime = rt.enter();
     let rules = Arc::new(load_rules(&config.rules.paths)?);
     let engine = Engine::with_rules(config.clone(), rules);
-    let learn = |message: &[u8], client: Option<IpAddr>| {
-        engine.learn_features(&ScanInput::new(
-            Envelope {
-                client_ip: client,
-                ..Envelope::default()
-            },
-            Message::from_raw(message, config.milter.max_message_size),
-        ))
-    };
+    let learn =
+        |message: &[u8], client: Option<IpAddr>| reported_features(&engine, message, client);
     let bar = files_bar(a.files.len());
     let result = rt.block_on(report_files(hub, how, &a.files, &learn, || bar.inc(1)));
     bar.finish_and_clear();
@@ -369,6 +362,18 @@ fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
     }))
 }
 
+/// A reported message's learned-model features, as the daemon computes them when it judges
+/// the message (`client`: the sender an ARF report names).
+fn reported_features(engine: &Engine, message: &[u8], client: Option<IpAddr>) -> Vec<u64> {
+    engine.learn_features(&ScanInput::new(
+        Envelope {
+            client_ip: client,
+            ..Envelope::default()
+        },
+        Message::from_raw(message, engine.config.milter.max_message_size),
+    ))
+}
+
 /// `feedback report` without a hub: the reported messages train the local model file.
 fn learn_locally(
     config: &Config,
@@ -402,15 +407,8 @@ fn learn_locally(
     for f in files {
         match read_reported(f, how) {
             Ok((message, kind, client)) => {
-                let input = ScanInput::new(
-                    Envelope {
-                        client_ip: client,
-                        ..Envelope::default()
-                    },
-                    Message::from_raw(&message, config.milter.max_message_size),
-                );
                 let is_spam = kind == EventKind::Spam;
-                model.train(&engine.learn_features(&input), is_spam);
+                model.train(&reported_features(&engine, &message, client), is_spam);
                 if is_spam {
                     spam += 1;
                 } else {

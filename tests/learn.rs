@@ -107,6 +107,32 @@ fn learned(r: &[Reply]) -> Option<String> {
     })
 }
 
+async fn client(d: &Daemon) -> Client<TcpStream> {
+    let addr = ConnectAddr::Inet {
+        ip: "192.0.2.1".parse().unwrap(),
+        port: 1,
+    };
+    let stream = TcpStream::connect(d.addr()).await.unwrap();
+    Client::open(stream, "c.example", addr).await.unwrap().0
+}
+
+/// Sends `text` to the daemon until it carries a LEARN_ symbol (within 20 s); that symbol.
+async fn wait_learned(d: &Daemon, c: &mut Client<TcpStream>, text: &[u8]) -> String {
+    let start = Instant::now();
+    loop {
+        let r = c.message(&ENV, text).await.unwrap();
+        if let Some(s) = learned(&r) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{r:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_reports_train_a_model_that_check_and_the_daemon_use() {
     let d = Daemon::start("", "[learn]\nmin_spam = 10\nmin_ham = 10\n");
@@ -149,37 +175,10 @@ async fn local_reports_train_a_model_that_check_and_the_daemon_use() {
     );
 
     // The running daemon reads the new model by itself.
-    let addr = ConnectAddr::Inet {
-        ip: "192.0.2.1".parse().unwrap(),
-        port: 1,
-    };
-    let mut c = Client::open(
-        TcpStream::connect(d.addr()).await.unwrap(),
-        "c.example",
-        addr,
-    )
-    .await
-    .unwrap()
-    .0;
     let text = std::fs::read(&unseen_spam).unwrap();
-    let start = Instant::now();
-    loop {
-        let r = c.message(&ENV, &text).await.unwrap();
-        match learned(&r) {
-            Some(s) => {
-                assert!(s.starts_with("LEARN_SPAM_9"), "{s}");
-                break;
-            }
-            None => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "{r:?}\n{}",
-                    d.log()
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    let mut c = client(&d).await;
+    let s = wait_learned(&d, &mut c, &text).await;
+    assert!(s.starts_with("LEARN_SPAM_9"), "{s}");
     assert!(
         d.wait_log("learned model read from", Duration::from_secs(5)),
         "{}",
@@ -271,33 +270,10 @@ async fn the_network_learns_from_two_gateways_and_a_third_scores_with_what_it_le
         "new-spam.eml",
         &message(&SPAM_WORDS, 77, "spam"),
     );
-    let addr = ConnectAddr::Inet {
-        ip: "192.0.2.1".parse().unwrap(),
-        port: 1,
-    };
-    let mut c = Client::open(
-        TcpStream::connect(d.addr()).await.unwrap(),
-        "c.example",
-        addr,
-    )
-    .await
-    .unwrap()
-    .0;
     let text = std::fs::read(&unseen_spam).unwrap();
-    let start = Instant::now();
-    loop {
-        let r = c.message(&ENV, &text).await.unwrap();
-        if let Some(s) = learned(&r) {
-            assert!(s.starts_with("LEARN_SPAM_9"), "{s}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{r:?}\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let mut c = client(&d).await;
+    let s = wait_learned(&d, &mut c, &text).await;
+    assert!(s.starts_with("LEARN_SPAM_9"), "{s}");
     assert!(
         d.wait_log("the hub's learned model fetched", Duration::from_secs(5)),
         "{}",

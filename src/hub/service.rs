@@ -335,12 +335,7 @@ impl Hub {
             l.min_reporters,
         );
         let bytes = model.to_bytes();
-        // The digest of the bytes, as a gateway computes it of the file it holds.
-        use sha2::Digest;
-        let etag: String = sha2::Sha256::digest(&bytes)[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let etag = crate::learn::model::version(&bytes);
         let snap = Arc::new(ModelSnapshot {
             etag,
             spam: model.spam,

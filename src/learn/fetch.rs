@@ -129,12 +129,6 @@ pub async fn fetch_forever(current: impl Fn() -> Option<(HubClient, PathBuf)>) {
 
 /// The version (the hub's `ETag`) of the model in a file: the same bytes give the same one.
 pub fn version_of(path: &std::path::Path) -> Option<String> {
-    use sha2::Digest;
     let bytes = crate::files::read_prefix(path, super::MAX_MODEL_FILE).ok()?;
-    Some(
-        sha2::Sha256::digest(&bytes)[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(super::model::version(&bytes))
 }

@@ -63,6 +63,16 @@ pub enum ModelError {
     Damaged(String),
 }
 
+/// The version of a model file's bytes: the hub's `ETag` of it, and what a gateway holding
+/// the file asks `If-None-Match` with.
+pub fn version(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A message's score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Score {
