@@ -532,7 +532,12 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             auth_user: a.auth,
             ..Envelope::default()
         },
-        Message::from_raw(&raw, config.milter.max_message_size),
+        // A saved mailbox message starts with an mbox `From ` line, which no MTA passes on
+        // and no header is.
+        Message::from_raw(
+            repmilter::feedback::report::strip_mbox_line(&raw),
+            config.milter.max_message_size,
+        ),
     ));
     let rules = Arc::new(load_rules(&config.rules.paths)?);
     let rt = repmilter::daemon::runtime();

@@ -80,6 +80,40 @@ fn config_check_reports_every_problem_with_file_line_and_key() {
 }
 
 #[test]
+fn check_skips_the_mbox_from_line_of_a_saved_message() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "subject.cf",
+        "header SUBJ_LOTTERY Subject =~ /lottery/i\nscore SUBJ_LOTTERY 2\n",
+    );
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &config_text(
+            "inet:127.0.0.1:0",
+            "",
+            &format!("[rules]\npaths = [{:?}]\n", dir.path().join("subject.cf")),
+        ),
+    );
+    let msg = write(
+        dir.path(),
+        "saved.eml",
+        "From winner@lottery.example  Thu Aug 22 13:17:22 2002\nFrom: winner@lottery.example\n\
+         Subject: You won the lottery\n\nClaim it.\n",
+    );
+    let out = repmilter()
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["symbols"][0]["name"], "SUBJ_LOTTERY", "{v}");
+}
+
+#[test]
 fn check_scores_a_message_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(

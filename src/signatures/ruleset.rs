@@ -22,8 +22,19 @@ pub use super::run::{Expired, Scan};
 /// Compiled size allowed per regex (the `regex` crate's own default is 10 MiB; rules are many).
 const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
 
-/// Score of a rule without a `score` line, as in SpamAssassin.
+/// Score of a rule without a `score` line, as in SpamAssassin: 1.0, but 0.01 for a test rule
+/// (`T_` name) and -1.0 for one with `tflags nice`.
 pub const DEFAULT_SCORE: f64 = 1.0;
+
+pub fn default_score(name: &str, nice: bool) -> f64 {
+    if name.starts_with("T_") {
+        0.01
+    } else if nice {
+        -1.0
+    } else {
+        DEFAULT_SCORE
+    }
+}
 
 /// Default `maxhits` for `tflags multiple` (SpamAssassin counts without limit; we do not).
 pub const DEFAULT_MAXHITS: u32 = 10;
@@ -319,7 +330,11 @@ impl RuleSet {
                 }
                 set.stats.regex_bytes += cost;
             }
+            // A score of 0 disables a rule, as in SpamAssassin (sub-rules, `__` names, run
+            // whatever their score: metas read them).
+            let disabled = !def.is_sub() && matches!(def.score, Some((s, _)) if s == 0.0);
             let (kind, target, literals, gate) = match test {
+                _ if disabled => (Kind::Inert, None, None, None),
                 Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None, None),
                 Test::Exists(h) => (Kind::Exists(h.clone()), None, None, None),
                 Test::Meta(e) => (Kind::Meta(e.clone()), None, None, None),
@@ -375,7 +390,7 @@ impl RuleSet {
                         set.problem(at.clone(), Severity::Error, msg);
                         if def.score.is_none() && !def.is_sub() {
                             let msg = format!("{} has no score", def.name);
-                            set.problem(at.clone(), Severity::Error, msg);
+                            set.problem(at.clone(), Severity::Warning, msg);
                         }
                         continue;
                     }
@@ -385,11 +400,14 @@ impl RuleSet {
                 Some((s, _)) => *s,
                 None if def.is_sub() || matches!(kind, Kind::Inert) => 0.0,
                 None => {
-                    // An error for lint, but the rule still runs with SpamAssassin's default
-                    // score, so SpamAssassin's own files behave as there.
-                    let msg = format!("{} has no score (using {DEFAULT_SCORE})", def.name);
-                    set.problem(at.clone(), Severity::Error, msg);
-                    DEFAULT_SCORE
+                    // SpamAssassin's default, as there (where a missing score is no error).
+                    let d = default_score(&def.name, def.nice);
+                    let msg = format!(
+                        "{} has no score (SpamAssassin's default {d} applies)",
+                        def.name
+                    );
+                    set.problem(at.clone(), Severity::Warning, msg);
+                    d
                 }
             };
             if score < 0.0 && !def.nice {
@@ -398,6 +416,7 @@ impl RuleSet {
             }
             let id = set.rules.len();
             let kind_name = match (&kind, &target) {
+                (Kind::Inert, _) if disabled => "disabled (score 0)",
                 (Kind::Inert, _) => "eval/plugin (not run)",
                 (Kind::Exists(_), _) => "header",
                 (Kind::Meta(_), _) => "meta",
@@ -728,6 +747,34 @@ score    META_COUNT   1
     }
 
     #[test]
+    fn scores_default_and_disable_as_in_spamassassin() {
+        let mut p = Parsed::default();
+        p.parse_text(
+            Path::new("t.cf"),
+            "body PLAIN /x/\nbody T_TRY /x/\nbody KIND /x/\ntflags KIND nice\n\
+             body OFF /x/\nscore OFF 0\nbody __SUB /x/\nscore __SUB 0\n\
+             meta USES __SUB && !OFF\nscore USES 2\n",
+        );
+        let s = RuleSet::compile(p);
+        let score = |n: &str| {
+            (0..s.len())
+                .map(|i| s.rule(i))
+                .find(|r| r.name == n)
+                .unwrap()
+                .score
+        };
+        assert_eq!(
+            (score("PLAIN"), score("T_TRY"), score("KIND")),
+            (1.0, 0.01, -1.0)
+        );
+        // A score of 0 turns a rule off; a sub-rule runs whatever its score.
+        assert_eq!(
+            names(&s, "Subject: x\r\n\r\nx"),
+            ["KIND", "PLAIN", "T_TRY", "USES", "__SUB"]
+        );
+    }
+
+    #[test]
     fn problems_of_compilation() {
         let mut p = Parsed::default();
         p.parse_text(
@@ -738,7 +785,7 @@ score    META_COUNT   1
         let got: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
         for want in [
             "t.cf:1:8: A: unsupported regex: unclosed group",
-            "t.cf:3:14: NOSCORE has no score",
+            "t.cf:3:14: warning: NOSCORE has no score (SpamAssassin's default 1 applies)",
             "t.cf:4:9: meta M1 refers to unknown rule(s) A, MISSING",
             "t.cf:6:9: meta C1 is part of a cycle",
             "t.cf:7:9: meta C2 is part of a cycle",
