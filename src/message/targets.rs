@@ -27,6 +27,28 @@ pub enum HeaderSel {
     All,
     /// To and Cc.
     ToCc(HeaderPart),
+    /// SpamAssassin's `MESSAGEID`: every Message-Id, Resent-Message-Id and X-Message-Id
+    /// (list software moves the real one).
+    MessageId(HeaderPart),
+}
+
+/// The headers a SpamAssassin pseudo-header stands for (`ToCc`, `MESSAGEID`), for rules
+/// that test it as one header.
+pub fn pseudo_header(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "ToCc" => Some(&["To", "Cc"]),
+        "MESSAGEID" => Some(&["Message-Id", "Resent-Message-Id", "X-Message-Id"]),
+        _ => None,
+    }
+}
+
+/// Whether a header (or SpamAssassin pseudo-header: `ALL`, `ToCc`, `MESSAGEID`) is present.
+pub fn header_exists(message: &Message, name: &str) -> bool {
+    match (name, pseudo_header(name)) {
+        ("ALL", _) => !message.headers.is_empty(),
+        (_, Some(names)) => names.iter().any(|n| message.header(n).is_some()),
+        _ => message.header(name).is_some(),
+    }
 }
 
 /// The Subject, then the decoded text of every text part, one per line.
@@ -77,9 +99,14 @@ pub fn header_text(message: &Message, view: &MimeView, sel: &HeaderSel) -> Optio
                 .map(|h| format!("{}: {}", h.name, h.value))
                 .collect(),
         ),
-        HeaderSel::ToCc(part) => {
+        HeaderSel::ToCc(part) | HeaderSel::MessageId(part) => {
+            let names = match sel {
+                HeaderSel::ToCc(_) => pseudo_header("ToCc"),
+                _ => pseudo_header("MESSAGEID"),
+            }
+            .expect("a pseudo-header");
             let mut v = Vec::new();
-            for name in ["To", "Cc"] {
+            for name in names {
                 v.extend(values(message, view, name, *part));
             }
             join(v)

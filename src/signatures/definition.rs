@@ -63,6 +63,7 @@ fn parse_header_sel(spec: &str) -> Result<Target, String> {
     Ok(Target::Header(match name {
         "ALL" => HeaderSel::All,
         "ToCc" => HeaderSel::ToCc(part),
+        "MESSAGEID" => HeaderSel::MessageId(part),
         _ => HeaderSel::Named(name.to_string(), part),
     }))
 }

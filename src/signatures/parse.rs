@@ -381,11 +381,11 @@ impl Parsed {
         };
         let scores: Vec<&str> = value.split_whitespace().collect();
         // SpamAssassin's four scores are for (no bayes, no network), (no bayes, network),
-        // (bayes, no network), (bayes, network): we run network tests and no bayes, so the
-        // second applies.
+        // (bayes, no network), (bayes, network). Its network rules are eval rules, which do
+        // not run here (our DNS lists are stages of their own), nor does its Bayes: the
+        // first set is the one its scores were tuned for on the rules that do run.
         let chosen = match scores.len() {
-            1 => Some(scores[0]),
-            4 => Some(scores[1]),
+            1 | 4 => Some(scores[0]),
             _ => None,
         };
         let score_at = l.at_column_of(value);
@@ -548,7 +548,7 @@ meta     M1  (H1 && !H3) || B1 + U1 > 1
 phrases  P1  body word perhit "free money" "act \"now\""
 header   E1  eval:check_for_missing_to_header()
 score    H1  1.5
-score    B1  0 2.0 0 2.5
+score    B1  2.0 3.0 0 2.5
 describe H1  Free in subject
 tflags   B1  multiple maxhits=3
 if (version >= 3.004)

@@ -747,6 +747,27 @@ score    META_COUNT   1
     }
 
     #[test]
+    fn spamassassin_pseudo_headers_exist_and_match() {
+        let mut p = Parsed::default();
+        p.parse_text(
+            Path::new("t.cf"),
+            "header __TOCC exists:ToCc\nheader __MID exists:MESSAGEID\nheader __ANY exists:ALL\n\
+             meta NO_TOCC !__TOCC\nscore NO_TOCC 1\nmeta NO_MID !__MID\nscore NO_MID 1\n\
+             meta HAS_ANY __ANY\nscore HAS_ANY 1\n\
+             header MID_LIST MESSAGEID =~ /\\@lists\\.example>/\nscore MID_LIST 1\n",
+        );
+        let s = RuleSet::compile(p);
+        assert_eq!(
+            names(&s, "Cc: a@b\r\nX-Message-Id: <1@lists.example>\r\n\r\nx"),
+            ["HAS_ANY", "MID_LIST", "__ANY", "__MID", "__TOCC"]
+        );
+        assert_eq!(
+            names(&s, "Subject: x\r\n\r\nx"),
+            ["HAS_ANY", "NO_MID", "NO_TOCC", "__ANY"]
+        );
+    }
+
+    #[test]
     fn scores_default_and_disable_as_in_spamassassin() {
         let mut p = Parsed::default();
         p.parse_text(

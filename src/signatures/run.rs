@@ -61,7 +61,7 @@ impl RuleSet {
         }
         for &r in &self.exists {
             if let Kind::Exists(name) = &self.rules[r].kind
-                && input.message.header(name).is_some()
+                && crate::message::targets::header_exists(&input.message, name)
             {
                 st.counts[r] = 1;
             }
