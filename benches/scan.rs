@@ -13,9 +13,12 @@
 //! Run: `cargo bench --bench scan`.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+#[path = "common/corpus.rs"]
+mod corpus;
 use repmilter::message::{Envelope, Message};
 use repmilter::scan::ScanInput;
 use repmilter::signatures::parse::Parsed;
@@ -144,48 +147,19 @@ fn bench_literals(c: &mut Criterion) {
     g.finish();
 }
 
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("REPMILTER_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/corpus/package/data")
-        });
-    dir.is_dir().then_some(dir)
-}
-
 fn corpus_messages(dir: &Path) -> Vec<(bool, Vec<u8>)> {
-    let mut out = Vec::new();
-    for (sub, spam) in [
-        ("easy-ham-1", false),
-        ("easy-ham-2", false),
-        ("hard-ham-1", false),
-        ("spam-1", true),
-        ("spam-2", true),
-    ] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        // The messages are the .txt files (each has a .json twin holding it escaped).
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        files.sort();
-        for f in files {
-            if let Ok(bytes) = std::fs::read(&f) {
-                // An MTA never passes on the mbox From line the corpus files start with.
-                out.push((
-                    spam,
-                    repmilter::feedback::report::strip_mbox_line(&bytes).to_vec(),
-                ));
-            }
-        }
-    }
-    out
+    corpus::FOLDERS
+        .iter()
+        .flat_map(|&(folder, spam)| {
+            corpus::files(dir, folder)
+                .into_iter()
+                .filter_map(move |f| Some((spam, corpus::message(&f)?)))
+        })
+        .collect()
 }
 
 fn bench_corpus(c: &mut Criterion) {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = corpus::dir() else {
         eprintln!(
             "corpus benchmarks skipped: run benches/fetch-corpus.sh first (or set REPMILTER_CORPUS)"
         );

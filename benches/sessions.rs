@@ -13,7 +13,7 @@
 //! check that every message gets its verdict.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,29 +21,17 @@ use repmilter::milter::client::{Client, POSTFIX_OFFER};
 use repmilter::milter::codec::{Command, ConnectAddr, Reply};
 use tokio::net::TcpStream;
 
+#[path = "common/corpus.rs"]
+mod corpus;
+
 const ROUNDS: usize = 3;
 
 fn messages() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("REPMILTER_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/corpus/package/data"));
     let mut out = Vec::new();
-    for sub in ["easy-ham-1", "spam-1"] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        // The messages are the .txt files (each has a .json twin holding it escaped).
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        files.sort();
-        for f in files.iter().take(500) {
-            if let Ok(raw) = std::fs::read(f) {
-                // An mbox "From " line is not part of the message an MTA passes on.
-                out.push(repmilter::feedback::report::strip_mbox_line(&raw).to_vec());
-            }
+    if let Some(dir) = corpus::dir() {
+        for folder in ["easy-ham-1", "spam-1"] {
+            let files = corpus::files(&dir, folder);
+            out.extend(files.iter().take(500).filter_map(|f| corpus::message(f)));
         }
     }
     if out.is_empty() {
