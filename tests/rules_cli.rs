@@ -31,8 +31,10 @@ fn lint_reports_every_problem_at_once_and_fails() {
         format!("{file}:3:1: unknown directive \"bodyy\""),
         format!("{file}:4:9: RE: unsupported regex: unclosed group"),
         format!("{file}:6:14: warning: NOSCORE has no score (SpamAssassin's default 1 applies)"),
-        format!("{file}:7:8: meta M refers to unknown rule(s) MISSING"),
-        format!("{file}:9:1: duplicate rule GOOD (first defined at {file}:1:11)"),
+        format!(
+            "{file}:7:8: warning: meta M refers to unknown rule(s) MISSING, counted as not hit"
+        ),
+        format!("{file}:9:11: warning: GOOD is defined again (first at {file}:1:11)"),
         format!("{file}:10:10: H: expected =~ or !~ after the header name, found \"~\""),
     ] {
         assert!(text.contains(&want), "missing {want:?} in:\n{text}");

@@ -39,14 +39,15 @@ fn next_zone(zone: usize, took: std::time::Duration) -> usize {
 /// Up to `max` non-overlapping matches of `re`, leftmost first, and why the search stopped
 /// early, if it did.
 pub fn find(
-    re: &regex::Regex,
+    re: &regex::bytes::Regex,
     text: &str,
     max: usize,
     deadline: Option<Instant>,
 ) -> (Vec<(usize, usize)>, Option<Cut>) {
     let mut out = Vec::new();
+    let bytes = text.as_bytes();
     if text.len() <= ZONE {
-        out.extend(re.find_iter(text).take(max).map(|m| (m.start(), m.end())));
+        out.extend(re.find_iter(bytes).take(max).map(|m| (m.start(), m.end())));
         return (out, None);
     }
     let started = Instant::now();
@@ -66,7 +67,7 @@ pub fn find(
         step = now;
         let zone_end = text.floor_char_boundary((at + zone).min(n));
         let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
-        let m = match re.find_at(&text[..hay_end], at) {
+        let m = match re.find_at(&bytes[..hay_end], at) {
             None if zone_end == n => break,
             None => {
                 at = zone_end;
@@ -83,7 +84,7 @@ pub fn find(
             // Touching the window's end: a zone further on says what the match really is
             // (`$`, `\b` and greedy repetitions see more text there).
             let wider = text.ceil_char_boundary((hay_end + ZONE).min(n));
-            match re.find_at(&text[..wider], start) {
+            match re.find_at(&bytes[..wider], start) {
                 Some(w) if w.start() == start => end = w.end(),
                 _ => {
                     at = text.ceil_char_boundary(start + 1);
@@ -105,12 +106,12 @@ pub fn find(
 
 /// Which patterns of `set` match somewhere in `text`, or None if `deadline` passed first.
 pub fn set_matches(
-    set: &regex::RegexSet,
+    set: &regex::bytes::RegexSet,
     text: &str,
     deadline: Option<Instant>,
 ) -> Option<Vec<usize>> {
     if text.len() <= ZONE {
-        return Some(set.matches(text).into_iter().collect());
+        return Some(set.matches(text.as_bytes()).into_iter().collect());
     }
     let n = text.len();
     let mut hit = vec![false; set.len()];
@@ -127,7 +128,7 @@ pub fn set_matches(
         let zone_end = text.floor_char_boundary((at + zone).min(n));
         let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
         // A gate may say yes too often (the rule itself decides), never no too often.
-        for i in set.matches_at(&text[..hay_end], at).iter() {
+        for i in set.matches_at(&text.as_bytes()[..hay_end], at).iter() {
             hit[i] = true;
         }
         if hit.iter().all(|h| *h) {
@@ -142,8 +143,10 @@ pub fn set_matches(
 mod tests {
     use super::*;
 
-    fn whole(re: &regex::Regex, text: &str) -> Vec<(usize, usize)> {
-        re.find_iter(text).map(|m| (m.start(), m.end())).collect()
+    fn whole(re: &regex::bytes::Regex, text: &str) -> Vec<(usize, usize)> {
+        re.find_iter(text.as_bytes())
+            .map(|m| (m.start(), m.end()))
+            .collect()
     }
 
     #[test]
@@ -161,7 +164,7 @@ mod tests {
             r"^lorem",
             r"\d+",
         ] {
-            let re = regex::Regex::new(pat).unwrap();
+            let re = regex::bytes::Regex::new(pat).unwrap();
             let (got, cut) = find(&re, &text, usize::MAX, None);
             assert_eq!(cut, None);
             assert_eq!(got, whole(&re, &text), "{pat}");
@@ -172,21 +175,21 @@ mod tests {
     fn a_match_cut_at_a_window_end_is_confirmed_on_the_whole_text() {
         // `x$` would match at the end of a window; the text goes on, so it is no match.
         let text = format!("{}x{}", "a".repeat(ZONE + LOOKAHEAD - 1), "b".repeat(100));
-        let re = regex::Regex::new("x$").unwrap();
+        let re = regex::bytes::Regex::new("x$").unwrap();
         assert_eq!(find(&re, &text, 10, None).0, []);
         // A greedy repetition reaching past the window still gets its whole match.
         let text = format!("{}{}", "a".repeat(ZONE - 10), "b".repeat(2 * LOOKAHEAD));
-        let re = regex::Regex::new("ab+").unwrap();
+        let re = regex::bytes::Regex::new("ab+").unwrap();
         assert_eq!(find(&re, &text, 10, None).0, whole(&re, &text));
     }
 
     #[test]
     fn the_deadline_stops_a_long_search_and_the_set() {
         let text = "word ".repeat(100_000);
-        let re = regex::Regex::new(r"\bword\b").unwrap();
+        let re = regex::bytes::Regex::new(r"\bword\b").unwrap();
         let (_, cut) = find(&re, &text, usize::MAX, Some(Instant::now()));
         assert_eq!(cut, Some(Cut::Deadline));
-        let set = regex::RegexSet::new([r"\d", r"word"]).unwrap();
+        let set = regex::bytes::RegexSet::new([r"\d", r"word"]).unwrap();
         assert_eq!(set_matches(&set, &text, Some(Instant::now())), None);
         assert_eq!(set_matches(&set, &text, None), Some(vec![1]));
     }

@@ -13,6 +13,7 @@
 //! - [`examples`]: the spam and ham examples kept next to the rules.
 
 pub mod backtrack;
+pub mod conditional;
 mod definition;
 pub mod examples;
 pub mod gtube;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::conditional::{Blocks, Plugins};
 use super::definition::{parse_test, phrase_list_of, split_word, strip_comment};
 use super::rules::{Location, Problem, RuleDef, Severity, Test};
 
@@ -62,15 +63,15 @@ pub struct Parsed {
     pub over_limit: usize,
     /// Phrase list files the rules name (read or not).
     pub list_files: Vec<PathBuf>,
+    /// The SpamAssassin plugins conditions see as loaded.
+    pub plugins: Plugins,
 }
 
 /// SpamAssassin settings that say nothing to our engine (lists, report templates, plugin
 /// options): accepted and counted, so SpamAssassin's own files load.
-const IGNORED: [&str; 32] = [
+const IGNORED: [&str; 30] = [
     "asn_lookup",
     "asn_lookup_ipv6",
-    "loadplugin",
-    "tryplugin",
     "priority",
     "lang",
     "test",
@@ -281,7 +282,7 @@ impl Parsed {
     /// Parses the text of one file; `path` names it in problems and anchors `file:` lists.
     pub fn parse_text(&mut self, path: &Path, text: &str) {
         let file: Arc<Path> = Arc::from(path);
-        let mut conditionals: Vec<Location> = Vec::new();
+        let mut blocks: Blocks<Location> = Blocks::default();
         for (n, raw_line) in text.lines().enumerate() {
             let line = strip_comment(raw_line);
             let trimmed = line.trim();
@@ -301,38 +302,87 @@ impl Parsed {
                 file: path,
             };
             match directive {
-                "if" | "ifplugin" => conditionals.push(l.at),
-                "else" if conditionals.is_empty() => {
-                    self.problem(l.at, Severity::Error, "else without if")
+                "if" => {
+                    let holds = match self.plugins.eval(rest) {
+                        Ok(holds) => holds,
+                        Err(why) => {
+                            let msg = format!("cannot read the condition {rest:?}: {why}");
+                            self.problem(l.at_column_of(rest), Severity::Error, msg);
+                            false
+                        }
+                    };
+                    blocks.open(l.at, holds);
                 }
-                "else" => {}
-                "endif" => {
-                    if conditionals.pop().is_none() {
-                        self.problem(l.at, Severity::Error, "endif without if");
+                "ifplugin" => {
+                    let holds = self.plugins.has(rest.trim());
+                    blocks.open(l.at, holds);
+                }
+                "else" => {
+                    if let Err(e) = blocks.turn() {
+                        self.problem(l.at, Severity::Error, e);
                     }
                 }
+                "endif" => {
+                    if let Err(e) = blocks.close() {
+                        self.problem(l.at, Severity::Error, e);
+                    }
+                }
+                // What a branch that does not hold says is not read, as in SpamAssassin.
+                _ if !blocks.active() => {}
                 "header" | "body" | "rawbody" | "full" | "uri" | "meta" | "phrases" => {
                     self.test_line(directive, &l)
                 }
                 "score" => self.score_line(&l),
                 "describe" => self.describe_line(&l),
                 "tflags" => self.tflags_line(&l),
-                plugin if PLUGIN_RULES.contains(&plugin) => self.plugin_line(plugin, &l),
-                other if ignored(other) => {
-                    *self
-                        .stats
-                        .ignored_directives
-                        .entry(other.to_string())
-                        .or_default() += 1;
+                "loadplugin" | "tryplugin" => {
+                    let (plugin, _) = split_word(rest);
+                    self.plugins.load(plugin);
+                    self.count_ignored(directive);
                 }
+                plugin if PLUGIN_RULES.contains(&plugin) => self.plugin_line(plugin, &l),
+                other if ignored(other) => self.count_ignored(other),
                 other => {
                     let msg = format!("unknown directive {other:?}");
                     self.problem(l.at, Severity::Error, msg);
                 }
             }
         }
-        for at in conditionals {
+        for at in blocks.unclosed() {
             self.problem(at, Severity::Error, "if without endif");
+        }
+    }
+
+    fn count_ignored(&mut self, directive: &str) {
+        *self
+            .stats
+            .ignored_directives
+            .entry(directive.to_string())
+            .or_default() += 1;
+    }
+
+    /// A test for `name` defined again: as in SpamAssassin, the later definition replaces
+    /// the earlier (a site's `local.cf` redefines stock rules so); within one file that is
+    /// more likely a slip, and said so.
+    fn define(&mut self, name: &str, test: Test, at: Location) {
+        let Some(entry) = self.entry(name, &at) else {
+            return;
+        };
+        // A plugin directive names a rule its eval line (`urirhssub X ...` then `body X
+        // eval:check_uridnsbl('X')`) defines: the pair is one rule.
+        if let Test::Plugin(_) = test
+            && entry.test.is_some()
+        {
+            return;
+        }
+        let before = entry.test.replace((test, at.clone()));
+        if let Some((prev_test, prev)) = before
+            && prev.file == at.file
+            && !matches!(prev_test, Test::Plugin(_))
+        {
+            let msg =
+                format!("{name} is defined again (first at {prev}); the later definition is used");
+            self.problem(at, Severity::Warning, msg);
         }
     }
 
@@ -360,15 +410,7 @@ impl Parsed {
                 if matches!(test, Test::Eval(_)) {
                     self.stats.eval_rules += 1;
                 }
-                let Some(entry) = self.entry(name, &l.at) else {
-                    return;
-                };
-                if let Some((_, prev)) = &entry.test {
-                    let msg = format!("duplicate rule {name} (first defined at {prev})");
-                    self.problem(l.at.clone(), Severity::Error, msg);
-                } else {
-                    entry.test = Some((test, def_at));
-                }
+                self.define(name, test, def_at);
             }
             Err(msg) => self.problem(def_at, Severity::Error, format!("{name}: {msg}")),
         }
@@ -446,11 +488,7 @@ impl Parsed {
             return;
         };
         self.stats.plugin_rules += 1;
-        if let Some(entry) = self.entry(name, &l.at)
-            && entry.test.is_none()
-        {
-            entry.test = Some((Test::Plugin(plugin.to_string()), l.at.clone()));
-        }
+        self.define(name, Test::Plugin(plugin.to_string()), l.at.clone());
     }
 
     fn check_name(&mut self, name: &str, at: &Location, column: usize) -> bool {
@@ -479,8 +517,9 @@ fn file_start(path: &Path) -> Location {
     }
 }
 
-/// The files named by the rule paths: files as given, directories' `*.cf` entries in name
-/// order (an entry that is not a regular file is listed too, so that reading it reports it).
+/// The files named by the rule paths: files as given, directories' `*.pre` then `*.cf`
+/// entries, each in name order, as SpamAssassin reads them (`.pre` files load plugins); an
+/// entry that is not a regular file is listed too, so that reading it reports it.
 pub fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for path in paths {
@@ -490,12 +529,16 @@ pub fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
         }
         match std::fs::read_dir(path) {
             Ok(rd) => {
-                let mut files: Vec<PathBuf> = rd
+                let mut files: Vec<(bool, PathBuf)> = rd
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.extension().is_some_and(|e| e == "cf"))
+                    .filter_map(|f| match f.extension()?.to_str()? {
+                        "pre" => Some((false, f)),
+                        "cf" => Some((true, f)),
+                        _ => None,
+                    })
                     .collect();
                 files.sort();
-                out.extend(files);
+                out.extend(files.into_iter().map(|(_, f)| f));
             }
             Err(e) => p.problem(
                 file_start(path),
@@ -612,7 +655,7 @@ endif
             "t.cf:4:9: B2: pattern has no closing '/'",
             "t.cf:5:10: H: expected =~ or !~ after the header name, found \"~=\"",
             "t.cf:6:10: B2: score must be one number or four",
-            "t.cf:7:1: duplicate rule ok (first defined at t.cf:1:9)",
+            "t.cf:7:9: warning: ok is defined again (first at t.cf:1:9)",
             "t.cf:8:8: M: meta expression ends early",
             "t.cf:9:11: ok: bad maxhits=0",
             "t.cf:10:1: endif without if",
@@ -625,6 +668,69 @@ endif
             );
         }
         assert_eq!(got.len(), want.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn conditions_choose_what_is_read_and_later_definitions_replace() {
+        let p = parse(
+            "ifplugin Mail::SpamAssassin::Plugin::FreeMail\n\
+             header F1 eval:check_freemail_from()\n\
+             endif\n\
+             ifplugin Mail::SpamAssassin::Plugin::TextCat\n\
+             body T1 /never read/\n\
+             else\n\
+             body T2 /read/\n\
+             endif\n\
+             if !plugin(Mail::SpamAssassin::Plugin::ReplaceTags)\n\
+             body R1 /fallback/\n\
+             endif\n\
+             if (version >= 3.004002)\n\
+               if can(Mail::SpamAssassin::Conf::feature_nonesuch)\n\
+               body N1 /no/\n\
+               endif\n\
+             body V1 /yes/\n\
+             endif\n\
+             loadplugin Mail::SpamAssassin::Plugin::TextCat\n\
+             ifplugin Mail::SpamAssassin::Plugin::TextCat\n\
+             body T3 /now read/\n\
+             endif\n\
+             if version >=\n\
+             body B1 /bad condition: not read/\n\
+             endif\n\
+             else\n",
+        );
+        assert_eq!(names(&p), ["F1", "T2", "V1", "T3"]);
+        let got: Vec<String> = p.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].starts_with("t.cf:22:4: cannot read the condition"),
+            "{got:#?}"
+        );
+        assert!(got[1].starts_with("t.cf:25:1: else without if"), "{got:#?}");
+
+        // Another file redefines a rule: the later one counts, and that is no problem.
+        let mut p = parse("body X1 /first/\nscore X1 2\n");
+        p.parse_text(Path::new("local.cf"), "body X1 /second/\n");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let x1 = p.get("X1").unwrap();
+        match &x1.test.as_ref().unwrap().0 {
+            Test::Regex { pattern, .. } => assert_eq!(pattern.source, "second"),
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(x1.score.as_ref().unwrap().0, 2.0);
+    }
+
+    #[test]
+    fn a_directory_reads_pre_files_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("10_a.cf"),
+            "ifplugin Foo\nbody A1 /a/\nendif\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("v999.pre"), "loadplugin Foo\n").unwrap();
+        let p = Parsed::load(&[dir.path().to_path_buf()]);
+        assert_eq!(names(&p), ["A1"]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::literals;
 use super::meta::{self, Compute};
 use super::multi;
 use super::parse::{self, Parsed};
-use super::perl::regex_source;
+use super::perl::{Mode, regex_source};
 use super::relax;
 use super::rules::{Expr, HeaderSel, Location, Pattern, Problem, Severity, Target, Test};
 pub use super::run::{Expired, Scan};
@@ -40,7 +40,8 @@ pub fn default_score(name: &str, nice: bool) -> f64 {
 pub const DEFAULT_MAXHITS: u32 = 10;
 
 pub(super) enum Matcher {
-    Fast(regex::Regex),
+    /// Perl's semantics on UTF-8 octets (see `perl`).
+    Fast(regex::bytes::Regex),
     Fancy(Backtracking),
 }
 
@@ -93,7 +94,7 @@ pub(super) struct Index {
     pub(super) always: Vec<usize>,
     /// Linear-time rules without a usable literal: one RegexSet pass says which to run.
     pub(super) set_rules: Vec<(usize, String)>,
-    pub(super) set: Option<regex::RegexSet>,
+    pub(super) set: Option<regex::bytes::RegexSet>,
 }
 
 impl Index {
@@ -110,9 +111,10 @@ impl Index {
     fn finish(&mut self) {
         self.by_literal = HashMap::new();
         if !self.set_rules.is_empty() {
-            let built = regex::RegexSetBuilder::new(self.set_rules.iter().map(|(_, src)| src))
-                .size_limit(REGEX_SIZE_LIMIT * 4)
-                .build();
+            let built =
+                regex::bytes::RegexSetBuilder::new(self.set_rules.iter().map(|(_, src)| src))
+                    .size_limit(REGEX_SIZE_LIMIT * 4)
+                    .build();
             match built {
                 Ok(set) => self.set = Some(set),
                 // Too large together: run them one by one instead.
@@ -197,6 +199,7 @@ struct Compiled {
 
 fn literals_of(src: &str, ci: bool) -> Literals {
     regex_syntax::ParserBuilder::new()
+        .utf8(false)
         .build()
         .parse(src)
         .ok()
@@ -211,38 +214,44 @@ pub const REGEX_BUDGET: usize = 128 * 1024 * 1024;
 
 /// The size of a pattern's automaton, the measure of [`REGEX_BUDGET`]; for a backtracking
 /// pattern, that of its relaxed form, which its delegates resemble.
-fn regex_cost(src: &str) -> usize {
+fn regex_cost(p: &Pattern) -> usize {
     use regex_automata::nfa::thompson;
     let nfa = |pattern: &str| {
         thompson::Compiler::new()
-            .configure(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+            .syntax(regex_automata::util::syntax::Config::new().utf8(false))
+            .configure(
+                thompson::Config::new()
+                    .utf8(false)
+                    .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
+            )
             .build(pattern)
             .map(|n| n.memory_usage())
             .ok()
     };
-    nfa(src)
-        .or_else(|| relax::relaxed(src).and_then(|r| nfa(&r)))
+    nfa(&regex_source(p, true, Mode::Bytes))
+        .or_else(|| relax::relaxed(&regex_source(p, true, Mode::Unicode)).and_then(|r| nfa(&r)))
         .unwrap_or(REGEX_SIZE_LIMIT)
 }
 
 fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
-    let src = regex_source(p, true);
-    match regex::RegexBuilder::new(&src)
+    let bytes = regex_source(p, true, Mode::Bytes);
+    match regex::bytes::RegexBuilder::new(&bytes)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
     {
         Ok(re) => Ok(Compiled {
-            literals: literals_of(&regex_source(p, false), p.case_insensitive),
+            literals: literals_of(&regex_source(p, false, Mode::Bytes), p.case_insensitive),
             gate: Some(re.as_str().to_string()),
             matcher: Matcher::Fast(re),
         }),
         Err(fast_err) => {
+            let src = regex_source(p, true, Mode::Unicode);
             let fancy = fancy_regex::RegexBuilder::new(&src)
                 .backtrack_limit(backtrack::STEP_LIMIT)
                 .build();
             match fancy {
                 Ok(re) => {
-                    let literals = relax::relaxed(&regex_source(p, false))
+                    let literals = relax::relaxed(&regex_source(p, false, Mode::Unicode))
                         .and_then(|r| literals_of(&r, p.case_insensitive));
                     let anchor = relax::relaxed(&src).and_then(|r| {
                         regex::RegexBuilder::new(&r)
@@ -314,11 +323,11 @@ impl RuleSet {
                     "{} has a score, describe or tflags line but no test",
                     def.name
                 );
-                set.problem(def.first_seen.clone(), Severity::Error, msg);
+                set.problem(def.first_seen.clone(), Severity::Warning, msg);
                 continue;
             };
             if let Test::Regex { pattern, .. } = test {
-                let cost = regex_cost(&regex_source(pattern, true));
+                let cost = regex_cost(pattern);
                 if set.stats.regex_bytes + cost > regex_budget {
                     let msg = format!(
                         "{}: the rule set's regexes would take more than {} KiB; left out",
@@ -503,13 +512,14 @@ impl RuleSet {
                 .filter(|r| !self.by_name.contains_key(r))
                 .collect();
             if !missing.is_empty() {
+                // SpamAssassin counts a rule it does not know as not hit: a meta over a
+                // plugin that is not loaded (`DCC_CHECK`) still works on the rest.
                 let msg = format!(
-                    "meta {} refers to unknown rule(s) {}",
+                    "meta {} refers to unknown rule(s) {}, counted as not hit",
                     self.rules[m].name,
                     missing.join(", ")
                 );
-                self.problem(self.rules[m].at.clone(), Severity::Error, msg);
-                dropped[m] = true;
+                self.problem(self.rules[m].at.clone(), Severity::Warning, msg);
             }
         }
         // Depth-first topological order; 0 = new, 1 = in progress, 2 = done.
@@ -807,10 +817,10 @@ score    META_COUNT   1
         for want in [
             "t.cf:1:8: A: unsupported regex: unclosed group",
             "t.cf:3:14: warning: NOSCORE has no score (SpamAssassin's default 1 applies)",
-            "t.cf:4:9: meta M1 refers to unknown rule(s) A, MISSING",
+            "t.cf:4:9: warning: meta M1 refers to unknown rule(s) A, MISSING, counted as not hit",
             "t.cf:6:9: meta C1 is part of a cycle",
             "t.cf:7:9: meta C2 is part of a cycle",
-            "t.cf:10:1: ORPHAN has a score, describe or tflags line but no test",
+            "t.cf:10:1: warning: ORPHAN has a score, describe or tflags line but no test",
             "t.cf:11:10: warning: NEG has a negative score without tflags nice",
         ] {
             assert!(
@@ -825,7 +835,11 @@ score    META_COUNT   1
 
     #[test]
     fn the_regexes_of_a_rule_set_have_a_memory_budget() {
-        let one = regex_cost(r"\w{20}x");
+        let one = regex_cost(
+            &super::super::definition::parse_pattern(r"/\w{20}x/")
+                .unwrap()
+                .0,
+        );
         let mut p = Parsed::default();
         let text: String = (0..6)
             .map(|i| format!("body BIG{i} /\\w{{20}}x/\nscore BIG{i} 1\n"))

@@ -267,6 +267,11 @@ struct ScanState {
 }
 
 fn evidence(text: &str, start: usize, end: usize) -> Evidence {
+    // A byte-semantics match may start or end inside a character.
+    let (start, end) = (
+        text.floor_char_boundary(start),
+        text.ceil_char_boundary(end),
+    );
     let mut a = start.saturating_sub(CONTEXT);
     while !text.is_char_boundary(a) {
         a -= 1;
