@@ -3,7 +3,9 @@
 //!
 //! - [`rules`]: what rule files define; [`parse`]: rule files to definitions, every problem
 //!   with file:line:col (`definition` reads a rule's pattern or list, [`meta`] its expression).
-//! - [`perl`]: Perl regexes in the `regex` crate's syntax.
+//! - [`conditional`]: which lines `if`/`ifplugin` blocks let take effect; [`replace`]:
+//!   SpamAssassin's ReplaceTags, written into rule patterns once every file is read.
+//! - [`perl`]: Perl regexes in the `regex` crate's syntax (Perl's byte semantics).
 //! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter.
 //! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
 //! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
@@ -24,6 +26,7 @@ pub mod multi;
 pub mod parse;
 pub mod perl;
 pub mod relax;
+pub mod replace;
 pub mod rules;
 pub mod ruleset;
 mod run;

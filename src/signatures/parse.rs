@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::conditional::{Blocks, Plugins};
 use super::definition::{parse_test, phrase_list_of, split_word, strip_comment};
+use super::replace::ReplaceTags;
 use super::rules::{Location, Problem, RuleDef, Severity, Test};
 
 /// Longest rule file read; a rule file is text that people edit, not data.
@@ -65,6 +66,10 @@ pub struct Parsed {
     pub list_files: Vec<PathBuf>,
     /// The SpamAssassin plugins conditions see as loaded.
     pub plugins: Plugins,
+    /// ReplaceTags' fragments, and the rules to write them into (with where each was
+    /// named): done once every file is read, since a rule and its tags may be anywhere.
+    pub replace: ReplaceTags,
+    pub replace_rules: Vec<(String, Location)>,
 }
 
 /// SpamAssassin settings that say nothing to our engine (lists, report templates, plugin
@@ -103,7 +108,7 @@ const IGNORED: [&str; 30] = [
 ];
 
 /// Prefixes of further SpamAssassin settings of the same sort.
-const IGNORED_PREFIXES: [&str; 11] = [
+const IGNORED_PREFIXES: [&str; 10] = [
     "util_rb_",
     "uridnsbl_skip",
     "def_whitelist_",
@@ -113,7 +118,6 @@ const IGNORED_PREFIXES: [&str; 11] = [
     "blacklist_",
     "blocklist_",
     "bayes_",
-    "replace_",
     "clear_",
 ];
 
@@ -335,6 +339,10 @@ impl Parsed {
                 "score" => self.score_line(&l),
                 "describe" => self.describe_line(&l),
                 "tflags" => self.tflags_line(&l),
+                "replace_start" | "replace_end" | "replace_tag" | "replace_pre"
+                | "replace_inter" | "replace_post" | "replace_rules" => {
+                    self.replace_line(directive, &l)
+                }
                 "loadplugin" | "tryplugin" => {
                     let (plugin, _) = split_word(rest);
                     self.plugins.load(plugin);
@@ -350,6 +358,71 @@ impl Parsed {
         }
         for at in blocks.unclosed() {
             self.problem(at, Severity::Error, "if without endif");
+        }
+    }
+
+    /// ReplaceTags' settings: `replace_tag NAME FRAGMENT` (and `_pre`, `_inter`, `_post`),
+    /// `replace_start`/`replace_end` DELIMITER, `replace_rules NAME...`.
+    fn replace_line(&mut self, directive: &str, l: &Line<'_>) {
+        let rest = l.rest.trim();
+        if directive == "replace_rules" {
+            for name in rest.split_whitespace() {
+                if self.check_name(name, &l.at, l.column_of(name)) {
+                    self.replace_rules
+                        .push((name.to_string(), l.at_column_of(name)));
+                }
+            }
+            return;
+        }
+        if let Some(kind) = directive.strip_prefix("replace_")
+            && matches!(kind, "start" | "end")
+        {
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                let msg = format!("{directive} needs one delimiter, found {rest:?}");
+                self.problem(l.at_column_of(rest), Severity::Error, msg);
+            } else if kind == "start" {
+                self.replace.start = rest.to_string();
+            } else {
+                self.replace.end = rest.to_string();
+            }
+            return;
+        }
+        let (name, value) = split_word(rest);
+        let value = value.trim();
+        if name.is_empty() || value.is_empty() {
+            let msg = format!("{directive} needs a name and a pattern fragment");
+            self.problem(l.at_column_of(rest), Severity::Error, msg);
+            return;
+        }
+        let map = match directive {
+            "replace_tag" => &mut self.replace.tags,
+            "replace_pre" => &mut self.replace.pre,
+            "replace_inter" => &mut self.replace.inter,
+            _ => &mut self.replace.post,
+        };
+        map.insert(name.to_string(), value.to_string());
+    }
+
+    /// Writes ReplaceTags' fragments into the patterns of the rules `replace_rules` names.
+    pub fn replace_tags(&mut self) {
+        for (name, at) in std::mem::take(&mut self.replace_rules) {
+            let Some(&i) = self.index.get(&name) else {
+                let msg = format!("replace_rules names {name}, which is not defined");
+                self.problem(at, Severity::Warning, msg);
+                continue;
+            };
+            let Some((Test::Regex { pattern, .. }, def_at)) = &mut self.rules[i].test else {
+                let msg = format!("replace_rules names {name}, which has no pattern");
+                self.problem(at, Severity::Warning, msg);
+                continue;
+            };
+            match self.replace.expand(&pattern.source) {
+                Ok(expanded) => pattern.source = expanded,
+                Err(why) => {
+                    let def_at = def_at.clone();
+                    self.problem(def_at, Severity::Error, format!("{name}: {why}"));
+                }
+            }
         }
     }
 
@@ -718,6 +791,37 @@ endif
             t => panic!("{t:?}"),
         }
         assert_eq!(x1.score.as_ref().unwrap().0, 2.0);
+    }
+
+    #[test]
+    fn replace_tags_are_written_into_the_rules_named() {
+        let mut p = parse(
+            "body M1 /<inter W1><M><E>/i\n\
+             replace_rules M1 NOPE\n\
+             replace_tag M (?:m|rn)\n\
+             replace_tag E [e3]\n\
+             replace_inter W1 \\W?\n\
+             body M2 /<M><E>/\n\
+             replace_start\n\
+             replace_tag X\n",
+        );
+        p.replace_tags();
+        let source = |name: &str| match &p.get(name).unwrap().test.as_ref().unwrap().0 {
+            Test::Regex { pattern, .. } => pattern.source.clone(),
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(source("M1"), r"\W?(?:m|rn)\W?[e3]");
+        // Only the rules named are touched.
+        assert_eq!(source("M2"), "<M><E>");
+        let got: Vec<String> = p.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "t.cf:7:1: replace_start needs one delimiter, found \"\"",
+                "t.cf:8:13: replace_tag needs a name and a pattern fragment",
+                "t.cf:2:18: warning: replace_rules names NOPE, which is not defined",
+            ]
+        );
     }
 
     #[test]

@@ -295,7 +295,8 @@ impl RuleSet {
     }
 
     /// Compiles with another regex budget than [`REGEX_BUDGET`] (tests).
-    pub fn compile_within(parsed: Parsed, regex_budget: usize) -> RuleSet {
+    pub fn compile_within(mut parsed: Parsed, regex_budget: usize) -> RuleSet {
+        parsed.replace_tags();
         let mut set = RuleSet {
             rules: Vec::new(),
             body: Index::default(),
