@@ -102,9 +102,22 @@ pub struct Attachment {
     pub sha256: String,
 }
 
+/// One header of a MIME part, for SpamAssassin's `mimeheader` rules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartHeader {
+    pub name: String,
+    /// RFC 2047 decoded, unfolded.
+    pub value: String,
+    /// As sent, folds kept (line ends as `\n`), without the leading blank and the last line
+    /// end: SpamAssassin's `raw_header`.
+    pub raw: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MimeView {
     pub headers: Vec<Header>,
+    /// The headers of every MIME part, the message itself first, in document order.
+    pub parts: Vec<Vec<PartHeader>>,
     pub texts: Vec<TextPart>,
     pub urls: Vec<Url>,
     pub attachments: Vec<Attachment>,
@@ -151,6 +164,7 @@ impl MimeView {
             let Some(part) = parsed.part(id) else {
                 continue;
             };
+            view.parts.push(part_headers(part, &raw[..cut]));
             if part.is_encoding_problem {
                 view.note(Anomaly::BadEncoding);
             }
@@ -327,6 +341,25 @@ fn boundary_value(rest: &[u8]) -> Option<&[u8]> {
         .unwrap_or(rest.len());
     // RFC 2046 allows 70 characters; a longer "boundary" is not one mail-parser would use.
     (1..=200).contains(&end).then(|| &rest[..end])
+}
+
+fn part_headers(part: &mail_parser::MessagePart<'_>, raw: &[u8]) -> Vec<PartHeader> {
+    part.headers
+        .iter()
+        .filter_map(|h| {
+            let bytes = raw.get(h.offset_start as usize..h.offset_end as usize)?;
+            let text = String::from_utf8_lossy(bytes);
+            let raw = text
+                .trim_start_matches([' ', '\t'])
+                .trim_end_matches(['\r', '\n'])
+                .replace("\r\n", "\n");
+            Some(PartHeader {
+                name: h.name.as_str().to_string(),
+                value: decode_header_value(bytes),
+                raw,
+            })
+        })
+        .collect()
 }
 
 fn cut_to_budget(mut text: String, budget: &mut usize, view: &mut MimeView) -> String {

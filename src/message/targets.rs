@@ -3,7 +3,7 @@
 //! as received) and header selections.
 
 use super::Message;
-use super::mime::MimeView;
+use super::mime::{MimeView, PartHeader};
 
 /// Which part of a header a rule reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,6 +113,27 @@ pub fn header_text(message: &Message, view: &MimeView, sel: &HeaderSel) -> Optio
         }
         HeaderSel::Named(name, part) => join(values(message, view, name, *part)),
     }
+}
+
+/// The text a `mimeheader` rule reads in one MIME part, or None when the part has no such
+/// header.
+pub fn part_header_text(part: &[PartHeader], sel: &HeaderSel) -> Option<String> {
+    let lines: Vec<String> = match sel {
+        HeaderSel::All => part
+            .iter()
+            .map(|h| format!("{}: {}", h.name, h.raw))
+            .collect(),
+        HeaderSel::Named(name, how) => part
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| match how {
+                HeaderPart::Raw => h.raw.clone(),
+                _ => h.value.clone(),
+            })
+            .collect(),
+        HeaderSel::ToCc(_) | HeaderSel::MessageId(_) => Vec::new(),
+    };
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 fn values(message: &Message, view: &MimeView, name: &str, part: HeaderPart) -> Vec<String> {

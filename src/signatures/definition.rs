@@ -19,6 +19,7 @@ pub(super) fn parse_test(kind: &str, def: &str, file: &Path) -> Result<Test, Str
     }
     match kind {
         "header" => parse_header_test(def),
+        "mimeheader" => mime_header_test(def),
         "body" => Ok(regex_test(Target::Body, parse_pattern(def)?)),
         "rawbody" => Ok(regex_test(Target::RawBody, parse_pattern(def)?)),
         "full" => Ok(regex_test(Target::Full, parse_pattern(def)?)),
@@ -66,6 +67,29 @@ fn parse_header_sel(spec: &str) -> Result<Target, String> {
         "MESSAGEID" => HeaderSel::MessageId(part),
         _ => HeaderSel::Named(name.to_string(), part),
     }))
+}
+
+/// `mimeheader NAME Header[:raw] =~ /re/`: as a header test, on each MIME part's headers.
+fn mime_header_test(def: &str) -> Result<Test, String> {
+    match parse_header_test(def)? {
+        Test::Regex {
+            target: Target::Header(sel),
+            pattern,
+            negate,
+            if_unset,
+        } => match sel {
+            HeaderSel::All | HeaderSel::Named(_, HeaderPart::Decoded | HeaderPart::Raw) => {
+                Ok(Test::Regex {
+                    target: Target::MimeHeader(sel),
+                    pattern,
+                    negate,
+                    if_unset,
+                })
+            }
+            _ => Err("a mimeheader rule reads one header, decoded or :raw".into()),
+        },
+        _ => Err("a mimeheader rule needs =~ or !~ and a pattern".into()),
+    }
 }
 
 fn parse_header_test(def: &str) -> Result<Test, String> {

@@ -123,14 +123,7 @@ const IGNORED_PREFIXES: [&str; 10] = [
 
 /// Directives that define a rule run by a SpamAssassin plugin (DNS lists, MIME part headers):
 /// the name exists (metas may use it) but the rule never fires here.
-const PLUGIN_RULES: [&str; 6] = [
-    "mimeheader",
-    "askdns",
-    "urirhssub",
-    "uridnssub",
-    "urirhsbl",
-    "uridnsbl",
-];
+const PLUGIN_RULES: [&str; 5] = ["askdns", "urirhssub", "uridnssub", "urirhsbl", "uridnsbl"];
 
 fn ignored(directive: &str) -> bool {
     IGNORED.contains(&directive) || IGNORED_PREFIXES.iter().any(|p| directive.starts_with(p))
@@ -333,9 +326,8 @@ impl Parsed {
                 }
                 // What a branch that does not hold says is not read, as in SpamAssassin.
                 _ if !blocks.active() => {}
-                "header" | "body" | "rawbody" | "full" | "uri" | "meta" | "phrases" => {
-                    self.test_line(directive, &l)
-                }
+                "header" | "body" | "rawbody" | "full" | "uri" | "meta" | "phrases"
+                | "mimeheader" => self.test_line(directive, &l),
                 "score" => self.score_line(&l),
                 "describe" => self.describe_line(&l),
                 "tflags" => self.tflags_line(&l),

@@ -38,6 +38,8 @@ impl std::fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     Header(HeaderSel),
+    /// SpamAssassin's `mimeheader`: a header of each MIME part (the message's own first).
+    MimeHeader(HeaderSel),
     Body,
     RawBody,
     Full,
@@ -48,6 +50,7 @@ impl Target {
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Header(_) => "header",
+            Target::MimeHeader(_) => "mimeheader",
             Target::Body => "body",
             Target::RawBody => "rawbody",
             Target::Full => "full",

@@ -170,6 +170,11 @@ pub struct RuleSet {
     pub(super) full: Index,
     pub(super) uri: Index,
     pub(super) headers: Vec<(HeaderSel, Index)>,
+    /// `mimeheader` rules, run on each MIME part's headers.
+    pub(super) mime_headers: Vec<(HeaderSel, Index)>,
+    /// Negated `mimeheader` rules: compiled as positive ones, and turned around once every
+    /// part is scanned (SpamAssassin's hit when no part matches).
+    pub(super) mime_negated: Vec<usize>,
     pub(super) exists: Vec<usize>,
     /// Meta rules in an order where each comes after the rules it uses, with their
     /// expressions resolved to rule ids.
@@ -304,6 +309,8 @@ impl RuleSet {
             full: Index::default(),
             uri: Index::default(),
             headers: Vec::new(),
+            mime_headers: Vec::new(),
+            mime_negated: Vec::new(),
             exists: Vec::new(),
             metas: Vec::new(),
             by_name: BTreeMap::new(),
@@ -318,6 +325,7 @@ impl RuleSet {
             },
         };
         let mut header_index: BTreeMap<HeaderSel, Index> = BTreeMap::new();
+        let mut mime_index: BTreeMap<HeaderSel, Index> = BTreeMap::new();
         for def in &parsed.rules {
             let Some((test, at)) = &def.test else {
                 let msg = format!(
@@ -379,12 +387,17 @@ impl RuleSet {
                         if matches!(matcher, Matcher::Fancy(_)) {
                             set.stats.fancy += 1;
                         }
+                        let across_parts = matches!(target, Target::MimeHeader(_)) && *negate;
+                        if across_parts {
+                            set.mime_negated.push(set.rules.len());
+                        }
+                        let negate = *negate && !across_parts;
                         // A negated rule fires when its pattern is absent: never skip it.
-                        let (lits, gate) = if *negate { (None, None) } else { (lits, gate) };
+                        let (lits, gate) = if negate { (None, None) } else { (lits, gate) };
                         (
                             Kind::Regex {
                                 matcher,
-                                negate: *negate,
+                                negate,
                                 if_unset: if_unset.clone(),
                             },
                             Some(target.clone()),
@@ -441,6 +454,7 @@ impl RuleSet {
                 Some(Target::Full) => Some(&mut set.full),
                 Some(Target::Uri) => Some(&mut set.uri),
                 Some(Target::Header(sel)) => Some(header_index.entry(sel.clone()).or_default()),
+                Some(Target::MimeHeader(sel)) => Some(mime_index.entry(sel.clone()).or_default()),
             };
             match (&kind, index) {
                 (Kind::Exists(_), _) => set.exists.push(id),
@@ -481,13 +495,17 @@ impl RuleSet {
         for ix in [&mut set.body, &mut set.rawbody, &mut set.full, &mut set.uri] {
             ix.finish();
         }
-        set.headers = header_index
-            .into_iter()
-            .map(|(sel, mut ix)| {
-                ix.finish();
-                (sel, ix)
-            })
-            .collect();
+        let finish = |index: BTreeMap<HeaderSel, Index>| {
+            index
+                .into_iter()
+                .map(|(sel, mut ix)| {
+                    ix.finish();
+                    (sel, ix)
+                })
+                .collect()
+        };
+        set.headers = finish(header_index);
+        set.mime_headers = finish(mime_index);
         set.order_metas();
         set
     }
@@ -804,6 +822,31 @@ score    META_COUNT   1
             names(&s, "Subject: x\r\n\r\nx"),
             ["KIND", "PLAIN", "T_TRY", "USES", "__SUB"]
         );
+    }
+
+    #[test]
+    fn mimeheader_rules_read_each_parts_headers() {
+        let s = set(concat!(
+            "mimeheader GIF_PART Content-Type =~ /^image\\/gif/\n",
+            "mimeheader RAW_NAME Content-Type:raw =~ /;\\n\\s+name=\"a\\.gif\"$/s\n",
+            "mimeheader NO_TEXT Content-Type !~ /text\\//\n",
+            "mimeheader NO_PDF Content-Type !~ /pdf/\n",
+            "mimeheader CID Content-ID =~ /./\n",
+            "mimeheader ALL_CTE ALL =~ /^Content-Transfer-Encoding: base64$/m\n",
+            "header TOP_GIF Content-Type =~ /gif/\n",
+        ));
+        let msg = "Subject: x\r\nMIME-Version: 1.0\r\n\
+                   Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+                   --b\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+                   --b\r\nContent-Type: image/gif;\r\n\tname=\"a.gif\"\r\n\
+                   Content-Transfer-Encoding: base64\r\n\r\nR0lGODlh\r\n--b--\r\n";
+        // NO_TEXT: one part is text, so it does not fire (no part may match a negated one).
+        assert_eq!(
+            names(&s, msg),
+            ["ALL_CTE", "GIF_PART", "NO_PDF", "RAW_NAME"]
+        );
+        let plain = "Subject: x\r\nContent-Type: application/pdf\r\n\r\nx\r\n";
+        assert_eq!(names(&s, plain), ["NO_TEXT"]);
     }
 
     #[test]

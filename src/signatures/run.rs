@@ -56,6 +56,19 @@ impl RuleSet {
                 None => self.scan_unset(ix, &mut st),
             }
         }
+        if !self.mime_headers.is_empty() {
+            for part in &view.parts {
+                for (sel, ix) in &self.mime_headers {
+                    match targets::part_header_text(part, sel) {
+                        Some(text) => self.scan_index(ix, &text, &mut st),
+                        None => self.scan_unset(ix, &mut st),
+                    }
+                }
+            }
+            for &r in &self.mime_negated {
+                st.counts[r] = u32::from(st.counts[r] == 0);
+            }
+        }
         if st.expired {
             return Err(Expired);
         }
