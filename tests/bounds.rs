@@ -509,7 +509,7 @@ async fn a_slow_linear_rule_on_a_long_body_stops_at_the_deadline() {
         "message_timeout = \"3s\"",
         "[rules]\npaths = [\"$DIR/rules\"]\n",
     );
-    // No literal to prefilter on, so these go through the RegexSet; on text that does not
+    // No literal to prefilter on, so these run on the whole text; on text that does not
     // repeat, `.{300}` between common classes blows the lazy DFA's cache and the search
     // falls back to the PikeVM: each is tens of seconds on this body.
     let rules: String = (1..=3)

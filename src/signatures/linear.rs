@@ -2,8 +2,8 @@
 //!
 //! Linear is not fast: a rule such as `\b(?:\w+\s+){5,60}\d\b` leaves the lazy DFA for the
 //! PikeVM on non-ASCII text and runs at about a megabyte a second; on a 10 MB body one search
-//! is 10 s that nothing can interrupt. So on a text longer than [`ZONE`] a regex (and the
-//! RegexSet pass) searches one zone of starting positions at a time, seeing [`LOOKAHEAD`]
+//! is 10 s that nothing can interrupt. So on a text longer than [`ZONE`] a regex searches
+//! one zone of starting positions at a time, seeing [`LOOKAHEAD`]
 //! bytes past it, with the scan's deadline and the rule's time budget checked between zones.
 //! Texts up to [`ZONE`] (nearly all mail) are searched whole, exactly as before.
 //!
@@ -104,41 +104,6 @@ pub fn find(
     (out, None)
 }
 
-/// Which patterns of `set` match somewhere in `text`, or None if `deadline` passed first.
-pub fn set_matches(
-    set: &regex::bytes::RegexSet,
-    text: &str,
-    deadline: Option<Instant>,
-) -> Option<Vec<usize>> {
-    if text.len() <= ZONE {
-        return Some(set.matches(text.as_bytes()).into_iter().collect());
-    }
-    let n = text.len();
-    let mut hit = vec![false; set.len()];
-    let mut at = 0;
-    let mut zone = ZONE;
-    let mut step = Instant::now();
-    while at < n {
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return None;
-        }
-        zone = next_zone(zone, now - step);
-        step = now;
-        let zone_end = text.floor_char_boundary((at + zone).min(n));
-        let hay_end = text.ceil_char_boundary((zone_end + LOOKAHEAD).min(n));
-        // A gate may say yes too often (the rule itself decides), never no too often.
-        for i in set.matches_at(&text.as_bytes()[..hay_end], at).iter() {
-            hit[i] = true;
-        }
-        if hit.iter().all(|h| *h) {
-            break;
-        }
-        at = zone_end;
-    }
-    Some((0..hit.len()).filter(|&i| hit[i]).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,13 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn the_deadline_stops_a_long_search_and_the_set() {
+    fn the_deadline_stops_a_long_search() {
         let text = "word ".repeat(100_000);
         let re = regex::bytes::Regex::new(r"\bword\b").unwrap();
         let (_, cut) = find(&re, &text, usize::MAX, Some(Instant::now()));
         assert_eq!(cut, Some(Cut::Deadline));
-        let set = regex::bytes::RegexSet::new([r"\d", r"word"]).unwrap();
-        assert_eq!(set_matches(&set, &text, Some(Instant::now())), None);
-        assert_eq!(set_matches(&set, &text, None), Some(vec![1]));
     }
 }

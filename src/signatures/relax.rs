@@ -5,8 +5,8 @@
 //! Dropping every zero-width assertion and replacing each back-reference with "any text" gives
 //! a pattern the `regex` crate can run, and that matches wherever the original does (it only
 //! ever accepts more). So its required literals can prefilter the rule like any other, and
-//! where it has none it can join the RegexSet pass: the backtracking engine then runs only on
-//! texts where the relaxed pattern matched.
+//! where it has none the relaxed pattern itself says, zone by zone, where the backtracking
+//! engine need run at all (`backtrack`).
 
 use fancy_regex::Expr;
 

@@ -92,9 +92,6 @@ pub(super) struct Index {
     pub(super) literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
     pub(super) always: Vec<usize>,
-    /// Linear-time rules without a usable literal: one RegexSet pass says which to run.
-    pub(super) set_rules: Vec<(usize, String)>,
-    pub(super) set: Option<regex::bytes::RegexSet>,
 }
 
 impl Index {
@@ -110,19 +107,6 @@ impl Index {
 
     fn finish(&mut self) {
         self.by_literal = HashMap::new();
-        if !self.set_rules.is_empty() {
-            let built =
-                regex::bytes::RegexSetBuilder::new(self.set_rules.iter().map(|(_, src)| src))
-                    .size_limit(REGEX_SIZE_LIMIT * 4)
-                    .build();
-            match built {
-                Ok(set) => self.set = Some(set),
-                // Too large together: run them one by one instead.
-                Err(_) => self
-                    .always
-                    .extend(self.set_rules.drain(..).map(|(id, _)| id)),
-            }
-        }
         if !self.literals.is_empty() {
             self.literals_matcher = multi::Literals::new(&self.literals);
         }
@@ -132,7 +116,7 @@ impl Index {
 impl Index {
     /// Whether any rule reads this target (building its text costs a copy).
     pub(super) fn wanted(&self) -> bool {
-        !self.owners.is_empty() || !self.always.is_empty() || !self.set_rules.is_empty()
+        !self.owners.is_empty() || !self.always.is_empty()
     }
 }
 
@@ -194,12 +178,10 @@ pub struct RuleSet {
 /// Literals one of which every match contains (see [`literals::required`]).
 type Literals = Option<Vec<Vec<u8>>>;
 
-/// A compiled regex with what lets the scan skip it: its required literals, and a pattern
-/// the RegexSet can run that matches wherever it does (itself, or its relaxed form).
+/// A compiled regex with what lets the scan skip it: its required literals.
 struct Compiled {
     matcher: Matcher,
     literals: Literals,
-    gate: Option<String>,
 }
 
 fn literals_of(src: &str, ci: bool) -> Literals {
@@ -246,7 +228,6 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
     {
         Ok(re) => Ok(Compiled {
             literals: literals_of(&regex_source(p, false, Mode::Bytes), p.case_insensitive),
-            gate: Some(re.as_str().to_string()),
             matcher: Matcher::Fast(re),
         }),
         Err(fast_err) => {
@@ -264,11 +245,9 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
                             .build()
                             .ok()
                     });
-                    let gate = anchor.as_ref().map(|a| a.as_str().to_string());
                     Ok(Compiled {
                         matcher: Matcher::Fancy(Backtracking::new(re, anchor)),
                         literals,
-                        gate,
                     })
                 }
                 Err(_) => Err(match fast_err {
@@ -351,11 +330,11 @@ impl RuleSet {
             // A score of 0 disables a rule, as in SpamAssassin (sub-rules, `__` names, run
             // whatever their score: metas read them).
             let disabled = !def.is_sub() && matches!(def.score, Some((s, _)) if s == 0.0);
-            let (kind, target, literals, gate) = match test {
-                _ if disabled => (Kind::Inert, None, None, None),
-                Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None, None),
-                Test::Exists(h) => (Kind::Exists(h.clone()), None, None, None),
-                Test::Meta(e) => (Kind::Meta(e.clone()), None, None, None),
+            let (kind, target, literals) = match test {
+                _ if disabled => (Kind::Inert, None, None),
+                Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None),
+                Test::Exists(h) => (Kind::Exists(h.clone()), None, None),
+                Test::Meta(e) => (Kind::Meta(e.clone()), None, None),
                 Test::Phrases {
                     target,
                     phrases,
@@ -371,7 +350,6 @@ impl RuleSet {
                     },
                     Some(target.clone()),
                     None,
-                    None,
                 ),
                 Test::Regex {
                     target,
@@ -382,7 +360,6 @@ impl RuleSet {
                     Ok(Compiled {
                         matcher,
                         literals: lits,
-                        gate,
                     }) => {
                         if matches!(matcher, Matcher::Fancy(_)) {
                             set.stats.fancy += 1;
@@ -393,7 +370,7 @@ impl RuleSet {
                         }
                         let negate = *negate && !across_parts;
                         // A negated rule fires when its pattern is absent: never skip it.
-                        let (lits, gate) = if negate { (None, None) } else { (lits, gate) };
+                        let lits = if negate { None } else { lits };
                         (
                             Kind::Regex {
                                 matcher,
@@ -402,7 +379,6 @@ impl RuleSet {
                             },
                             Some(target.clone()),
                             lits,
-                            gate,
                         )
                     }
                     Err(reason) => {
@@ -471,10 +447,7 @@ impl RuleSet {
                             ix.add_literal(l, Owner::Rule(id));
                         }
                     }
-                    None => match gate {
-                        Some(gate) => ix.set_rules.push((id, gate)),
-                        None => ix.always.push(id),
-                    },
+                    None => ix.always.push(id),
                 },
                 (_, None) => {}
             }
@@ -921,8 +894,7 @@ score    META_COUNT   1
     fn literal_prefilter_is_used() {
         let s = set("body A /viagra/i\nscore A 1\nbody B /\\d{5}/\nscore B 1\n");
         assert_eq!(s.stats.prefiltered, 1);
-        assert_eq!(s.body.set_rules.len(), 1);
-        assert!(s.body.always.is_empty());
+        assert_eq!(s.body.always.len(), 1);
         assert_eq!(names(&s, "Subject: x\r\n\r\nVIAGRA 12345"), ["A", "B"]);
     }
 

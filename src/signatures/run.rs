@@ -148,15 +148,6 @@ impl RuleSet {
             });
         }
         candidates.sort_unstable();
-        if let Some(set) = &ix.set {
-            match linear::set_matches(set, text, st.deadline) {
-                Some(hits) => candidates.extend(hits.into_iter().map(|i| ix.set_rules[i].0)),
-                None => {
-                    st.expired = true;
-                    return;
-                }
-            }
-        }
         for r in candidates.into_iter().chain(ix.always.iter().copied()) {
             self.run_regex(r, text, st);
         }
@@ -182,7 +173,6 @@ impl RuleSet {
                 Owner::Phrase(..) => None,
             })
             .chain(ix.always.iter().copied())
-            .chain(ix.set_rules.iter().map(|(id, _)| *id))
             .collect();
         ids.sort_unstable();
         ids.dedup();
