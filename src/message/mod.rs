@@ -6,6 +6,7 @@
 
 pub mod html;
 pub mod mime;
+pub mod received;
 pub mod targets;
 pub mod urls;
 
