@@ -151,7 +151,9 @@ fn main() {
     let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
     let mut by_rule: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut close = 0;
-    for ((_, m), (their_score, their_hits)) in messages.iter().zip(&theirs) {
+    // `PARITY_RULE=NAME` lists the messages where the two differ on that rule.
+    let watch = std::env::var("PARITY_RULE").ok();
+    for ((path, m), (their_score, their_hits)) in messages.iter().zip(&theirs) {
         let input = ScanInput::new(Envelope::default(), Message::from_raw(m, 10 << 20));
         let hits = rules.scan(&input).hits;
         let ours: BTreeSet<String> = hits
@@ -167,6 +169,16 @@ fn main() {
             .sum();
         if (our_score - their_score).abs() <= 1.0 {
             close += 1;
+        }
+        if let Some(w) = &watch
+            && ours.contains(w) != their_hits.contains(w)
+        {
+            let who = if ours.contains(w) {
+                "repmilter"
+            } else {
+                "SpamAssassin"
+            };
+            println!("{w}: only {who} on {}", path.display());
         }
         for r in ours.iter().filter(|r| compared.contains(*r)) {
             if their_hits.contains(r) {

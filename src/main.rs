@@ -523,7 +523,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         );
         ExitCode::from(exit::INPUT)
     })?;
-    let input = Arc::new(ScanInput::new(
+    let mut input = ScanInput::new(
         Envelope {
             client_ip: a.ip,
             helo: a.helo,
@@ -538,7 +538,11 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             repmilter::feedback::report::strip_mbox_line(&raw),
             config.milter.max_message_size,
         ),
-    ));
+    );
+    if !config.trust.networks.is_empty() {
+        input.trusted = Some(Arc::from(config.trust.networks.clone()));
+    }
+    let input = Arc::new(input);
     let rules = Arc::new(load_rules(&config.rules.paths)?);
     let rt = repmilter::daemon::runtime();
     // The DNS resolver is built inside the runtime it will run on.

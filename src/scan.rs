@@ -4,9 +4,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use ipnetwork::IpNetwork;
 
 use crate::message::mime::MimeView;
+use crate::message::received::{self, RelayHeaders};
 use crate::message::{Envelope, Message};
 
 /// A named finding with a score.
@@ -65,6 +68,10 @@ pub struct ScanInput {
     /// The message's reputation keys as text (see `reputation::keys::key_strings`): computed
     /// once, by the hub lookup or the feedback event, whichever comes first.
     pub keys: OnceLock<Vec<String>>,
+    /// The networks that are ours (`[trust] networks`): SpamAssassin's `trusted_networks`
+    /// for its relay pseudo-headers. None: inferred as SpamAssassin does without them.
+    pub trusted: Option<Arc<[IpNetwork]>>,
+    relays: OnceLock<RelayHeaders>,
 }
 
 impl ScanInput {
@@ -74,7 +81,18 @@ impl ScanInput {
             message,
             view: OnceLock::new(),
             keys: OnceLock::new(),
+            trusted: None,
+            relays: OnceLock::new(),
         }
+    }
+
+    /// SpamAssassin's `X-Spam-Relays-*` pseudo-headers for this message (see
+    /// `message::received::of_message`).
+    pub fn relays(&self) -> &RelayHeaders {
+        self.relays.get_or_init(|| {
+            let r = received::of_message(&self.message, &self.envelope, self.trusted.as_deref());
+            RelayHeaders::from(&r)
+        })
     }
 
     /// The decoded MIME view of the message.

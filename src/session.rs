@@ -21,7 +21,6 @@ use crate::milter::connection::{Connection, ConnectionError};
 use crate::milter::server::Stream;
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
 use crate::policy::{Action, Decision};
-use crate::scan::ScanInput;
 
 /// Why a connection was closed by us. Each is logged; none affects other connections.
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +380,7 @@ impl Session {
         // What the log line needs (short strings); the envelope itself goes to the scan.
         let (queue_id, from) = (m.envelope.queue_id.clone(), m.envelope.from.clone());
         let client = m.envelope.client_ip;
-        let input = ScanInput::new(
+        let input = m.engine.input(
             std::mem::take(&mut m.envelope),
             std::mem::take(&mut m.message),
         );

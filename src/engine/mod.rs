@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::feedback::Event;
 use crate::feedback::reporter::Reporter;
 use crate::learn::Learner;
-use crate::message::MAX_HEADER_DELETIONS;
+use crate::message::{Envelope, MAX_HEADER_DELETIONS, Message};
 use crate::policy::{self, Decision};
 use crate::reputation::hub::HubLookups;
 use crate::reputation::keys::key_strings;
@@ -41,6 +41,9 @@ pub struct Engine {
     /// model read stays.
     pub learner: Arc<Learner>,
     pipeline: Arc<Pipeline>,
+    /// `[trust] networks`, shared by every message's input (SpamAssassin's
+    /// `trusted_networks` for its relay pseudo-headers); None when there are none.
+    trusted: Option<Arc<[ipnetwork::IpNetwork]>>,
 }
 
 impl Engine {
@@ -74,7 +77,10 @@ impl Engine {
         learner: Arc<Learner>,
     ) -> Engine {
         let config = Arc::new(config);
+        let trusted =
+            (!config.trust.networks.is_empty()).then(|| Arc::from(config.trust.networks.clone()));
         Engine {
+            trusted,
             pipeline: Arc::new(Pipeline::new(
                 config.clone(),
                 rules.clone(),
@@ -137,6 +143,13 @@ impl Engine {
     /// The symbols of the content stages the learner reads, run now without a deadline.
     pub fn content_symbols(&self, input: &ScanInput) -> Vec<Symbol> {
         self.pipeline.content_symbols(input)
+    }
+
+    /// What the stages read of one message, with what the config says about our networks.
+    pub fn input(&self, envelope: Envelope, message: Message) -> ScanInput {
+        let mut input = ScanInput::new(envelope, message);
+        input.trusted = self.trusted.clone();
+        input
     }
 
     /// Scores a message and decides what to do with it, within `milter.message_timeout`.

@@ -2,8 +2,9 @@
 //!
 //! A single linear pass that never backtracks, so hostile HTML (unclosed tags, unclosed
 //! quotes, megabytes without a `>`) costs time proportional to its length. It is not a
-//! browser: it drops markup, `<script>`, `<style>` and comments, turns block elements into
-//! line breaks, decodes entities, and collects `href`/`src`/`action` targets.
+//! browser: it drops markup, `<script>`, `<style>` and comments, puts in the white space
+//! SpamAssassin's renderer puts for each element (line breaks, paragraph breaks, spaces),
+//! decodes entities, and collects `href`/`src`/`action` targets.
 
 /// Most links kept from one HTML part; spam with more is already obvious.
 pub const MAX_LINKS: usize = 1000;
@@ -18,35 +19,34 @@ pub struct Rendered {
 }
 
 /// Elements whose content is never shown.
-const HIDDEN: [&str; 4] = ["script", "style", "template", "title"];
+const HIDDEN: [&str; 3] = ["script", "style", "template"];
 
-/// Elements that start a new line when rendered.
-const BLOCK: [&str; 24] = [
-    "br",
-    "p",
-    "div",
-    "tr",
-    "li",
-    "ul",
-    "ol",
-    "table",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "hr",
-    "blockquote",
-    "pre",
-    "section",
-    "article",
-    "header",
-    "footer",
-    "dt",
-    "dd",
-    "center",
-];
+/// The white space an element's start or end tag puts into the text, as SpamAssassin's
+/// renderer (`HTML.pm`, `html_whitespace`) has it: body rules see paragraphs where it makes
+/// them, so the same breaks matter. Other elements (`table`, `tr`, `center`...) put none.
+fn whitespace_of(name: &str) -> Option<&'static str> {
+    let is = |set: &[&str]| set.iter().any(|t| name.eq_ignore_ascii_case(t));
+    if is(&["br", "div"]) {
+        Some("\n")
+    } else if is(&[
+        "li", "th", "td", "dt", "dd", "embed", "h1", "h2", "h3", "h4", "h5", "h6",
+    ]) {
+        Some(" ")
+    } else if is(&[
+        "p",
+        "hr",
+        "blockquote",
+        "pre",
+        "listing",
+        "plaintext",
+        "xmp",
+        "title",
+    ]) {
+        Some("\n\n")
+    } else {
+        None
+    }
+}
 
 /// Attributes whose values are link targets.
 const LINK_ATTRS: [&str; 4] = ["href", "src", "action", "background"];
@@ -54,17 +54,23 @@ const LINK_ATTRS: [&str; 4] = ["href", "src", "action", "background"];
 pub fn render(html: &str) -> Rendered {
     let bytes = html.as_bytes();
     let mut out = Rendered::default();
-    let mut text = String::with_capacity(html.len() / 2);
+    let mut text = Text::default();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'<' {
             let end = memchr::memchr(b'<', &bytes[i..]).map_or(bytes.len(), |n| i + n);
-            push_text(&mut text, &html[i..end]);
+            text.push_text(&html[i..end]);
             i = end;
             continue;
         }
         if bytes[i..].starts_with(b"<!--") {
             i = find(bytes, i + 4, b"-->").map_or(bytes.len(), |n| n + 3);
+            continue;
+        }
+        // Declarations and processing instructions (`<!DOCTYPE ...>`, `<?xml ...?>`) are
+        // markup, not text.
+        if bytes[i..].starts_with(b"<!") || bytes[i..].starts_with(b"<?") {
+            i = memchr::memchr(b'>', &bytes[i..]).map_or(bytes.len(), |n| i + n + 1);
             continue;
         }
         let Some(tag_end) = tag_end(bytes, i + 1) else {
@@ -76,55 +82,68 @@ pub fn render(html: &str) -> Rendered {
         let (closing, name, attrs) = split_tag(inner);
         if name.is_empty() {
             // "<" not followed by a tag name ("a < b") is text.
-            push_text(&mut text, "<");
-            push_text(&mut text, inner);
-            push_text(&mut text, ">");
+            text.push_text("<");
+            text.push_text(inner);
+            text.push_text(">");
             continue;
         }
         if !closing && HIDDEN.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             i = skip_element_content(bytes, i, name);
             continue;
         }
-        if BLOCK.iter().any(|b| name.eq_ignore_ascii_case(b)) {
-            text.push('\n');
-        } else if name.eq_ignore_ascii_case("td") || name.eq_ignore_ascii_case("th") {
-            text.push(' ');
+        if let Some(ws) = whitespace_of(name) {
+            text.push_whitespace(ws);
         }
         if !closing {
             collect_links(attrs, &mut out.links);
         }
     }
-    out.text = tidy(&text);
+    out.text = text.text;
     out
 }
 
-/// Appends a text run with its entities decoded and its whitespace folded to single spaces.
-fn push_text(text: &mut String, run: &str) {
-    let decoded = html_escape::decode_html_entities(run);
-    let mut last_space = text.ends_with([' ', '\n']) || text.is_empty();
-    for c in decoded.chars() {
-        if c.is_whitespace() || c == '\u{a0}' {
-            if !last_space {
-                text.push(' ');
-                last_space = true;
+/// The rendered text, built as SpamAssassin's `display_text` builds it: a text run's white
+/// space folds to single spaces; a tag's white space drops one space the text before it
+/// ended with, and the text after it loses one leading space.
+#[derive(Default)]
+struct Text {
+    text: String,
+    /// The last thing pushed was a tag's white space.
+    after_whitespace: bool,
+}
+
+impl Text {
+    fn push_text(&mut self, run: &str) {
+        let decoded = html_escape::decode_html_entities(run);
+        let start = self.text.len();
+        let mut in_space = false;
+        for c in decoded.chars() {
+            // SpamAssassin's `[ \t\n\r\f\x0b]+|\xc2\xa0`: ASCII white space and NBSP.
+            if matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c' | '\x0b' | '\u{a0}') {
+                if !in_space {
+                    self.text.push(' ');
+                    in_space = true;
+                }
+            } else {
+                self.text.push(c);
+                in_space = false;
             }
-        } else {
-            text.push(c);
-            last_space = false;
+        }
+        if self.after_whitespace && self.text[start..].starts_with(' ') {
+            self.text.remove(start);
+        }
+        if self.text.len() > start {
+            self.after_whitespace = false;
         }
     }
-}
 
-/// Folds runs of blank lines and trims each line.
-fn tidy(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
-        if !out.is_empty() {
-            out.push('\n');
+    fn push_whitespace(&mut self, ws: &str) {
+        if !self.after_whitespace && self.text.ends_with(' ') {
+            self.text.pop();
         }
-        out.push_str(line);
+        self.text.push_str(ws);
+        self.after_whitespace = true;
     }
-    out
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
@@ -246,7 +265,13 @@ mod tests {
              <img src='http://img.example.net/x.png'><script>var x = '<p>no</p>';</script>\
              <form action=https://phish.example.org/login></form></body></html>",
         );
-        assert_eq!(r.text, "Hello world & friends\nclick\nnext line");
+        // `title` and `p` make paragraph breaks, `br` a line break, as in SpamAssassin: its
+        // body rules see the paragraphs "t", "Hello world & friends" and "click next line "
+        // of this part (checked with SpamAssassin 4.0.1; `targets::body` makes the lines).
+        assert_eq!(
+            r.text,
+            "\n\nt\n\n\n\nHello world & friends\n\nclick\nnext line"
+        );
         assert_eq!(
             r.links,
             vec![
@@ -283,7 +308,11 @@ mod tests {
         assert_eq!(render("a < b and c > d").text, "a < b and c > d");
         assert_eq!(
             render("<p>unclosed <b>bold <i>italic").text,
-            "unclosed bold italic"
+            "\n\nunclosed bold italic"
+        );
+        assert_eq!(
+            render("<!DOCTYPE html><?xml x?>a<br> b <td> c").text,
+            "a\nb c"
         );
     }
 

@@ -464,7 +464,93 @@ fn branch_groups<'h>(c: &Captures<'h>, per_branch: usize) -> Vec<&'h [u8]> {
 macro_rules! patterns {
     ($($(#[$doc:meta])* $name:ident = $pattern:expr;)*) => {
         $($(#[$doc])* static $name: LazyLock<Regex> = LazyLock::new(|| compile(&$pattern));)*
-        #[cfg(test)]
+        /// SpamAssassin's relay pseudo-headers, which its rules read like headers.
+pub const PSEUDO_HEADERS: [&str; 4] = [
+    "X-Spam-Relays-Trusted",
+    "X-Spam-Relays-Untrusted",
+    "X-Spam-Relays-Internal",
+    "X-Spam-Relays-External",
+];
+
+/// The texts of [`PSEUDO_HEADERS`] for one message, in that order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayHeaders(pub [String; 4]);
+
+impl From<&Relays> for RelayHeaders {
+    fn from(r: &Relays) -> RelayHeaders {
+        RelayHeaders([
+            r.trusted_str(),
+            r.untrusted_str(),
+            r.internal_str(),
+            r.external_str(),
+        ])
+    }
+}
+
+impl RelayHeaders {
+    /// The text of a pseudo-header by name (any case); None for other names.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        PSEUDO_HEADERS
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case(name))
+            .map(|i| self.0[i].as_str())
+    }
+}
+
+/// Whether a header name is one of [`PSEUDO_HEADERS`].
+pub fn is_pseudo_header(name: &str) -> bool {
+    PSEUDO_HEADERS.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// The relays of a message as SpamAssassin sees them behind a milter. The MTA hides its own
+/// Received header from milters (Postfix does), so the connection it reports, when it
+/// reports one, is written as that header would be and read as the newest hop; then the
+/// message's Received headers. This is what spamass-milter does for SpamAssassin.
+pub fn of_message(
+    message: &super::Message,
+    envelope: &super::Envelope,
+    trusted: Option<&[IpNetwork]>,
+) -> Relays {
+    let text: Vec<(&str, Cow<'_, str>)> = message
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v)))
+        .collect();
+    let connection = envelope.client_ip.map(|ip| {
+        let rdns = match envelope.client_name.as_str() {
+            "" | "unknown" => "unknown".to_string(),
+            name => name.to_string(),
+        };
+        let helo = if envelope.helo.is_empty() {
+            "unknown"
+        } else {
+            envelope.helo.as_str()
+        };
+        let with = if envelope.auth_user.is_some() {
+            "ESMTPA"
+        } else {
+            "ESMTP"
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => format!("IPv6:{v6}"),
+            v4 => v4.to_string(),
+        };
+        format!("from {helo} ({rdns} [{ip}]) by localhost (Postfix) with {with}")
+    });
+    let received: Vec<&str> = connection
+        .as_deref()
+        .into_iter()
+        .chain(
+            text.iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("Received"))
+                .map(|(_, v)| v.as_ref()),
+        )
+        .collect();
+    let pairs: Vec<(&str, &str)> = text.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+    relays(&received, &originating_ip_values(&pairs), trusted)
+}
+
+#[cfg(test)]
         static ALL_PATTERNS: &[&LazyLock<Regex>] = &[$(&$name),*];
     };
 }

@@ -4,6 +4,7 @@
 
 use super::Message;
 use super::mime::{MimeView, PartHeader};
+use super::received::RelayHeaders;
 
 /// Which part of a header a rule reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,19 +52,92 @@ pub fn header_exists(message: &Message, name: &str) -> bool {
     }
 }
 
-/// The Subject, then the decoded text of every text part, one per line.
+/// Longest body line SpamAssassin's body rules see (`MAX_BODY_LINE_LENGTH`).
+pub const MAX_BODY_LINE: usize = 2048;
+
+/// The text body rules read, as SpamAssassin builds it: the Subject on a line of its own,
+/// then the text parts (HTML rendered) joined by line ends, where a blank line ends a
+/// paragraph and every other run of white space is one space. So each paragraph is one line,
+/// and SpamAssassin matches body rules line by line: `^` and `$` are a paragraph's ends, a
+/// match never spans two, `/^\s*\S/` with `tflags multiple` counts paragraphs. Lines longer
+/// than [`MAX_BODY_LINE`] are cut at a space, as there.
 pub fn body(view: &MimeView) -> String {
-    let size: usize = view.texts.iter().map(|t| t.text.len() + 1).sum();
-    let mut body = String::with_capacity(size + 256);
-    for subject in view.header_values("Subject") {
-        body.push_str(subject);
-        body.push('\n');
-    }
+    let mut text = String::with_capacity(view.texts.iter().map(|t| t.text.len() + 1).sum());
     for t in &view.texts {
-        body.push_str(&t.text);
-        body.push('\n');
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&t.text);
     }
+    let mut body = String::with_capacity(text.len() + 256);
+    match view.header_values("Subject").next() {
+        Some(subject) => {
+            body.push_str(subject);
+            body.push('\n');
+        }
+        None => body.push('\n'),
+    }
+    let start = body.len();
+    paragraphs(&text, &mut body);
+    cut_long_lines(&mut body, start);
     body
+}
+
+/// SpamAssassin's `s/\n+\s*\n+/\x00/g; s/\s+/ /g; tr/\x00/\n/`: in a run of white space
+/// holding two line ends or more, what lies from the first to the last line end becomes one
+/// line end, and what is before and after it one space each; any other run is one space.
+fn paragraphs(text: &str, out: &mut String) {
+    let mut rest = text;
+    while let Some(ws) = rest.find(char::is_whitespace) {
+        out.push_str(&rest[..ws]);
+        let run_len = rest[ws..]
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len() - ws);
+        let run = &rest[ws..ws + run_len];
+        match (run.find('\n'), run.rfind('\n')) {
+            // SpamAssassin reads line ends as `\n` (a CR before one is not there for it).
+            (Some(first), Some(last)) if first != last => {
+                if !run[..first].trim_matches('\r').is_empty() {
+                    out.push(' ');
+                }
+                out.push('\n');
+                if !run[last + 1..].trim_matches('\r').is_empty() {
+                    out.push(' ');
+                }
+            }
+            _ => out.push(' '),
+        }
+        rest = &rest[ws + run_len..];
+    }
+    out.push_str(rest);
+}
+
+/// SpamAssassin's `split_into_array_of_short_lines`: a line longer than [`MAX_BODY_LINE`]
+/// is cut after its last space up to that position (or at the length), here by a line end.
+fn cut_long_lines(body: &mut String, from: usize) {
+    if body.len() - from <= MAX_BODY_LINE
+        || !body[from..].split('\n').any(|l| l.len() > MAX_BODY_LINE)
+    {
+        return;
+    }
+    let text = body.split_off(from);
+    for (i, mut line) in text.split('\n').enumerate() {
+        if i > 0 {
+            body.push('\n');
+        }
+        while line.len() > MAX_BODY_LINE {
+            let limit = line.floor_char_boundary(MAX_BODY_LINE);
+            // Perl's `rindex($line, ' ', MAX)` looks at position MAX too.
+            let window = line.floor_char_boundary(MAX_BODY_LINE + 1);
+            let cut = line[..window].rfind(' ').map_or(limit, |i| i + 1);
+            let cut = if cut == 0 { limit.max(1) } else { cut };
+            let cut = line.ceil_char_boundary(cut);
+            body.push_str(&line[..cut]);
+            body.push('\n');
+            line = &line[cut..];
+        }
+        body.push_str(line);
+    }
 }
 
 /// Every text part decoded, HTML before rendering.
@@ -83,8 +157,15 @@ pub fn full(message: &Message) -> String {
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The text a header rule reads, or None when the message has no such header.
-pub fn header_text(message: &Message, view: &MimeView, sel: &HeaderSel) -> Option<String> {
+/// The text a header rule reads, or None when the message has no such header. `relays` holds
+/// SpamAssassin's relay pseudo-headers when a rule reads them: they stand in for headers of
+/// those names (as in SpamAssassin, which removes any that arrive with the message).
+pub fn header_text(
+    message: &Message,
+    view: &MimeView,
+    relays: Option<&RelayHeaders>,
+    sel: &HeaderSel,
+) -> Option<String> {
     let join = |vals: Vec<String>| {
         if vals.is_empty() {
             None
@@ -111,7 +192,10 @@ pub fn header_text(message: &Message, view: &MimeView, sel: &HeaderSel) -> Optio
             }
             join(v)
         }
-        HeaderSel::Named(name, part) => join(values(message, view, name, *part)),
+        HeaderSel::Named(name, part) => match relays.and_then(|r| r.get(name)) {
+            Some(text) => Some(text.to_string()),
+            None => join(values(message, view, name, *part)),
+        },
     }
 }
 
@@ -160,5 +244,50 @@ fn values(message: &Message, view: &MimeView, name: &str, part: HeaderPart) -> V
             }
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(raw: &str) -> String {
+        body(&MimeView::build(&Message::from_raw(
+            raw.as_bytes(),
+            1 << 20,
+        )))
+    }
+
+    #[test]
+    fn the_body_is_spamassassins_one_paragraph_per_line() {
+        let b = body_of(
+            "Subject: Hello there\r\n\r\nDear  friend,\r\nthis is\tone paragraph.\r\n \r\n\r\n  Second \r\n\r\nthird\r\n",
+        );
+        // As SpamAssassin 4.0.1 sees this message: its body rules /^Hello there$/,
+        // /^Dear friend, this is one paragraph\.$/, /^ Second $/ and /^third $/ hit, and
+        // /^\s*\S/ with `tflags multiple` hits 4 times. White space after a paragraph break
+        // stays one space; a CR before a line end is not there for it.
+        assert_eq!(
+            b,
+            "Hello there\nDear friend, this is one paragraph.\n Second \nthird "
+        );
+        assert_eq!(body_of("From: x\r\n\r\nno subject\r\n"), "\nno subject ");
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_a_space() {
+        let para = "word ".repeat(1000);
+        let b = body_of(&format!("Subject: s\r\n\r\n{para}\r\n"));
+        let lines: Vec<&str> = b.split('\n').collect();
+        assert_eq!(lines[0], "s");
+        assert!(
+            lines[1..].iter().all(|l| l.len() <= MAX_BODY_LINE),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 1 + 3);
+        // "word " puts the last space up to 2048 at 2044.
+        assert_eq!(lines[1].len(), 2045);
+        assert!(lines[1].ends_with(' '));
+        assert_eq!(lines[1..].concat().trim_end(), para.trim_end());
     }
 }

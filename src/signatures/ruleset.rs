@@ -92,6 +92,9 @@ pub(super) struct Index {
     pub(super) literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
     pub(super) always: Vec<usize>,
+    /// The text is SpamAssassin's body, one paragraph per line, which its rules match line
+    /// by line: a match must lie within one line (see `targets::body`).
+    pub(super) per_line: bool,
 }
 
 impl Index {
@@ -159,6 +162,9 @@ pub struct RuleSet {
     /// Negated `mimeheader` rules: compiled as positive ones, and turned around once every
     /// part is scanned (SpamAssassin's hit when no part matches).
     pub(super) mime_negated: Vec<usize>,
+    /// Whether a header rule reads SpamAssassin's relay pseudo-headers (parsing the
+    /// Received chain costs, so only then).
+    pub(super) reads_relays: bool,
     pub(super) exists: Vec<usize>,
     /// Meta rules in an order where each comes after the rules it uses, with their
     /// expressions resolved to rule ids.
@@ -218,6 +224,16 @@ fn regex_cost(p: &Pattern) -> usize {
     nfa(&regex_source(p, true, Mode::Bytes))
         .or_else(|| relax::relaxed(&regex_source(p, true, Mode::Unicode)).and_then(|r| nfa(&r)))
         .unwrap_or(REGEX_SIZE_LIMIT)
+}
+
+/// The pattern as its target needs it: body rules see one paragraph per line, where
+/// SpamAssassin's `^` and `$` are the paragraph's ends, so they are compiled multi-line.
+fn for_target(p: &Pattern, target: &Target) -> Pattern {
+    let mut p = p.clone();
+    if *target == Target::Body {
+        p.multi_line = true;
+    }
+    p
 }
 
 fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
@@ -283,13 +299,17 @@ impl RuleSet {
         parsed.replace_tags();
         let mut set = RuleSet {
             rules: Vec::new(),
-            body: Index::default(),
+            body: Index {
+                per_line: true,
+                ..Index::default()
+            },
             rawbody: Index::default(),
             full: Index::default(),
             uri: Index::default(),
             headers: Vec::new(),
             mime_headers: Vec::new(),
             mime_negated: Vec::new(),
+            reads_relays: false,
             exists: Vec::new(),
             metas: Vec::new(),
             by_name: BTreeMap::new(),
@@ -356,7 +376,7 @@ impl RuleSet {
                     pattern,
                     negate,
                     if_unset,
-                } => match compile_regex(pattern) {
+                } => match compile_regex(&for_target(pattern, target)) {
                     Ok(Compiled {
                         matcher,
                         literals: lits,
@@ -477,6 +497,9 @@ impl RuleSet {
                 })
                 .collect()
         };
+        set.reads_relays = header_index.keys().any(|sel| {
+            matches!(sel, HeaderSel::Named(name, _) if crate::message::received::is_pseudo_header(name))
+        });
         set.headers = finish(header_index);
         set.mime_headers = finish(mime_index);
         set.order_metas();
@@ -795,6 +818,27 @@ score    META_COUNT   1
             names(&s, "Subject: x\r\n\r\nx"),
             ["KIND", "PLAIN", "T_TRY", "USES", "__SUB"]
         );
+    }
+
+    #[test]
+    fn body_rules_match_within_one_paragraph_as_in_spamassassin() {
+        let s = set(concat!(
+            "body PARAS /^\\s*\\S/\ntflags PARAS multiple maxhits=3\n",
+            "body ACROSS_LINE /click\\s+here/\n",
+            "body ACROSS_PARA /here\\s+now/\n",
+            "body LAST_WORD /\\bnow$/\n",
+        ));
+        let msg = "Subject: s\r\n\r\nplease click\r\nhere\r\n\r\nnow\r\n";
+        // "click\nhere" is one paragraph ("click here"); "here" and "now" are two.
+        assert_eq!(
+            fired(&s, msg),
+            [("ACROSS_LINE".to_string(), 1), ("PARAS".to_string(), 3)]
+        );
+        let msg = "Subject: s\r\n\r\nover here now\r\n";
+        assert_eq!(names(&s, msg), ["ACROSS_PARA", "PARAS"]);
+        // `$` is a paragraph's end: "now " ends with the space its line end became.
+        let msg = "Subject: now\r\n\r\nx\r\n";
+        assert_eq!(names(&s, msg), ["LAST_WORD", "PARAS"]);
     }
 
     #[test]

@@ -50,8 +50,9 @@ impl RuleSet {
         for u in &view.urls {
             self.scan_index(&self.uri, &u.url, &mut st);
         }
+        let relays = self.reads_relays.then(|| input.relays());
         for (sel, ix) in &self.headers {
-            match targets::header_text(&input.message, view, sel) {
+            match targets::header_text(&input.message, view, relays, sel) {
                 Some(text) => self.scan_index(ix, &text, &mut st),
                 None => self.scan_unset(ix, &mut st),
             }
@@ -149,7 +150,7 @@ impl RuleSet {
         }
         candidates.sort_unstable();
         for r in candidates.into_iter().chain(ix.always.iter().copied()) {
-            self.run_regex(r, text, st);
+            self.run_regex(r, text, ix.per_line, st);
         }
         for (r, found) in phrase_counts {
             let rule = &self.rules[r];
@@ -179,7 +180,7 @@ impl RuleSet {
         for r in ids {
             if let Kind::Regex { if_unset, .. } = &self.rules[r].kind {
                 let text = if_unset.clone().unwrap_or_default();
-                self.run_regex(r, &text, st);
+                self.run_regex(r, &text, false, st);
             }
         }
     }
@@ -208,7 +209,7 @@ impl RuleSet {
         true
     }
 
-    fn run_regex(&self, r: usize, text: &str, st: &mut ScanState) {
+    fn run_regex(&self, r: usize, text: &str, per_line: bool, st: &mut ScanState) {
         if st.expired || st.deadline.is_some_and(|d| Instant::now() >= d) {
             st.expired = true;
             return;
@@ -225,13 +226,36 @@ impl RuleSet {
         if room == 0 {
             return;
         }
-        let (found, cut) = match matcher {
+        let search = |text: &str| match matcher {
             Matcher::Fast(re) => linear::find(re, text, room as usize, st.deadline),
             Matcher::Fancy(bt) => {
                 let f = bt.find(text, room as usize, st.deadline);
                 (f.spans, f.cut)
             }
         };
+        let (mut found, mut cut) = search(text);
+        // A match across a line end would be two paragraphs to SpamAssassin, which matches
+        // each alone: then the rule is searched line by line (rare: most rules find nothing,
+        // or something within a line).
+        let crosses = |&(s, e): &(usize, usize)| {
+            let matched = &text.as_bytes()[s..e];
+            let inner = matched.strip_suffix(b"\n").unwrap_or(matched);
+            inner.contains(&b'\n')
+        };
+        if per_line && found.iter().any(crosses) {
+            (found, cut) = (Vec::new(), None);
+            let mut at = 0;
+            for line in text.split_inclusive('\n') {
+                if found.len() >= room as usize {
+                    break;
+                }
+                let (spans, c) = search(line);
+                found.extend(spans.into_iter().map(|(s, e)| (at + s, at + e)));
+                cut = cut.or(c);
+                at += line.len();
+            }
+            found.truncate(room as usize);
+        }
         match cut {
             Some(Cut::Deadline) => {
                 st.expired = true;
