@@ -91,7 +91,7 @@ impl ScanInput {
     pub fn relays(&self) -> &RelayHeaders {
         self.relays.get_or_init(|| {
             let r = received::of_message(&self.message, &self.envelope, self.trusted.as_deref());
-            RelayHeaders::from(&r)
+            RelayHeaders::new(&r, received::envelope_from(&self.message, &r))
         })
     }
 

@@ -472,34 +472,96 @@ pub const PSEUDO_HEADERS: [&str; 4] = [
     "X-Spam-Relays-External",
 ];
 
-/// The texts of [`PSEUDO_HEADERS`] for one message, in that order.
+/// The texts of [`PSEUDO_HEADERS`] for one message, in that order, and SpamAssassin's
+/// `EnvelopeFrom` (see [`envelope_from`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelayHeaders(pub [String; 4]);
-
-impl From<&Relays> for RelayHeaders {
-    fn from(r: &Relays) -> RelayHeaders {
-        RelayHeaders([
-            r.trusted_str(),
-            r.untrusted_str(),
-            r.internal_str(),
-            r.external_str(),
-        ])
-    }
+pub struct RelayHeaders {
+    pub relays: [String; 4],
+    pub envelope_from: Option<String>,
 }
 
 impl RelayHeaders {
-    /// The text of a pseudo-header by name (any case); None for other names.
+    pub fn new(r: &Relays, envelope_from: Option<String>) -> RelayHeaders {
+        RelayHeaders {
+            relays: [
+                r.trusted_str(),
+                r.untrusted_str(),
+                r.internal_str(),
+                r.external_str(),
+            ],
+            envelope_from,
+        }
+    }
+
+    /// The text of a pseudo-header by name (any case); None for other names, and for
+    /// `EnvelopeFrom` when there is none.
     pub fn get(&self, name: &str) -> Option<&str> {
+        if name.eq_ignore_ascii_case("EnvelopeFrom") {
+            return self.envelope_from.as_deref();
+        }
         PSEUDO_HEADERS
             .iter()
             .position(|p| p.eq_ignore_ascii_case(name))
-            .map(|i| self.0[i].as_str())
+            .map(|i| self.relays[i].as_str())
     }
 }
 
-/// Whether a header name is one of [`PSEUDO_HEADERS`].
+/// Whether a header name is one of [`PSEUDO_HEADERS`] or `EnvelopeFrom`.
 pub fn is_pseudo_header(name: &str) -> bool {
-    PSEUDO_HEADERS.iter().any(|p| p.eq_ignore_ascii_case(name))
+    name.eq_ignore_ascii_case("EnvelopeFrom")
+        || PSEUDO_HEADERS.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// SpamAssassin's `EnvelopeFrom` (`get_envelope_from`, without `envelope_sender_header`):
+/// the envelope sender the newest untrusted relay (or else the oldest trusted one) recorded;
+/// else, unless an `X-Sender` comes with a fetchmail hop, the first `X-Envelope-From`,
+/// `Envelope-Sender` or `Return-Path` that is not below a Received header (below one, a
+/// sender could have written it).
+pub fn envelope_from(message: &super::Message, relays: &Relays) -> Option<String> {
+    let hop = relays.untrusted.first().or(relays.trusted.last());
+    if let Some(hop) = hop
+        && (hop.envfrom.find('@').is_some_and(|i| i > 0))
+    {
+        return Some(hop.envfrom.clone());
+    }
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let first_addr = |name: &str| {
+        let raw = message.header(name)?;
+        super::mime::addresses(raw)
+            .into_iter()
+            .find_map(|(_, a)| a)
+            .or_else(|| Some(text(raw).trim().trim_matches(['<', '>']).to_string()))
+    };
+    let received = |n: &str| n.eq_ignore_ascii_case("Received");
+    if first_addr("X-Sender").is_some_and(|a| a.contains('@'))
+        && message
+            .headers
+            .iter()
+            .any(|(n, v)| received(n) && text(v).contains("(fetchmail"))
+    {
+        return None;
+    }
+    // Whether the first header of that name comes after a Received header.
+    let below_received = |name: &str| {
+        let first_received = message.headers.iter().position(|(n, _)| received(n));
+        let at = message
+            .headers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name));
+        matches!((first_received, at), (Some(r), Some(a)) if r < a)
+    };
+    for name in ["X-Envelope-From", "Envelope-Sender", "Return-Path"] {
+        if let Some(addr) = first_addr(name) {
+            if below_received(name) {
+                if name == "X-Envelope-From" {
+                    return None;
+                }
+                continue;
+            }
+            return Some(addr);
+        }
+    }
+    None
 }
 
 /// The relays of a message as SpamAssassin sees them behind a milter. The MTA hides its own
@@ -535,7 +597,14 @@ pub fn of_message(
             IpAddr::V6(v6) => format!("IPv6:{v6}"),
             v4 => v4.to_string(),
         };
-        format!("from {helo} ({rdns} [{ip}]) by localhost (Postfix) with {with}")
+        // The envelope sender as the MTA would record it, so that `EnvelopeFrom` is the
+        // real one.
+        let sender = if envelope.from.is_empty() {
+            String::new()
+        } else {
+            format!(" (envelope-from <{}>)", envelope.from)
+        };
+        format!("from {helo} ({rdns} [{ip}]){sender} by localhost (Postfix) with {with}")
     });
     let received: Vec<&str> = connection
         .as_deref()
@@ -2270,5 +2339,49 @@ mod tests {
             let value: String = "é".repeat(n / 2 + 1);
             let _ = parse_line(&value[..value.floor_char_boundary(n)]);
         }
+    }
+}
+
+#[cfg(test)]
+mod milter_tests {
+    use super::*;
+    use crate::message::{Envelope, Message};
+
+    #[test]
+    fn the_mtas_connection_is_the_newest_hop_and_carries_the_envelope_sender() {
+        let msg = Message::from_raw(
+            b"Return-Path: <bounce@lists.example>\r\nReceived: from a.example (a.example [192.0.2.7]) by mx.example (Postfix) with ESMTP id 1\r\nSubject: x\r\n\r\nx\r\n",
+            1 << 20,
+        );
+        let env = Envelope {
+            client_ip: Some("198.51.100.9".parse().unwrap()),
+            client_name: "unknown".into(),
+            helo: "pc17".into(),
+            from: "alice@example.org".into(),
+            ..Envelope::default()
+        };
+        let r = of_message(&msg, &env, None);
+        assert_eq!(r.untrusted.len(), 2);
+        assert_eq!(
+            r.untrusted[0].as_string(),
+            "[ ip=198.51.100.9 rdns= helo=pc17 by=localhost ident= envfrom=alice@example.org intl=0 id= auth= msa=0 ]"
+        );
+        assert_eq!(
+            envelope_from(&msg, &r).as_deref(),
+            Some("alice@example.org")
+        );
+        // A saved message (no connection): the Return-Path above the Received headers.
+        let r = of_message(&msg, &Envelope::default(), None);
+        assert_eq!(
+            envelope_from(&msg, &r).as_deref(),
+            Some("bounce@lists.example")
+        );
+        // Below a Received header, anyone could have written it.
+        let late = Message::from_raw(
+            b"Received: from a.example (a.example [192.0.2.7]) by mx.example (Postfix) with ESMTP id 1\r\nReturn-Path: <forged@example.com>\r\n\r\nx\r\n",
+            1 << 20,
+        );
+        let r = of_message(&late, &Envelope::default(), None);
+        assert_eq!(envelope_from(&late, &r), None);
     }
 }

@@ -17,6 +17,7 @@
 pub mod backtrack;
 pub mod conditional;
 mod definition;
+pub mod evals;
 pub mod examples;
 pub mod gtube;
 pub mod linear;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::conditional::{Blocks, Plugins};
 use super::definition::{parse_test, phrase_list_of, split_word, strip_comment};
+use super::evals::FreemailDomains;
 use super::replace::ReplaceTags;
 use super::rules::{Location, Problem, RuleDef, Severity, Test};
 
@@ -70,11 +71,13 @@ pub struct Parsed {
     /// named): done once every file is read, since a rule and its tags may be anywhere.
     pub replace: ReplaceTags,
     pub replace_rules: Vec<(String, Location)>,
+    /// The FreeMail plugin's `freemail_domains` and `freemail_welcomelist`.
+    pub freemail: FreemailDomains,
 }
 
 /// SpamAssassin settings that say nothing to our engine (lists, report templates, plugin
 /// options): accepted and counted, so SpamAssassin's own files load.
-const IGNORED: [&str; 30] = [
+const IGNORED: [&str; 29] = [
     "asn_lookup",
     "asn_lookup_ipv6",
     "priority",
@@ -94,7 +97,6 @@ const IGNORED: [&str; 30] = [
     "redirector_pattern",
     "enlist_uri_host",
     "enlist_addrlist",
-    "freemail_domains",
     "reuse",
     "adsp_override",
     "originating_ip_headers",
@@ -335,6 +337,13 @@ impl Parsed {
                 | "replace_inter" | "replace_post" | "replace_rules" => {
                     self.replace_line(directive, &l)
                 }
+                "freemail_domains" => {
+                    for bad in self.freemail.add_domains(rest) {
+                        let msg = format!("freemail_domains: invalid domain {bad:?}");
+                        self.problem(l.at_column_of(rest), Severity::Warning, msg);
+                    }
+                }
+                "freemail_welcomelist" | "freemail_whitelist" => self.freemail.add_welcome(rest),
                 "loadplugin" | "tryplugin" => {
                     let (plugin, _) = split_word(rest);
                     self.plugins.load(plugin);

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::backtrack::{self, Backtracking};
+use super::evals;
 use super::literals;
 use super::meta::{self, Compute};
 use super::multi;
@@ -59,6 +60,8 @@ pub(super) enum Kind {
         case: bool,
         perhit: bool,
     },
+    /// A SpamAssassin eval test run here (see `evals`).
+    Eval(evals::Eval),
     /// A SpamAssassin eval or plugin rule: known by name (metas may use it), never fires.
     Inert,
 }
@@ -165,6 +168,10 @@ pub struct RuleSet {
     /// Whether a header rule reads SpamAssassin's relay pseudo-headers (parsing the
     /// Received chain costs, so only then).
     pub(super) reads_relays: bool,
+    /// Eval rules, run once the header rules have (they read what those read).
+    pub(super) evals: Vec<usize>,
+    /// FreeMail's domains; None without any (its tests then never hold).
+    pub(super) freemail: Option<evals::Freemail>,
     pub(super) exists: Vec<usize>,
     /// Meta rules in an order where each comes after the rules it uses, with their
     /// expressions resolved to rule ids.
@@ -310,6 +317,8 @@ impl RuleSet {
             mime_headers: Vec::new(),
             mime_negated: Vec::new(),
             reads_relays: false,
+            evals: Vec::new(),
+            freemail: parsed.freemail.compile(),
             exists: Vec::new(),
             metas: Vec::new(),
             by_name: BTreeMap::new(),
@@ -352,7 +361,15 @@ impl RuleSet {
             let disabled = !def.is_sub() && matches!(def.score, Some((s, _)) if s == 0.0);
             let (kind, target, literals) = match test {
                 _ if disabled => (Kind::Inert, None, None),
-                Test::Eval(_) | Test::Plugin(_) => (Kind::Inert, None, None),
+                Test::Eval(call) => match evals::parse(call) {
+                    Ok(Some(e)) => (Kind::Eval(e), None, None),
+                    Ok(None) => (Kind::Inert, None, None),
+                    Err(why) => {
+                        set.problem(at.clone(), Severity::Error, format!("{}: {why}", def.name));
+                        continue;
+                    }
+                },
+                Test::Plugin(_) => (Kind::Inert, None, None),
                 Test::Exists(h) => (Kind::Exists(h.clone()), None, None),
                 Test::Meta(e) => (Kind::Meta(e.clone()), None, None),
                 Test::Phrases {
@@ -438,6 +455,7 @@ impl RuleSet {
                 (Kind::Inert, _) if disabled => "disabled (score 0)",
                 (Kind::Inert, _) => "eval/plugin (not run)",
                 (Kind::Exists(_), _) => "header",
+                (Kind::Eval(_), _) => "eval",
                 (Kind::Meta(_), _) => "meta",
                 (_, Some(t)) => t.kind(),
                 (_, None) => "meta",
@@ -454,6 +472,7 @@ impl RuleSet {
             };
             match (&kind, index) {
                 (Kind::Exists(_), _) => set.exists.push(id),
+                (Kind::Eval(_), _) => set.evals.push(id),
                 (Kind::Meta(_) | Kind::Inert, _) => {}
                 (Kind::Phrases { phrases, .. }, Some(ix)) => {
                     for (i, p) in phrases.iter().enumerate() {

@@ -80,6 +80,13 @@ impl RuleSet {
                 st.counts[r] = 1;
             }
         }
+        for &r in &self.evals {
+            if let Kind::Eval(e) = &self.rules[r].kind
+                && e.holds(input, self.freemail.as_ref())
+            {
+                st.counts[r] = 1;
+            }
+        }
         for (m, e) in &self.metas {
             if eval(e, &st.counts) != 0.0 {
                 st.counts[*m] = 1;

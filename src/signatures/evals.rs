@@ -1,0 +1,470 @@
+//! SpamAssassin's `eval:` tests that repmilter runs itself, and the settings they read.
+//!
+//! An eval rule names a Perl function of a SpamAssassin plugin (`header FREEMAIL_FROM
+//! eval:check_freemail_from()`). Those implemented here compile to an [`Eval`]; the others
+//! stay inert names (they never fire, metas may use them). Each one follows its plugin's
+//! code (named on each function) rather than its manual: the stock scores were tuned
+//! against that code. Which ones exist, and why these first, is in DESIGN.md.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::message::Message;
+use crate::message::mime::addresses;
+use crate::scan::ScanInput;
+
+/// `freemail_domains` and `freemail_welcomelist` (FreeMail plugin settings).
+#[derive(Debug, Clone, Default)]
+pub struct FreemailDomains {
+    domains: HashSet<String>,
+    /// Wildcard entries (`*` any run of characters but a dot, `?` one character).
+    wildcards: Vec<String>,
+    welcome: HashSet<String>,
+}
+
+impl FreemailDomains {
+    /// `freemail_domains a.com b.* ...`: the entries that are not valid, for a warning.
+    pub fn add_domains(&mut self, value: &str) -> Vec<String> {
+        let mut bad = Vec::new();
+        for d in value.split_whitespace() {
+            if !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'*' | b'?' | b'-'))
+            {
+                bad.push(d.to_string());
+            } else if d.contains(['*', '?']) {
+                self.wildcards.push(d.to_ascii_lowercase());
+            } else {
+                self.domains.insert(d.to_ascii_lowercase());
+            }
+        }
+        bad
+    }
+
+    /// `freemail_welcomelist addr-or-domain ...`.
+    pub fn add_welcome(&mut self, value: &str) {
+        self.welcome
+            .extend(value.split_whitespace().map(str::to_ascii_lowercase));
+    }
+
+    /// The compiled matcher; None when no domain is configured (SpamAssassin's plugin then
+    /// turns itself off).
+    pub fn compile(&self) -> Option<Freemail> {
+        if self.domains.is_empty() && self.wildcards.is_empty() {
+            return None;
+        }
+        let wildcard = (!self.wildcards.is_empty())
+            .then(|| {
+                let alts: Vec<String> = self
+                    .wildcards
+                    .iter()
+                    .map(|w| regex::escape(w).replace(r"\*", "[^.]*").replace(r"\?", "."))
+                    .collect();
+                Regex::new(&format!("@(?:{})$", alts.join("|"))).ok()
+            })
+            .flatten();
+        Some(Freemail {
+            domains: self.domains.clone(),
+            wildcard,
+            welcome: self.welcome.clone(),
+        })
+    }
+}
+
+/// The FreeMail plugin's idea of a free mail address.
+#[derive(Debug)]
+pub struct Freemail {
+    domains: HashSet<String>,
+    wildcard: Option<Regex>,
+    welcome: HashSet<String>,
+}
+
+/// Addresses FreeMail never counts (its `$email_welcomelist`, verbatim).
+static NOT_PEOPLE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(?:abuse|support|sales|info|helpdesk|contact|kontakt|(?:post|host|domain)master|undisclosed.*|request-[a-f0-9]{16}|bounced?-|[a-f0-9]{8}(?:\.[a-f0-9]{8}|-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12})|.+=.+=.+)@",
+    )
+    .expect("a valid regex")
+});
+
+impl Freemail {
+    /// `_is_freemail`, on a lower-case address.
+    pub fn is_freemail(&self, email: &str) -> bool {
+        if email.is_empty() || self.welcome.contains(email) {
+            return false;
+        }
+        let domain = email.rsplit_once('@').map_or(email, |(_, d)| d);
+        if self.welcome.contains(domain) || NOT_PEOPLE.is_match(email) {
+            return false;
+        }
+        self.domains.contains(domain) || self.wildcard.as_ref().is_some_and(|w| w.is_match(email))
+    }
+}
+
+/// An eval test repmilter runs, with its arguments.
+#[derive(Debug)]
+pub enum Eval {
+    /// `check_freemail_from([regex])`.
+    FreemailFrom(Option<Regex>),
+    /// `check_freemail_header(header[, regex])`.
+    FreemailHeader(String, Option<Regex>),
+    /// `check_freemail_replyto(['replyto'|'reply'])`: true for 'reply'.
+    FreemailReplyto(bool),
+    /// `check_freemail_body([regex])`.
+    FreemailBody(Option<Regex>),
+    /// `check_equal_from_domains()` (HeaderEval): From and EnvelopeFrom in different
+    /// second-level domains.
+    FromDomainsDiffer,
+}
+
+/// Reads an eval call (`check_x('a', "b")`): Ok(None) for a function not run here, Err for
+/// a call that does not parse or whose arguments are wrong.
+pub fn parse(call: &str) -> Result<Option<Eval>, String> {
+    let call = call.trim();
+    let (name, args) = match call.split_once('(') {
+        Some((n, rest)) => {
+            let inner = rest
+                .trim_end()
+                .strip_suffix(')')
+                .ok_or_else(|| format!("{n}: the call has no closing ')'"))?;
+            (n.trim(), arguments(inner)?)
+        }
+        None => (call, Vec::new()),
+    };
+    let regex = |i: usize| -> Result<Option<Regex>, String> {
+        args.get(i)
+            .map(|r| Regex::new(r).map_err(|e| format!("{name}: bad regex {r:?}: {e}")))
+            .transpose()
+    };
+    Ok(Some(match name {
+        "check_freemail_from" => Eval::FreemailFrom(regex(0)?),
+        "check_freemail_header" => {
+            let header = args
+                .first()
+                .ok_or_else(|| format!("{name} needs a header name"))?;
+            Eval::FreemailHeader(header.clone(), regex(1)?)
+        }
+        "check_freemail_replyto" => match args.first().map(String::as_str) {
+            None | Some("replyto") => Eval::FreemailReplyto(false),
+            Some("reply") => Eval::FreemailReplyto(true),
+            Some(other) => return Err(format!("{name}: unknown option {other:?}")),
+        },
+        "check_freemail_body" => Eval::FreemailBody(regex(0)?),
+        "check_equal_from_domains" => Eval::FromDomainsDiffer,
+        _ => return Ok(None),
+    }))
+}
+
+/// Quoted arguments separated by commas (Perl's `'a', "b"`, or bare words).
+fn arguments(inner: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = inner.trim();
+    while !rest.is_empty() {
+        let (arg, after) = match rest.chars().next() {
+            Some(q @ ('\'' | '"')) => {
+                let end = rest[1..]
+                    .find(q)
+                    .ok_or_else(|| format!("unclosed quote in {inner:?}"))?;
+                (&rest[1..1 + end], &rest[end + 2..])
+            }
+            _ => {
+                let end = rest.find(',').unwrap_or(rest.len());
+                (rest[..end].trim(), &rest[end..])
+            }
+        };
+        out.push(arg.to_string());
+        let after = after.trim_start();
+        rest = match after.strip_prefix(',') {
+            Some(r) => r.trim_start(),
+            None if after.is_empty() => after,
+            None => return Err(format!("expected ',' between arguments in {inner:?}")),
+        };
+    }
+    Ok(out)
+}
+
+/// Lower-case addresses of a header (its `:addr`), or of a pseudo-header.
+fn header_addrs(input: &ScanInput, name: &str) -> Vec<String> {
+    if name.eq_ignore_ascii_case("EnvelopeFrom") {
+        return input
+            .relays()
+            .envelope_from
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
+    }
+    message_addrs(&input.message, name)
+}
+
+fn message_addrs(message: &Message, name: &str) -> Vec<String> {
+    message
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, raw)| addresses(raw))
+        .filter_map(|(_, a)| a)
+        .map(|a| a.to_ascii_lowercase())
+        .collect()
+}
+
+/// `all_from_addrs`: Resent-From's first header's addresses if any, else those of From,
+/// Envelope-Sender, Resent-Sender, X-Envelope-From and EnvelopeFrom; runs of dots squeezed.
+fn all_from_addrs(input: &ScanInput) -> Vec<String> {
+    let resent = input
+        .message
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Resent-From"))
+        .map(|(_, raw)| {
+            addresses(raw)
+                .into_iter()
+                .filter_map(|(_, a)| a)
+                .map(|a| a.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| !v.is_empty());
+    let mut addrs = resent.unwrap_or_else(|| {
+        [
+            "From",
+            "Envelope-Sender",
+            "Resent-Sender",
+            "X-Envelope-From",
+            "EnvelopeFrom",
+        ]
+        .iter()
+        .flat_map(|h| header_addrs(input, h))
+        .collect()
+    });
+    for a in &mut addrs {
+        while a.contains("..") {
+            *a = a.replace("..", ".");
+        }
+    }
+    addrs.retain(|a| !a.is_empty());
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// FreeMail's address pattern, without its look-arounds: a local part of its characters
+/// (no leading, trailing or doubled dot), `@`, one to four labels and a top-level domain.
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?\.){1,4}[a-z]{2,}",
+    )
+    .expect("a valid regex")
+});
+
+/// `_parse_body`: the free mail addresses in the body (mailto links first, then addresses in
+/// the text that are not inside a URL), or None when the body has more addresses than
+/// FreeMail looks at (`freemail_max_body_emails` 5, `freemail_max_body_freemails` 3, with
+/// `freemail_skip_when_over_max`).
+fn body_freemails(input: &ScanInput, fm: &Freemail) -> Option<Vec<String>> {
+    let view = input.view();
+    let mut emails: Vec<String> = Vec::new();
+    let push = |e: String, emails: &mut Vec<String>| {
+        if !emails.contains(&e) {
+            emails.push(e);
+        }
+    };
+    for u in &view.urls {
+        if u.url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("mailto:"))
+            && let Some(m) = EMAIL.find(&u.url[7..]).filter(|m| m.start() == 0)
+        {
+            push(m.as_str().to_ascii_lowercase(), &mut emails);
+        }
+        if emails.len() >= 20 {
+            break;
+        }
+    }
+    'body: for t in &view.texts {
+        for m in EMAIL.find_iter(&t.text) {
+            // An address inside a link is not one a reader is asked to write to.
+            let before = &t.text[..m.start()];
+            let word_start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+            if before[word_start..].to_ascii_lowercase().contains("://")
+                || before.ends_with(['.', '-'])
+            {
+                continue;
+            }
+            push(m.as_str().to_ascii_lowercase(), &mut emails);
+            if emails.len() >= 40 {
+                break 'body;
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (n, e) in emails.iter().enumerate() {
+        if n + 1 == 5 {
+            return None;
+        }
+        if fm.is_freemail(e) {
+            if found.len() + 1 == 3 {
+                return None;
+            }
+            found.push(e.clone());
+        }
+    }
+    Some(found)
+}
+
+/// An envelope sender that looks like a bulk mailer's (FreeMail's `$skip_replyto_envfrom`,
+/// verbatim).
+static BULK_ENVFROM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)(?:^(?:post|host|domain)master|^double-bounce|^(?:sentto|owner|return|(?:gr)?bounced?)-.+|-(?:request|bounces?|admin|owner)|\b(?:do[._-t]?)?no[._-t]?repl(?:y|ies)|.+=.+)@",
+    )
+    .expect("a valid regex")
+});
+
+/// The second-level domain of the last address in a list, as HeaderEval cuts it.
+fn second_level(addrs: &[String]) -> String {
+    let Some(domain) = addrs
+        .last()
+        .and_then(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d)
+    else {
+        return String::new();
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() > 2 && labels[..labels.len() - 2].iter().any(|l| !l.is_empty()) {
+        labels[labels.len() - 2..].join(".")
+    } else {
+        domain.to_string()
+    }
+}
+
+impl Eval {
+    /// Whether the test holds for a message. `freemail` is None when no free mail domain is
+    /// configured: FreeMail's tests then never hold, as the plugin disables itself.
+    pub fn holds(&self, input: &ScanInput, freemail: Option<&Freemail>) -> bool {
+        match self {
+            Eval::FromDomainsDiffer => {
+                let from = second_level(&message_addrs(&input.message, "From"));
+                let env = second_level(&header_addrs(input, "EnvelopeFrom"));
+                !from.is_empty() && !env.is_empty() && !from.eq_ignore_ascii_case(&env)
+            }
+            _ => freemail.is_some_and(|fm| self.freemail(input, fm)),
+        }
+    }
+
+    fn freemail(&self, input: &ScanInput, fm: &Freemail) -> bool {
+        let matches = |re: &Option<Regex>, e: &str| re.as_ref().is_none_or(|r| r.is_match(e));
+        match self {
+            Eval::FreemailFrom(re) => all_from_addrs(input)
+                .iter()
+                .any(|e| fm.is_freemail(e) && matches(re, e)),
+            Eval::FreemailHeader(h, re) => header_addrs(input, h)
+                .iter()
+                .any(|e| fm.is_freemail(e) && matches(re, e)),
+            Eval::FreemailBody(re) => {
+                body_freemails(input, fm).is_some_and(|found| found.iter().any(|e| matches(re, e)))
+            }
+            Eval::FreemailReplyto(reply) => {
+                if let Some(env) = &input.relays().envelope_from
+                    && BULK_ENVFROM.is_match(env)
+                {
+                    return false;
+                }
+                let from = message_addrs(&input.message, "From");
+                let replyto = message_addrs(&input.message, "Reply-To");
+                let from_fm = from.iter().any(|e| fm.is_freemail(e));
+                let replyto_fm = replyto.iter().any(|e| fm.is_freemail(e));
+                let from_not_in_replyto = !from.iter().any(|f| replyto.contains(f));
+                if from_fm && replyto_fm && from_not_in_replyto {
+                    return true;
+                }
+                if !reply && !replyto_fm {
+                    return false;
+                }
+                if *reply && ((!replyto.is_empty() && !replyto_fm) || !from_fm) {
+                    return false;
+                }
+                let Some(body) = body_freemails(input, fm) else {
+                    return false;
+                };
+                let reply_addrs = if !reply || replyto_fm {
+                    &replyto
+                } else {
+                    &from
+                };
+                body.iter().any(|b| reply_addrs.iter().any(|r| r != b))
+            }
+            Eval::FromDomainsDiffer => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Envelope;
+
+    fn input(raw: &str) -> ScanInput {
+        ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(raw.as_bytes(), 1 << 20),
+        )
+    }
+
+    fn freemail() -> Freemail {
+        let mut d = FreemailDomains::default();
+        assert!(d.add_domains("hotmail.com yahoo.* mail.?u").is_empty());
+        assert_eq!(d.add_domains("ok.com bad_domain"), ["bad_domain"]);
+        d.add_welcome("friend@hotmail.com");
+        d.compile().unwrap()
+    }
+
+    #[test]
+    fn free_mail_addresses_and_wildcards() {
+        let fm = freemail();
+        for e in ["a@hotmail.com", "b@yahoo.co", "c@yahoo.com", "d@mail.ru"] {
+            assert!(fm.is_freemail(e), "{e}");
+        }
+        for e in [
+            "friend@hotmail.com",
+            "info@hotmail.com",
+            "x@yahoo.co.uk",
+            "x@example.com",
+            "",
+        ] {
+            assert!(!fm.is_freemail(e), "{e}");
+        }
+        assert!(FreemailDomains::default().compile().is_none());
+    }
+
+    #[test]
+    fn the_freemail_tests() {
+        let fm = freemail();
+        let holds =
+            |call: &str, raw: &str| parse(call).unwrap().unwrap().holds(&input(raw), Some(&fm));
+        let spoof = "Return-Path: <x@bulk.example>\r\nFrom: Bob <bob7@hotmail.com>\r\nReply-To: other@yahoo.com\r\n\r\nwrite to me\r\n";
+        assert!(holds("check_freemail_from()", spoof));
+        assert!(holds("check_freemail_from('\\d@')", spoof));
+        assert!(!holds("check_freemail_from('^z')", spoof));
+        assert!(holds("check_freemail_header('Reply-To')", spoof));
+        assert!(!holds("check_freemail_header('EnvelopeFrom')", spoof));
+        // From and Reply-To are different free mail addresses.
+        assert!(holds("check_freemail_replyto('replyto')", spoof));
+        assert!(holds("check_equal_from_domains()", spoof));
+        let plain = "Return-Path: <bob7@hotmail.com>\r\nFrom: bob7@hotmail.com\r\n\r\nhi\r\n";
+        assert!(!holds("check_freemail_replyto('reply')", plain));
+        assert!(!holds("check_equal_from_domains()", plain));
+        // Reply to a free mail address in the body other than the sender's.
+        let body = "From: bob7@hotmail.com\r\n\r\nsend it to carol@yahoo.com today\r\n";
+        assert!(holds("check_freemail_replyto('reply')", body));
+        assert!(holds("check_freemail_body()", body));
+        assert!(!holds("check_freemail_body()", plain));
+        // A bulk sender's envelope is left alone.
+        let bulk = format!("Return-Path: <bounce-1@list.example>\r\n{}", &body);
+        assert!(!holds("check_freemail_replyto('reply')", &bulk));
+        assert!(parse("check_nonesuch()").unwrap().is_none());
+        assert!(parse("check_freemail_replyto('sideways')").is_err());
+        assert!(parse("check_freemail_header('X', '(')").is_err());
+        assert!(parse("check_freemail_from('unclosed)").is_err());
+    }
+}
