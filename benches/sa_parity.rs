@@ -151,6 +151,9 @@ fn main() {
     let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
     let mut by_rule: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut close = 0;
+    // Rules SpamAssassin hit that repmilter does not run (evals and plugins it lacks), with
+    // the score they cost on messages whose totals differ by more than 1.0.
+    let mut missing: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     // `PARITY_RULE=NAME` lists the messages where the two differ on that rule.
     let watch = std::env::var("PARITY_RULE").ok();
     for ((path, m), (their_score, their_hits)) in messages.iter().zip(&theirs) {
@@ -169,6 +172,13 @@ fn main() {
             .sum();
         if (our_score - their_score).abs() <= 1.0 {
             close += 1;
+        } else {
+            for r in their_hits.iter().filter(|r| !compared.contains(*r)) {
+                let score = rules.id(r).map_or(0.0, |i| rules.rule(i).score);
+                let e = missing.entry(r.clone()).or_default();
+                e.0 += 1;
+                e.1 += score;
+            }
         }
         if let Some(w) = &watch
             && ours.contains(w) != their_hits.contains(w)
@@ -210,5 +220,13 @@ fn main() {
     println!("rules that differ most (hits only repmilter has / only SpamAssassin has):");
     for (name, (only_ours, only_theirs)) in worst.into_iter().take(20) {
         println!("  {name:<32} {only_ours:>4} / {only_theirs:>4}");
+    }
+    let mut missing: Vec<(String, (usize, f64))> = missing.into_iter().collect();
+    missing.sort_by(|a, b| b.1.1.abs().total_cmp(&a.1.1.abs()));
+    println!(
+        "rules repmilter does not run, on the messages whose scores differ (messages, score summed):"
+    );
+    for (name, (n, score)) in missing.into_iter().take(25) {
+        println!("  {name:<32} {n:>4} {score:>8.1}");
     }
 }

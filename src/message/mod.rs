@@ -4,6 +4,7 @@
 //! [`mime::MimeView`] is the decoded view that content rules and domain lists look at;
 //! [`targets`] builds the texts rules read from it.
 
+pub mod date;
 pub mod html;
 pub mod mime;
 pub mod received;

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::message::Message;
+use crate::message::date::parse_rfc822;
 use crate::message::mime::addresses;
 use crate::scan::ScanInput;
 
@@ -117,6 +118,12 @@ pub enum Eval {
     /// `check_equal_from_domains()` (HeaderEval): From and EnvelopeFrom in different
     /// second-level domains.
     FromDomainsDiffer,
+    /// `check_for_shifted_date(min, max)` (HeaderEval): the Date header is between `min` and
+    /// `max` hours ahead of the Received headers' dates (negative: behind; None: open).
+    ShiftedDate(Option<f64>, Option<f64>),
+    /// `check_outlook_message_id()` (HeaderEval): an Outlook-style Message-Id whose time
+    /// stamp matches neither the Date header nor the oldest Received date.
+    OutlookMessageId,
 }
 
 /// Reads an eval call (`check_x('a', "b")`): Ok(None) for a function not run here, Err for
@@ -153,6 +160,19 @@ pub fn parse(call: &str) -> Result<Option<Eval>, String> {
         },
         "check_freemail_body" => Eval::FreemailBody(regex(0)?),
         "check_equal_from_domains" => Eval::FromDomainsDiffer,
+        "check_outlook_message_id" => Eval::OutlookMessageId,
+        "check_for_shifted_date" => {
+            let hours = |i: usize| -> Result<Option<f64>, String> {
+                match args.get(i).map(String::as_str) {
+                    None | Some("undef") => Ok(None),
+                    Some(h) => h
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| format!("{name}: {h:?} is not a number of hours")),
+                }
+            };
+            Eval::ShiftedDate(hours(0)?, hours(1)?)
+        }
         _ => return Ok(None),
     }))
 }
@@ -321,6 +341,121 @@ static BULK_ENVFROM: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid regex")
 });
 
+/// The unfolded values of a header, in order.
+fn header_values(message: &Message, name: &str) -> Vec<String> {
+    message
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .replace(['\r', '\n'], "")
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A date in a Received header (HeaderEval's `(\s.?\d+ \S\S\S \d+ \d+:\d+:\d+ \S+)`).
+static RECEIVED_DATE: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+    regex::bytes::Regex::new(r"(?-u)(\s.?\d+ \S\S\S \d+ \d+:\d+:\d+ \S+)").expect("a valid regex")
+});
+
+fn received_date(line: &str) -> Option<i64> {
+    let m = RECEIVED_DATE.find(line.as_bytes())?;
+    parse_rfc822(std::str::from_utf8(m.as_bytes()).ok()?)
+}
+
+/// HeaderEval's `_check_date_diff`: the Date (or Resent-Date) header's time minus the
+/// nearest of the Received headers' times, in seconds; 0 when either is missing. A first
+/// Received header from localhost (or qmail's "invoked by uid") is a local hand-over and
+/// not counted, nor a fetchmail one after it; a last difference of exactly 0 is dropped.
+fn date_diff(message: &Message) -> i64 {
+    let date = ["Resent-Date", "Date"].iter().find_map(|h| {
+        header_values(message, h)
+            .iter()
+            .filter(|v| !v.is_empty())
+            .find_map(|v| parse_rfc822(v))
+    });
+    let Some(date) = date else {
+        return 0;
+    };
+    let mut received: Vec<String> = header_values(message, "Received")
+        .into_iter()
+        .filter(|r| r.contains(|c: char| !c.is_whitespace()))
+        .collect();
+    static LOCAL: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+        regex::bytes::Regex::new(r"(?-u)\bfrom (?:localhost\s|(?:\S+ ){1,2}\S*\b127\.0\.0\.1\b)|qmail \d+ invoked by uid \d+")
+            .expect("a valid regex")
+    });
+    static FETCHMAIL: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+        regex::bytes::Regex::new(r"(?-u)\bby localhost with \w+ \(fetchmail-[\d.]+")
+            .expect("a valid regex")
+    });
+    let mut local = Vec::new();
+    if received
+        .first()
+        .is_some_and(|r| LOCAL.is_match(r.as_bytes()))
+    {
+        local.push(received.remove(0));
+    }
+    if received
+        .first()
+        .is_some_and(|r| FETCHMAIL.is_match(r.as_bytes()))
+    {
+        received.remove(0);
+    } else if let Some(l) = local.pop() {
+        received.insert(0, l);
+    }
+    let mut diffs: Vec<i64> = received
+        .iter()
+        .filter_map(|r| received_date(r))
+        .map(|t| date - t)
+        .collect();
+    if diffs.len() > 1 && diffs.last() == Some(&0) {
+        diffs.pop();
+    }
+    diffs.into_iter().min_by_key(|d| d.abs()).unwrap_or(0)
+}
+
+/// HeaderEval's `check_outlook_message_id`.
+fn outlook_message_id_is_forged(message: &Message) -> bool {
+    static OUTLOOK: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+        regex::bytes::Regex::new(r"(?-u)^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
+            .expect("a valid regex")
+    });
+    let ids: Vec<String> = ["Message-Id", "Resent-Message-Id", "X-Message-Id"]
+        .iter()
+        .flat_map(|h| header_values(message, h))
+        .collect();
+    let Some(token) = ids
+        .first()
+        .and_then(|id| OUTLOOK.captures(id.as_bytes()))
+        .and_then(|c| std::str::from_utf8(&c[1]).ok().map(str::to_string))
+        .and_then(|hex| i64::from_str_radix(&hex, 16).ok())
+    else {
+        return false;
+    };
+    const X: f64 = 0.0023283064365387;
+    const Y: f64 = 27111902.8329849;
+    const FUDGE: i64 = 250;
+    let expected = |t: i64| (t as f64 * X + Y).trunc() as i64;
+    let date = header_values(message, "Date")
+        .first()
+        .and_then(|d| parse_rfc822(d))
+        .unwrap_or(0);
+    if (token - expected(date)).abs() < FUDGE {
+        return false;
+    }
+    // The first date on the last line of the Received headers joined (Perl's
+    // `/(date).*?$/` without /m or /s): the oldest Received header's.
+    let oldest = header_values(message, "Received")
+        .last()
+        .and_then(|r| received_date(r))
+        .unwrap_or(0);
+    (token - expected(oldest)).abs() >= FUDGE
+}
+
 /// The second-level domain of the last address in a list, as HeaderEval cuts it.
 fn second_level(addrs: &[String]) -> String {
     let Some(domain) = addrs
@@ -348,6 +483,11 @@ impl Eval {
                 let env = second_level(&header_addrs(input, "EnvelopeFrom"));
                 !from.is_empty() && !env.is_empty() && !from.eq_ignore_ascii_case(&env)
             }
+            Eval::ShiftedDate(min, max) => {
+                let diff = date_diff(&input.message) as f64;
+                min.is_none_or(|h| diff >= 3600.0 * h) && max.is_none_or(|h| diff < 3600.0 * h)
+            }
+            Eval::OutlookMessageId => outlook_message_id_is_forged(&input.message),
             _ => freemail.is_some_and(|fm| self.freemail(input, fm)),
         }
     }
@@ -394,7 +534,7 @@ impl Eval {
                 };
                 body.iter().any(|b| reply_addrs.iter().any(|r| r != b))
             }
-            Eval::FromDomainsDiffer => false,
+            Eval::FromDomainsDiffer | Eval::ShiftedDate(..) | Eval::OutlookMessageId => false,
         }
     }
 }
@@ -466,5 +606,31 @@ mod tests {
         assert!(parse("check_freemail_replyto('sideways')").is_err());
         assert!(parse("check_freemail_header('X', '(')").is_err());
         assert!(parse("check_freemail_from('unclosed)").is_err());
+    }
+
+    #[test]
+    fn shifted_dates_and_outlook_message_ids_as_spamassassin_judges_them() {
+        // Checked with SpamAssassin 4.0.1: the first message hits DATE_IN_FUTURE_06_12 and
+        // MSGID_OUTLOOK_INVALID; the second, whose Message-Id time stamp fits its Date,
+        // only DATE_IN_FUTURE_06_12.
+        let msg = |id: &str| {
+            format!(
+                "Received: from a.example (a.example [192.0.2.7]) by mx.example (Postfix) with ESMTP id 1; Mon, 26 Aug 2002 10:00:00 +0000\r\n\
+                 Date: Mon, 26 Aug 2002 17:30:00 +0000\r\nMessage-Id: {id}\r\nFrom: a@b.example\r\n\r\nbody\r\n"
+            )
+        };
+        let holds = |call: &str, raw: &str| parse(call).unwrap().unwrap().holds(&input(raw), None);
+        let forged = msg("<000012345678$00000000$00000000@x.example>");
+        let fitting = msg("<000001c24d26$00000000$00000000@x.example>");
+        assert!(holds("check_for_shifted_date('6', '12')", &forged));
+        assert!(!holds("check_for_shifted_date('3', '6')", &forged));
+        assert!(!holds("check_for_shifted_date('undef', '-96')", &forged));
+        assert!(holds("check_outlook_message_id()", &forged));
+        assert!(!holds("check_outlook_message_id()", &fitting));
+        // Without a Received date there is no shift.
+        let archived = "Date: Mon, 26 Aug 2002 17:30:00 +0000\r\n\r\nx\r\n";
+        assert!(!holds("check_for_shifted_date('6', '12')", archived));
+        assert!(holds("check_for_shifted_date('-3', '3')", archived));
+        assert!(parse("check_for_shifted_date('soon', '3')").is_err());
     }
 }
