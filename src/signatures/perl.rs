@@ -19,6 +19,9 @@ pub enum Mode {
     Bytes,
     /// `regex` or fancy-regex on `&str`.
     Unicode,
+    /// PCRE2 without UTF, the backtracking engine: Perl's own syntax and byte semantics, as
+    /// [`Mode::Bytes`] writes them but without the `regex` crate's `u` flag.
+    Pcre,
 }
 
 /// A byte that never occurs in UTF-8 text: what a code point above 0xFF becomes in
@@ -44,6 +47,7 @@ pub fn regex_source(p: &Pattern, with_ci: bool, mode: Mode) -> String {
     if mode == Mode::Bytes {
         flags.push_str("-u");
     }
+    let bytes = mode != Mode::Unicode;
     let mut src = String::with_capacity(p.source.len() + 8);
     if !flags.is_empty() {
         src.push_str(&format!("(?{flags})"));
@@ -80,7 +84,7 @@ pub fn regex_source(p: &Pattern, with_ci: bool, mode: Mode) -> String {
                         src.push(*d);
                     }
                     // `\xH`, `\xHH`, `\x{H...}`: one byte in Perl's byte semantics.
-                    Some('x') if mode == Mode::Bytes => {
+                    Some('x') if bytes => {
                         let (value, used) = hex_escape(&chars[i + 2..]);
                         push_code(&mut src, value, mode);
                         i += 2 + used;
@@ -122,7 +126,7 @@ pub fn regex_source(p: &Pattern, with_ci: bool, mode: Mode) -> String {
                 in_class = false;
                 src.push(']');
             }
-            c if mode == Mode::Bytes && !c.is_ascii() => {
+            c if bytes && !c.is_ascii() => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     src.push_str(&format!("\\x{b:02X}"));
@@ -138,8 +142,8 @@ pub fn regex_source(p: &Pattern, with_ci: bool, mode: Mode) -> String {
 /// A character code from an escape: in [`Mode::Bytes`] a byte (or [`NEVER`] above 0xFF).
 fn push_code(src: &mut String, value: u32, mode: Mode) {
     match mode {
-        Mode::Bytes if value > 0xFF => src.push_str(NEVER),
-        Mode::Bytes => src.push_str(&format!("\\x{value:02X}")),
+        Mode::Bytes | Mode::Pcre if value > 0xFF => src.push_str(NEVER),
+        Mode::Bytes | Mode::Pcre => src.push_str(&format!("\\x{value:02X}")),
         Mode::Unicode => src.push_str(&format!("\\x{{{value:x}}}")),
     }
 }

@@ -254,11 +254,10 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
             matcher: Matcher::Fast(re),
         }),
         Err(fast_err) => {
+            // The linear pattern the gate and literals come from: fancy-regex's parser reads
+            // look-around and back-references, which it drops (see `relax`).
             let src = regex_source(p, true, Mode::Unicode);
-            let fancy = fancy_regex::RegexBuilder::new(&src)
-                .backtrack_limit(backtrack::STEP_LIMIT)
-                .build();
-            match fancy {
+            match backtrack::compile(&regex_source(p, true, Mode::Pcre)) {
                 Ok(re) => {
                     let literals = relax::relaxed(&regex_source(p, false, Mode::Unicode))
                         .and_then(|r| literals_of(&r, p.case_insensitive));
