@@ -116,12 +116,14 @@ pub fn parse_rfc822(date: &str) -> Option<i64> {
         s.replace_range(range, " ");
         Some(groups)
     };
+    // Any day past 31 rolls over the same way: a long number saturates.
+    let day = |d: &str| d.parse::<i64>().unwrap_or(i64::MAX);
     let (dd, mon, year): (i64, String, String) = if let Some(g) = take(&mut s, &DAY_MON_YEAR) {
-        (g[0].parse().ok()?, g[1].to_ascii_lowercase(), g[2].clone())
+        (day(&g[0]), g[1].to_ascii_lowercase(), g[2].clone())
     } else if let Some(g) = take(&mut s, &MON_DAY_TIME_YEAR) {
-        (g[1].parse().ok()?, g[0].to_ascii_lowercase(), g[2].clone())
+        (day(&g[1]), g[0].to_ascii_lowercase(), g[2].clone())
     } else if let Some(g) = take(&mut s, &DAY_MON_SHORT_YEAR) {
-        (g[0].parse().ok()?, g[1].to_ascii_lowercase(), g[2].clone())
+        (day(&g[0]), g[1].to_ascii_lowercase(), g[2].clone())
     } else {
         return None;
     };
@@ -224,6 +226,10 @@ mod tests {
             ("garbage", None),
             ("Sat,3 Aug 2002 14:01:02 PST", Some(1028412062)),
             ("5 Sep 102 01:02:03 CEST-DST", Some(1031187723)),
+            (
+                "99999999999999999999 Aug 2002 10:00:00 +0000",
+                Some(1030874400),
+            ),
         ];
         for (date, want) in cases {
             assert_eq!(parse_rfc822(date), want, "{date}");

@@ -192,10 +192,11 @@ pub fn header_text(
             }
             join(v)
         }
-        HeaderSel::Named(name, part) => match relays.and_then(|r| r.get(name)) {
-            Some(text) => Some(text.to_string()),
-            None => join(values(message, view, name, *part)),
-        },
+        // A pseudo-header is never read from the message, where a sender could write it.
+        HeaderSel::Named(name, _) if super::received::is_pseudo_header(name) => {
+            relays.and_then(|r| r.get(name)).map(str::to_string)
+        }
+        HeaderSel::Named(name, part) => join(values(message, view, name, *part)),
     }
 }
 

@@ -148,6 +148,7 @@ impl Plugins {
             tokens: &tokens,
             at: 0,
             plugins: self,
+            depth: 0,
         };
         let v = p.or()?;
         match p.tokens.get(p.at) {
@@ -158,7 +159,12 @@ impl Plugins {
 }
 
 fn short(name: &str) -> &str {
-    name.strip_prefix(PLUGIN_PREFIX).unwrap_or(name)
+    // Old names SpamAssassin 4 still answers to.
+    match name.strip_prefix(PLUGIN_PREFIX).unwrap_or(name) {
+        "Dmarc" => "DMARC",
+        "WhiteListSubject" => "WelcomeListSubject",
+        other => other,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,7 +234,12 @@ struct Parser<'a> {
     tokens: &'a [Token],
     at: usize,
     plugins: &'a Plugins,
+    /// Open parentheses and `!`s: bounded, a condition is one line a person writes.
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses and negations in one condition, and of blocks in a file.
+pub const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn next_is(&self, op: &str) -> bool {
@@ -282,6 +293,16 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<f64, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("nested more than {MAX_DEPTH} deep"));
+        }
+        let v = self.unary_inner();
+        self.depth -= 1;
+        v
+    }
+
+    fn unary_inner(&mut self) -> Result<f64, String> {
         let t = self
             .tokens
             .get(self.at)
@@ -325,22 +346,36 @@ pub struct Blocks<L> {
     /// Per open block: where it opened, whether its current branch holds, whether an `else`
     /// was seen.
     open: Vec<(L, bool, bool)>,
+    /// Open blocks whose branch does not hold (so `active` costs nothing per line).
+    failing: usize,
 }
 
 impl<L> Default for Blocks<L> {
     fn default() -> Blocks<L> {
-        Blocks { open: Vec::new() }
+        Blocks {
+            open: Vec::new(),
+            failing: 0,
+        }
     }
 }
 
 impl<L> Blocks<L> {
     /// Lines take effect only where every open block's branch holds.
     pub fn active(&self) -> bool {
-        self.open.iter().all(|(_, holds, _)| *holds)
+        self.failing == 0
     }
 
-    pub fn open(&mut self, at: L, holds: bool) {
+    /// A new block; an error when blocks are nested more than [`MAX_DEPTH`] deep (the block
+    /// still opens, so that its `endif` balances, and does not hold).
+    pub fn open(&mut self, at: L, holds: bool) -> Result<(), String> {
+        let deep = self.open.len() >= MAX_DEPTH;
+        let holds = holds && !deep;
+        self.failing += usize::from(!holds);
         self.open.push((at, holds, false));
+        if deep {
+            return Err(format!("blocks nested more than {MAX_DEPTH} deep"));
+        }
+        Ok(())
     }
 
     /// `else`: an error text when there is no block to turn, or it was turned already.
@@ -349,6 +384,11 @@ impl<L> Blocks<L> {
             None => Err("else without if"),
             Some((_, _, true)) => Err("a second else in one if"),
             Some((_, holds, seen)) => {
+                if *holds {
+                    self.failing += 1;
+                } else {
+                    self.failing -= 1;
+                }
                 *holds = !*holds;
                 *seen = true;
                 Ok(())
@@ -357,7 +397,9 @@ impl<L> Blocks<L> {
     }
 
     pub fn close(&mut self) -> Result<(), &'static str> {
-        self.open.pop().map(|_| ()).ok_or("endif without if")
+        let (_, holds, _) = self.open.pop().ok_or("endif without if")?;
+        self.failing -= usize::from(!holds);
+        Ok(())
     }
 
     /// Where the blocks left open began.
@@ -420,8 +462,8 @@ mod tests {
     fn nested_blocks_and_else() {
         let mut b: Blocks<u32> = Blocks::default();
         assert!(b.active());
-        b.open(1, true);
-        b.open(2, false);
+        b.open(1, true).unwrap();
+        b.open(2, false).unwrap();
         assert!(!b.active());
         assert_eq!(b.turn(), Ok(()));
         assert!(b.active());
@@ -429,13 +471,27 @@ mod tests {
         assert_eq!(b.close(), Ok(()));
         assert_eq!(b.turn(), Ok(()));
         assert!(!b.active());
-        b.open(3, true);
+        b.open(3, true).unwrap();
         assert!(!b.active(), "an inner true block inside a false one");
         assert_eq!(b.close(), Ok(()));
         assert_eq!(b.close(), Ok(()));
         assert_eq!(b.close(), Err("endif without if"));
         assert_eq!(b.turn(), Err("else without if"));
-        b.open(4, true);
+        b.open(4, true).unwrap();
         assert_eq!(b.unclosed().collect::<Vec<_>>(), [4]);
+        // Too deep: refused, but balanced by its endif.
+        let mut b: Blocks<usize> = Blocks::default();
+        for i in 0..MAX_DEPTH {
+            b.open(i, true).unwrap();
+        }
+        assert!(b.open(MAX_DEPTH, true).is_err());
+        assert!(!b.active());
+        assert_eq!(b.close(), Ok(()));
+        assert!(b.active());
+        let p = Plugins::default();
+        assert!(p.eval(&"(".repeat(200_000)).is_err());
+        assert!(p.eval(&format!("{}1", "!".repeat(1_000_000))).is_err());
+        assert_eq!(p.eval(&format!("{}1", "!".repeat(10))), Ok(true));
+        assert!(p.has("Mail::SpamAssassin::Plugin::Dmarc"));
     }
 }

@@ -151,7 +151,14 @@ pub fn parse(call: &str) -> Result<Option<Eval>, String> {
             let header = args
                 .first()
                 .ok_or_else(|| format!("{name} needs a header name"))?;
-            Eval::FreemailHeader(header.clone(), regex(1)?)
+            // SpamAssassin reads the addresses whatever modifier the name carries.
+            let mut header = header.as_str();
+            while let Some((h, m)) = header.rsplit_once(':')
+                && matches!(m, "addr" | "first" | "last" | "raw" | "name")
+            {
+                header = h;
+            }
+            Eval::FreemailHeader(header.to_string(), regex(1)?)
         }
         "check_freemail_replyto" => match args.first().map(String::as_str) {
             None | Some("replyto") => Eval::FreemailReplyto(false),
@@ -303,11 +310,17 @@ fn body_freemails(input: &ScanInput, fm: &Freemail) -> Option<Vec<String>> {
     }
     'body: for t in &view.texts {
         for m in EMAIL.find_iter(&t.text) {
-            // An address inside a link is not one a reader is asked to write to.
+            // What FreeMail strips before it looks: an address inside a link, and one
+            // quoting someone (`<addr>`, `addr wrote:`; not `addr fax:` and the like).
             let before = &t.text[..m.start()];
-            let word_start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+            let word_start = before
+                .char_indices()
+                .rev()
+                .find(|(_, c)| c.is_whitespace())
+                .map_or(0, |(i, c)| i + c.len_utf8());
             if before[word_start..].to_ascii_lowercase().contains("://")
                 || before.ends_with(['.', '-'])
+                || (quoted(&t.text[m.end()..]) && !before.to_ascii_lowercase().ends_with("mailto:"))
             {
                 continue;
             }
@@ -330,6 +343,21 @@ fn body_freemails(input: &ScanInput, fm: &Freemail) -> Option<Vec<String>> {
         }
     }
     Some(found)
+}
+
+/// Whether what follows an address makes it a quotation to FreeMail: `>`, or up to ten
+/// spaces and a word of 2 to 11 letters with a colon (`wrote:`), unless the word is a fax,
+/// phone or mail label.
+fn quoted(after: &str) -> bool {
+    static LABEL: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)^\s{1,10}([a-z]{2,11}):").expect("a valid regex"));
+    static CONTACT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)^(?:fa(?:x|csi)|tel|phone|e?-?mail)").expect("a valid regex")
+    });
+    after.starts_with('>')
+        || LABEL
+            .captures(after)
+            .is_some_and(|c| !CONTACT.is_match(&c[1]))
 }
 
 /// An envelope sender that looks like a bulk mailer's (FreeMail's `$skip_replyto_envfrom`,
@@ -370,7 +398,8 @@ fn received_date(line: &str) -> Option<i64> {
 /// nearest of the Received headers' times, in seconds; 0 when either is missing. A first
 /// Received header from localhost (or qmail's "invoked by uid") is a local hand-over and
 /// not counted, nor a fetchmail one after it; a last difference of exactly 0 is dropped.
-fn date_diff(message: &Message) -> i64 {
+fn date_diff(input: &ScanInput) -> i64 {
+    let message = &input.message;
     let date = ["Resent-Date", "Date"].iter().find_map(|h| {
         header_values(message, h)
             .iter()
@@ -407,9 +436,11 @@ fn date_diff(message: &Message) -> i64 {
     } else if let Some(l) = local.pop() {
         received.insert(0, l);
     }
-    let mut diffs: Vec<i64> = received
-        .iter()
-        .filter_map(|r| received_date(r))
+    // Behind a milter the MTA's own Received header, dated now, is hidden from us: it is the
+    // newest one SpamAssassin would see.
+    let mut diffs: Vec<i64> = arrived_now(input)
+        .into_iter()
+        .chain(received.iter().filter_map(|r| received_date(r)))
         .map(|t| date - t)
         .collect();
     if diffs.len() > 1 && diffs.last() == Some(&0) {
@@ -418,16 +449,33 @@ fn date_diff(message: &Message) -> i64 {
     diffs.into_iter().min_by_key(|d| d.abs()).unwrap_or(0)
 }
 
+/// The time the MTA received the message, when it handed us a connection (see
+/// `received::of_message`): now.
+fn arrived_now(input: &ScanInput) -> Option<i64> {
+    input.envelope.client_ip?;
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
 /// HeaderEval's `check_outlook_message_id`.
-fn outlook_message_id_is_forged(message: &Message) -> bool {
+fn outlook_message_id_is_forged(input: &ScanInput) -> bool {
+    let message = &input.message;
     static OUTLOOK: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
         regex::bytes::Regex::new(r"(?-u)^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
             .expect("a valid regex")
     });
-    let ids: Vec<String> = ["Message-Id", "Resent-Message-Id", "X-Message-Id"]
-        .iter()
-        .flat_map(|h| header_values(message, h))
-        .collect();
+    // SpamAssassin's MESSAGEID: the first of these headers the message has.
+    let ids: Vec<String> = [
+        "X-Message-Id",
+        "Resent-Message-Id",
+        "X-Original-Message-ID",
+        "Message-Id",
+    ]
+    .iter()
+    .flat_map(|h| header_values(message, h))
+    .collect();
     let Some(token) = ids
         .first()
         .and_then(|id| OUTLOOK.captures(id.as_bytes()))
@@ -447,13 +495,13 @@ fn outlook_message_id_is_forged(message: &Message) -> bool {
     if (token - expected(date)).abs() < FUDGE {
         return false;
     }
-    // The first date on the last line of the Received headers joined (Perl's
-    // `/(date).*?$/` without /m or /s): the oldest Received header's.
-    let oldest = header_values(message, "Received")
-        .last()
-        .and_then(|r| received_date(r))
-        .unwrap_or(0);
-    (token - expected(oldest)).abs() >= FUDGE
+    // SpamAssassin parses the Received headers joined (its `/(date).*?$/` sets no
+    // variable it uses): the first date in them, the newest header's; behind a milter, the
+    // MTA's own, now.
+    let newest = arrived_now(input).unwrap_or_else(|| {
+        parse_rfc822(&header_values(message, "Received").join("\n")).unwrap_or(0)
+    });
+    (token - expected(newest)).abs() >= FUDGE
 }
 
 /// The second-level domain of the last address in a list, as HeaderEval cuts it.
@@ -484,10 +532,10 @@ impl Eval {
                 !from.is_empty() && !env.is_empty() && !from.eq_ignore_ascii_case(&env)
             }
             Eval::ShiftedDate(min, max) => {
-                let diff = date_diff(&input.message) as f64;
+                let diff = date_diff(input) as f64;
                 min.is_none_or(|h| diff >= 3600.0 * h) && max.is_none_or(|h| diff < 3600.0 * h)
             }
-            Eval::OutlookMessageId => outlook_message_id_is_forged(&input.message),
+            Eval::OutlookMessageId => outlook_message_id_is_forged(input),
             _ => freemail.is_some_and(|fm| self.freemail(input, fm)),
         }
     }
@@ -632,5 +680,54 @@ mod tests {
         assert!(!holds("check_for_shifted_date('6', '12')", archived));
         assert!(holds("check_for_shifted_date('-3', '3')", archived));
         assert!(parse("check_for_shifted_date('soon', '3')").is_err());
+    }
+
+    #[test]
+    fn hostile_and_quoting_bodies() {
+        let mut d = FreemailDomains::default();
+        d.add_domains("hotmail.com yahoo.com");
+        let fm = d.compile().unwrap();
+        let holds =
+            |call: &str, raw: &str| parse(call).unwrap().unwrap().holds(&input(raw), Some(&fm));
+        // A space of more than one byte before an address (a panic once).
+        for body in [
+            "write to\u{a0}carol@yahoo.com",
+            "<p>write to&emsp;carol@yahoo.com</p>",
+        ] {
+            let ct = if body.starts_with('<') {
+                "text/html"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            let raw = format!("From: bob7@hotmail.com\r\nContent-Type: {ct}\r\n\r\n{body}\r\n");
+            assert!(holds("check_freemail_replyto('reply')", &raw), "{body}");
+        }
+        // Quoting someone is not asking to be written to (SpamAssassin 4.0.1 hits only
+        // FREEMAIL_FROM on this message); a fax label is no quotation.
+        let quote =
+            "From: alice@hotmail.com\r\n\r\nOn Mon, 5 Aug 2002, bob@yahoo.com wrote:\r\n> hi\r\n";
+        assert!(!holds("check_freemail_replyto('reply')", quote));
+        let fax = "From: alice@hotmail.com\r\n\r\nbob@yahoo.com fax: 555\r\n";
+        assert!(holds("check_freemail_replyto('reply')", fax));
+        // A modifier on the header name is SpamAssassin's, not part of the name.
+        let spoof = "From: a@example.com\r\nReply-To: other@yahoo.com\r\n\r\nx\r\n";
+        assert!(holds("check_freemail_header('Reply-To:addr')", spoof));
+    }
+
+    #[test]
+    fn the_outlook_id_is_held_to_the_newest_received_date() {
+        // Checked with SpamAssassin 4.0.1: it compares with the first date of the Received
+        // headers joined, the newest one's (26 Aug): the first id fits it and does not hit,
+        // the second fits only the older header (19 Aug) and hits.
+        let msg = |id: &str| {
+            format!(
+                "Received: from a (a [192.0.2.7]) by mx (Postfix) id 1; Mon, 26 Aug 2002 10:00:00 +0000\r\n\
+                 Received: from b (b [192.0.2.8]) by a (Postfix) id 2; Mon, 19 Aug 2002 10:00:00 +0000\r\n\
+                 Date: Mon, 5 Aug 2002 10:00:00 +0000\r\nMessage-Id: {id}\r\n\r\nx\r\n"
+            )
+        };
+        let holds = |raw: &str| Eval::OutlookMessageId.holds(&input(raw), None);
+        assert!(!holds(&msg("<000001c24ce7$00000000$00000000@x.example>")));
+        assert!(holds(&msg("<000001c24767$00000000$00000000@x.example>")));
     }
 }

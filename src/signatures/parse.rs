@@ -310,11 +310,17 @@ impl Parsed {
                             false
                         }
                     };
-                    blocks.open(l.at, holds);
+                    let at = l.at.clone();
+                    if let Err(e) = blocks.open(l.at, holds) {
+                        self.problem(at, Severity::Error, e);
+                    }
                 }
                 "ifplugin" => {
                     let holds = self.plugins.has(rest.trim());
-                    blocks.open(l.at, holds);
+                    let at = l.at.clone();
+                    if let Err(e) = blocks.open(l.at, holds) {
+                        self.problem(at, Severity::Error, e);
+                    }
                 }
                 "else" => {
                     if let Err(e) = blocks.turn() {
@@ -591,10 +597,14 @@ fn file_start(path: &Path) -> Location {
     }
 }
 
-/// The files named by the rule paths: files as given, directories' `*.pre` then `*.cf`
-/// entries, each in name order, as SpamAssassin reads them (`.pre` files load plugins); an
-/// entry that is not a regular file is listed too, so that reading it reports it.
+/// The files named by the rule paths: every directory's `*.pre` entries first, then files as
+/// given and directories' `*.cf` entries, each directory's in name order, as SpamAssassin
+/// reads them (`.pre` files load plugins); an entry that is not a regular file is listed
+/// too, so that reading it reports it.
 pub fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
+    // Every directory's `.pre` files come before any `.cf` file, as in SpamAssassin: a
+    // `loadplugin` in /etc/spamassassin must count for the stock rules' `ifplugin` blocks.
+    let mut pre = Vec::new();
     let mut out = Vec::new();
     for path in paths {
         if !path.is_dir() {
@@ -612,7 +622,9 @@ pub fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
                     })
                     .collect();
                 files.sort();
-                out.extend(files.into_iter().map(|(_, f)| f));
+                for (cf, f) in files {
+                    if cf { out.push(f) } else { pre.push(f) }
+                }
             }
             Err(e) => p.problem(
                 file_start(path),
@@ -621,7 +633,8 @@ pub fn rule_files(paths: &[PathBuf], p: &mut Parsed) -> Vec<PathBuf> {
             ),
         }
     }
-    out
+    pre.extend(out);
+    pre
 }
 
 /// `A-Z`, `0-9` and `_`, starting with a letter; sub-rules start with `__` and may then
@@ -836,6 +849,17 @@ endif
         std::fs::write(dir.path().join("v999.pre"), "loadplugin Foo\n").unwrap();
         let p = Parsed::load(&[dir.path().to_path_buf()]);
         assert_eq!(names(&p), ["A1"]);
+        // Every path's .pre files come before any .cf file (the site's config directory is
+        // listed after the stock rules).
+        let site = tempfile::tempdir().unwrap();
+        std::fs::write(site.path().join("v1.pre"), "loadplugin Bar\n").unwrap();
+        std::fs::write(
+            dir.path().join("20_b.cf"),
+            "ifplugin Bar\nbody B1 /b/\nendif\n",
+        )
+        .unwrap();
+        let p = Parsed::load(&[dir.path().to_path_buf(), site.path().to_path_buf()]);
+        assert_eq!(names(&p), ["A1", "B1"]);
     }
 
     #[test]

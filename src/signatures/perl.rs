@@ -65,6 +65,8 @@ pub fn regex_source(p: &Pattern, with_ci: bool, mode: Mode) -> String {
                     // End of text or before a final newline.
                     Some('Z') => src.push_str(r"\n?\z"),
                     Some('h') => src.push_str(r"[\t\x20\xA0]"),
+                    // Perl's vertical white space (the `regex` crate reads `\v` as VT alone).
+                    Some('v') if mode != Mode::Pcre => src.push_str(r"[\n\x0B\x0C\r\x85]"),
                     Some('H') => src.push_str(r"[^\t\x20\xA0]"),
                     // Perl's octal escapes (`\015`, `\0`): a leading 0 or three digits.
                     // A lone `\1`..`\9` stays a back-reference.

@@ -78,6 +78,12 @@ impl ReplaceTags {
                 }
             }
             let mut again = false;
+            let too_long =
+                || format!("replacing its tags makes the pattern longer than {MAX_EXPANDED} bytes");
+            let mut total: usize = pieces.iter().map(String::len).sum();
+            if total > MAX_EXPANDED {
+                return Err(too_long());
+            }
             for p in &mut pieces {
                 let Some((a, b)) = self.find_tag(p, 0) else {
                     continue;
@@ -85,16 +91,17 @@ impl ReplaceTags {
                 let name = &p[a + self.start.len()..b - self.end.len()];
                 if let Some(value) = self.tags.get(name).filter(|v| !v.is_empty()) {
                     let tag = format!("{}{name}{}", self.start, self.end);
+                    // Counted before it is built: a piece may hold the tag many times.
+                    let grown = p.matches(&tag).count() * value.len().saturating_sub(tag.len());
+                    total = total.saturating_add(grown);
+                    if total > MAX_EXPANDED {
+                        return Err(too_long());
+                    }
                     *p = p.replace(&tag, value);
                     again |= has_tag(value);
                 }
             }
             re = pieces.concat();
-            if re.len() > MAX_EXPANDED {
-                return Err(format!(
-                    "replacing its tags makes the pattern longer than {MAX_EXPANDED} bytes"
-                ));
-            }
             if !again {
                 break;
             }
@@ -220,6 +227,11 @@ mod tests {
         r.tags
             .insert("BIG".into(), format!("{}<BIG><BIG>", "x".repeat(40_000)));
         assert!(r.expand("<BIG>").is_err());
+        // Refused before it is built: 20,000 tags of 20 KB each would be 400 MB.
+        r.tags.insert("W".into(), "y".repeat(20_000));
+        let start = std::time::Instant::now();
+        assert!(r.expand(&"<W>".repeat(20_000)).is_err());
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

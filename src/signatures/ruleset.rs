@@ -163,7 +163,8 @@ pub struct RuleSet {
     /// `mimeheader` rules, run on each MIME part's headers.
     pub(super) mime_headers: Vec<(HeaderSel, Index)>,
     /// Negated `mimeheader` rules: compiled as positive ones, and turned around once every
-    /// part is scanned (SpamAssassin's hit when no part matches).
+    /// part is scanned: a hit when no part matches, as SpamAssassin's manual says. (Its
+    /// 4.0.1 code hits on every message instead; no stock rule is negated.)
     pub(super) mime_negated: Vec<usize>,
     /// Whether a header rule reads SpamAssassin's relay pseudo-headers (parsing the
     /// Received chain costs, so only then).

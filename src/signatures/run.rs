@@ -250,15 +250,28 @@ impl RuleSet {
             inner.contains(&b'\n')
         };
         if per_line && found.iter().any(crosses) {
+            // One time budget for all the lines, as for one search.
+            let started = Instant::now();
             (found, cut) = (Vec::new(), None);
             let mut at = 0;
             for line in text.split_inclusive('\n') {
                 if found.len() >= room as usize {
                     break;
                 }
+                if st.deadline.is_some_and(|d| Instant::now() >= d) {
+                    cut = Some(Cut::Deadline);
+                    break;
+                }
+                if started.elapsed() >= super::backtrack::TIME_LIMIT {
+                    cut = Some(Cut::Time);
+                    break;
+                }
                 let (spans, c) = search(line);
                 found.extend(spans.into_iter().map(|(s, e)| (at + s, at + e)));
                 cut = cut.or(c);
+                if matches!(c, Some(Cut::Time | Cut::Deadline)) {
+                    break;
+                }
                 at += line.len();
             }
             found.truncate(room as usize);
