@@ -16,7 +16,12 @@ const MAX_LINK_LEN: usize = 8192;
 pub struct Rendered {
     pub text: String,
     pub links: Vec<String>,
+    /// The element names met, start or end tag (lower case, sorted, at most [`MAX_TAGS`]).
+    pub tags: Vec<String>,
 }
+
+/// Most distinct element names kept from one part.
+pub const MAX_TAGS: usize = 256;
 
 /// Elements whose content is never shown.
 const HIDDEN: [&str; 3] = ["script", "style", "template"];
@@ -55,6 +60,7 @@ pub fn render(html: &str) -> Rendered {
     let bytes = html.as_bytes();
     let mut out = Rendered::default();
     let mut text = Text::default();
+    let mut tags = std::collections::BTreeSet::new();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'<' {
@@ -80,6 +86,9 @@ pub fn render(html: &str) -> Rendered {
         let inner = &html[i + 1..tag_end];
         i = tag_end + 1;
         let (closing, name, attrs) = split_tag(inner);
+        if !name.is_empty() && tags.len() < MAX_TAGS {
+            tags.insert(name.to_ascii_lowercase());
+        }
         if name.is_empty() {
             // "<" not followed by a tag name ("a < b") is text.
             text.push_text("<");
@@ -99,6 +108,7 @@ pub fn render(html: &str) -> Rendered {
         }
     }
     out.text = text.text;
+    out.tags = tags.into_iter().collect();
     out
 }
 

@@ -88,6 +88,8 @@ pub struct TextPart {
     pub text: String,
     /// For HTML, the decoded markup before rendering (what `rawbody` rules read).
     pub source: Option<String>,
+    /// For HTML, the names of the elements it has (lower case, sorted).
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -187,8 +189,10 @@ impl MimeView {
                         view.attachment(part, t.as_bytes());
                     }
                     let source = is_html.then(|| t.to_string());
+                    let mut tags = Vec::new();
                     let text = if is_html {
                         let r = html::render(t);
+                        tags = r.tags;
                         for link in r.links {
                             if view.urls.len() < urls::MAX_URLS
                                 && let Some(u) = urls::parse(&link)
@@ -208,6 +212,7 @@ impl MimeView {
                         html: is_html,
                         text,
                         source,
+                        tags,
                     });
                 }
                 PartType::Binary(b) | PartType::InlineBinary(b) => view.attachment(part, b),
@@ -222,6 +227,7 @@ impl MimeView {
                             html: false,
                             text,
                             source: None,
+                            tags: Vec::new(),
                         });
                     }
                 }

@@ -122,8 +122,13 @@ pub enum Eval {
     /// `max` hours ahead of the Received headers' dates (negative: behind; None: open).
     ShiftedDate(Option<f64>, Option<f64>),
     /// `check_outlook_message_id()` (HeaderEval): an Outlook-style Message-Id whose time
-    /// stamp matches neither the Date header nor the oldest Received date.
+    /// stamp matches neither the Date header nor the newest Received date.
     OutlookMessageId,
+    /// `check_for_mime_html()` / `check_for_mime_html_only()` (MIMEEval): an HTML body part
+    /// (only HTML ones, for `true`).
+    MimeHtml(bool),
+    /// `html_tag_exists(tag)` (HTMLEval): an HTML part has that element.
+    HtmlTagExists(String),
 }
 
 /// Reads an eval call (`check_x('a', "b")`): Ok(None) for a function not run here, Err for
@@ -168,6 +173,13 @@ pub fn parse(call: &str) -> Result<Option<Eval>, String> {
         "check_freemail_body" => Eval::FreemailBody(regex(0)?),
         "check_equal_from_domains" => Eval::FromDomainsDiffer,
         "check_outlook_message_id" => Eval::OutlookMessageId,
+        "check_for_mime_html" => Eval::MimeHtml(false),
+        "check_for_mime_html_only" => Eval::MimeHtml(true),
+        "html_tag_exists" => Eval::HtmlTagExists(
+            args.first()
+                .ok_or_else(|| format!("{name} needs a tag name"))?
+                .to_ascii_lowercase(),
+        ),
         "check_for_shifted_date" => {
             let hours = |i: usize| -> Result<Option<f64>, String> {
                 match args.get(i).map(String::as_str) {
@@ -449,6 +461,35 @@ fn date_diff(input: &ScanInput) -> i64 {
     diffs.into_iter().min_by_key(|d| d.abs()).unwrap_or(0)
 }
 
+/// MIMEEval's `check_for_mime_html(_only)`: a top-level `text/html` Content-Type, or text
+/// parts counted over every MIME part (the message's own headers included) by their
+/// declared type (`text/plain` when there is none).
+fn mime_html(input: &ScanInput, only: bool) -> bool {
+    let top = header_values(&input.message, "Content-Type");
+    if top
+        .first()
+        .is_some_and(|t| t.len() >= 9 && t[..9].eq_ignore_ascii_case("text/html"))
+    {
+        return true;
+    }
+    let (mut html, mut text) = (0, 0);
+    for part in &input.view().parts {
+        let ctype = part
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("Content-Type"))
+            .map_or("text/plain".to_string(), |h| {
+                let t = h.value.split(';').next().unwrap_or("").trim();
+                t.to_ascii_lowercase()
+            });
+        if ctype == "text/html" {
+            html += 1;
+        } else if ctype.starts_with("text") {
+            text += 1;
+        }
+    }
+    html > 0 && (!only || text == 0)
+}
+
 /// The time the MTA received the message, when it handed us a connection (see
 /// `received::of_message`): now.
 fn arrived_now(input: &ScanInput) -> Option<i64> {
@@ -536,6 +577,8 @@ impl Eval {
                 min.is_none_or(|h| diff >= 3600.0 * h) && max.is_none_or(|h| diff < 3600.0 * h)
             }
             Eval::OutlookMessageId => outlook_message_id_is_forged(input),
+            Eval::MimeHtml(only) => mime_html(input, *only),
+            Eval::HtmlTagExists(tag) => input.view().texts.iter().any(|t| t.tags.contains(tag)),
             _ => freemail.is_some_and(|fm| self.freemail(input, fm)),
         }
     }
@@ -582,7 +625,11 @@ impl Eval {
                 };
                 body.iter().any(|b| reply_addrs.iter().any(|r| r != b))
             }
-            Eval::FromDomainsDiffer | Eval::ShiftedDate(..) | Eval::OutlookMessageId => false,
+            Eval::FromDomainsDiffer
+            | Eval::ShiftedDate(..)
+            | Eval::OutlookMessageId
+            | Eval::MimeHtml(_)
+            | Eval::HtmlTagExists(_) => false,
         }
     }
 }
@@ -729,5 +776,23 @@ mod tests {
         let holds = |raw: &str| Eval::OutlookMessageId.holds(&input(raw), None);
         assert!(!holds(&msg("<000001c24ce7$00000000$00000000@x.example>")));
         assert!(holds(&msg("<000001c24767$00000000$00000000@x.example>")));
+    }
+
+    #[test]
+    fn mime_html_and_html_tags() {
+        let holds = |call: &str, raw: &str| parse(call).unwrap().unwrap().holds(&input(raw), None);
+        let html_only =
+            "Content-Type: text/html\r\n\r\n<html><body><center>x</center></body></html>\r\n";
+        let alternative = "Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\
+            Content-Type: text/plain\r\n\r\nx\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--\r\n";
+        let plain = "Subject: s\r\n\r\nx\r\n";
+        assert!(holds("check_for_mime_html_only()", html_only));
+        assert!(holds("check_for_mime_html()", alternative));
+        assert!(!holds("check_for_mime_html_only()", alternative));
+        assert!(!holds("check_for_mime_html()", plain));
+        assert!(holds("html_tag_exists('center')", html_only));
+        assert!(holds("html_tag_exists('HTML')", html_only));
+        assert!(!holds("html_tag_exists('head')", html_only));
+        assert!(!holds("html_tag_exists('html')", alternative));
     }
 }
