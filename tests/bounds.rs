@@ -379,23 +379,29 @@ fn write_rules(d: &Daemon, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_look_around_bomb_ends_by_the_deadline_and_stops_using_the_cpu() {
     let d = Daemon::start(
-        "message_timeout = \"3s\"",
+        "message_timeout = \"1s\"",
         "[rules]\npaths = [\"$DIR/rules\"]\n",
     );
-    // Forty rules that each take minutes on this message, and one that matters.
-    let mut rules: String = (0..40)
-        .map(|i| format!("body BOMB{i} /(?=(a+)+b)a/\nscore BOMB{i} 0.1\n"))
+    // An exponential look-ahead that PCRE2 cannot rule out early (a `b` is near, but behind
+    // an `x`): every zone of the text uses up its step budget. Four hundred such rules pass
+    // the deadline together; one rule matters.
+    let bomb = r"/(?=(a|aa)+b)a/";
+    let mut rules: String = (0..400)
+        .map(|i| format!("body BOMB{i} {bomb}\nscore BOMB{i} 0.01\n"))
         .collect();
     rules.push_str("body ZORG /zorglub/\nscore ZORG 20\n");
     write_rules(&d, &rules);
     let mut c = client(&d).await;
-    let msg = format!("Subject: x\r\n\r\nzorglub {}\r\n", "a".repeat(300_000));
+    let msg = format!(
+        "Subject: x\r\n\r\nzorglub {}\r\n",
+        format!("{}xb ", "a".repeat(60)).repeat(5_000)
+    );
     cut_at_the_deadline(&d, &mut c, &msg, "bomb").await;
 
-    // One such rule alone is cut by its own time limit; the other rules still count.
+    // One such rule alone is cut by its step budget zone by zone; the other rules count.
     write_rules(
         &d,
-        "body BOMB /(?=(a+)+b)a/\nscore BOMB 0.1\nbody ZORG /zorglub/\nscore ZORG 20\n",
+        &format!("body BOMB {bomb}\nscore BOMB 0.1\nbody ZORG /zorglub/\nscore ZORG 20\n"),
     );
     let r = c.message(&ENV, msg.as_bytes()).await.unwrap();
     assert!(
@@ -403,7 +409,7 @@ async fn a_look_around_bomb_ends_by_the_deadline_and_stops_using_the_cpu() {
         "{r:?}"
     );
     assert!(
-        d.wait_log("RULE_TIME_LIMIT", Duration::from_secs(5)),
+        d.wait_log("RULE_STEP_LIMIT", Duration::from_secs(5)),
         "{}",
         d.log()
     );
