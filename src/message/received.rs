@@ -478,6 +478,8 @@ pub const PSEUDO_HEADERS: [&str; 4] = [
 pub struct RelayHeaders {
     pub relays: [String; 4],
     pub envelope_from: Option<String>,
+    /// The relays themselves, for the eval tests that read them.
+    pub parsed: Relays,
 }
 
 impl RelayHeaders {
@@ -490,6 +492,7 @@ impl RelayHeaders {
                 r.external_str(),
             ],
             envelope_from,
+            parsed: r.clone(),
         }
     }
 

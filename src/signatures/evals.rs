@@ -129,6 +129,15 @@ pub enum Eval {
     MimeHtml(bool),
     /// `html_tag_exists(tag)` (HTMLEval): an HTML part has that element.
     HtmlTagExists(String),
+    /// RelayEval's `check_all_trusted()`: relays, all trusted, none unparseable.
+    AllTrusted,
+    /// RelayEval's `check_no_relays()`.
+    NoRelays,
+    /// RelayEval's `check_relays_unparseable()`.
+    RelaysUnparseable,
+    /// RelayEval's `helo_ip_mismatch()`: an untrusted public relay said HELO with a public
+    /// IPv4 address outside the /24 it connected from.
+    HeloIpMismatch,
 }
 
 /// Reads an eval call (`check_x('a', "b")`): Ok(None) for a function not run here, Err for
@@ -173,6 +182,10 @@ pub fn parse(call: &str) -> Result<Option<Eval>, String> {
         "check_freemail_body" => Eval::FreemailBody(regex(0)?),
         "check_equal_from_domains" => Eval::FromDomainsDiffer,
         "check_outlook_message_id" => Eval::OutlookMessageId,
+        "check_all_trusted" => Eval::AllTrusted,
+        "check_no_relays" => Eval::NoRelays,
+        "check_relays_unparseable" => Eval::RelaysUnparseable,
+        "helo_ip_mismatch" => Eval::HeloIpMismatch,
         "check_for_mime_html" => Eval::MimeHtml(false),
         "check_for_mime_html_only" => Eval::MimeHtml(true),
         "html_tag_exists" => Eval::HtmlTagExists(
@@ -461,6 +474,20 @@ fn date_diff(input: &ScanInput) -> i64 {
     diffs.into_iter().min_by_key(|d| d.abs()).unwrap_or(0)
 }
 
+/// One relay for `helo_ip_mismatch`: HELO and address both public IPv4, different, and the
+/// address not starting with the HELO's first three octets.
+fn helo_mismatch(r: &crate::message::received::Relay) -> bool {
+    let public_v4 = |s: &str| {
+        s.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| crate::reputation::hops::is_public(std::net::IpAddr::V4(ip)))
+    };
+    if !public_v4(&r.helo) || !public_v4(&r.ip) || r.helo == r.ip {
+        return false;
+    }
+    let net: String = r.helo.split_inclusive('.').take(3).collect();
+    !r.ip.starts_with(&net)
+}
+
 /// MIMEEval's `check_for_mime_html(_only)`: a top-level `text/html` Content-Type, or text
 /// parts counted over every MIME part (the message's own headers included) by their
 /// declared type (`text/plain` when there is none).
@@ -579,6 +606,16 @@ impl Eval {
             Eval::OutlookMessageId => outlook_message_id_is_forged(input),
             Eval::MimeHtml(only) => mime_html(input, *only),
             Eval::HtmlTagExists(tag) => input.view().texts.iter().any(|t| t.tags.contains(tag)),
+            Eval::AllTrusted => {
+                let r = &input.relays().parsed;
+                !r.trusted.is_empty() && r.untrusted.is_empty() && r.unparseable == 0
+            }
+            Eval::NoRelays => {
+                let r = &input.relays().parsed;
+                r.trusted.is_empty() && r.untrusted.is_empty() && r.unparseable == 0
+            }
+            Eval::RelaysUnparseable => input.relays().parsed.unparseable > 0,
+            Eval::HeloIpMismatch => input.relays().parsed.untrusted.iter().any(helo_mismatch),
             _ => freemail.is_some_and(|fm| self.freemail(input, fm)),
         }
     }
@@ -629,7 +666,11 @@ impl Eval {
             | Eval::ShiftedDate(..)
             | Eval::OutlookMessageId
             | Eval::MimeHtml(_)
-            | Eval::HtmlTagExists(_) => false,
+            | Eval::HtmlTagExists(_)
+            | Eval::AllTrusted
+            | Eval::NoRelays
+            | Eval::RelaysUnparseable
+            | Eval::HeloIpMismatch => false,
         }
     }
 }
@@ -794,5 +835,23 @@ mod tests {
         assert!(holds("html_tag_exists('HTML')", html_only));
         assert!(!holds("html_tag_exists('head')", html_only));
         assert!(!holds("html_tag_exists('html')", alternative));
+    }
+
+    #[test]
+    fn relay_tests() {
+        let holds = |call: &str, raw: &str| parse(call).unwrap().unwrap().holds(&input(raw), None);
+        let none = "Subject: s\r\n\r\nx\r\n";
+        assert!(holds("check_no_relays()", none));
+        assert!(!holds("check_all_trusted()", none));
+        let private = "Received: from pc (pc [192.168.1.5]) by mx.example (Postfix) with ESMTP id 1\r\n\r\nx\r\n";
+        assert!(holds("check_all_trusted()", private));
+        assert!(!holds("check_no_relays()", private));
+        let mismatch = "Received: from 203.0.113.9 (h.example [198.51.100.7]) by mx.example (Postfix) with ESMTP id 1\r\n\r\nx\r\n";
+        assert!(holds("helo_ip_mismatch()", mismatch));
+        assert!(!holds("check_all_trusted()", mismatch));
+        let same_net = "Received: from 198.51.100.9 (h.example [198.51.100.7]) by mx.example (Postfix) with ESMTP id 1\r\n\r\nx\r\n";
+        assert!(!holds("helo_ip_mismatch()", same_net));
+        let garbage = "Received: from nowhere with nothing\r\n\r\nx\r\n";
+        assert!(holds("check_relays_unparseable()", garbage));
     }
 }
