@@ -138,6 +138,13 @@ pub enum Eval {
     /// RelayEval's `helo_ip_mismatch()`: an untrusted public relay said HELO with a public
     /// IPv4 address outside the /24 it connected from.
     HeloIpMismatch,
+    /// HeaderEval's `check_for_missing_to_header()`: neither To nor Apparently-To.
+    MissingTo,
+    /// HeaderEval's `subject_is_all_caps()`.
+    SubjectAllCaps,
+    /// HeaderEval's `check_for_forged_yahoo_received_headers()`: From yahoo.com, but no
+    /// Received header Yahoo writes.
+    ForgedYahooReceived,
 }
 
 /// Reads an eval call (`check_x('a', "b")`): Ok(None) for a function not run here, Err for
@@ -186,6 +193,9 @@ pub fn parse(call: &str) -> Result<Option<Eval>, String> {
         "check_no_relays" => Eval::NoRelays,
         "check_relays_unparseable" => Eval::RelaysUnparseable,
         "helo_ip_mismatch" => Eval::HeloIpMismatch,
+        "check_for_missing_to_header" => Eval::MissingTo,
+        "subject_is_all_caps" => Eval::SubjectAllCaps,
+        "check_for_forged_yahoo_received_headers" => Eval::ForgedYahooReceived,
         "check_for_mime_html" => Eval::MimeHtml(false),
         "check_for_mime_html_only" => Eval::MimeHtml(true),
         "html_tag_exists" => Eval::HtmlTagExists(
@@ -474,6 +484,90 @@ fn date_diff(input: &ScanInput) -> i64 {
     diffs.into_iter().min_by_key(|d| d.abs()).unwrap_or(0)
 }
 
+fn subject_all_caps(message: &Message) -> bool {
+    static PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)^(?:(?:Re|Fwd|Fw|Aw|Antwort|WG|SV|VB|VS|VL):\s*)+").expect("a valid regex")
+    });
+    static LIKELY_CAPS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)=\?[-_a-z0-9]*(?:koi|jp|jis|euc|gb|big5|isoir|cp1251|windows-1251|georgianps|pt154|tis)[-_a-z0-9]*\?")
+            .expect("a valid regex")
+    });
+    let Some((_, raw)) = message
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Subject"))
+    else {
+        return false;
+    };
+    let raw = String::from_utf8_lossy(raw);
+    let decoded = crate::message::mime::decode_header_value(raw.as_bytes());
+    let subject = PREFIX.replace(decoded.trim(), "");
+    if !subject.contains(char::is_whitespace) || subject.len() < 10 {
+        return false;
+    }
+    if LIKELY_CAPS.is_match(&raw) {
+        return false;
+    }
+    let letters: String = subject.chars().filter(char::is_ascii_alphabetic).collect();
+    !letters.is_empty() && letters == letters.to_ascii_uppercase()
+}
+
+fn forged_yahoo(input: &ScanInput) -> bool {
+    let message = &input.message;
+    let from = message_addrs(message, "From");
+    if !from.last().is_some_and(|a| {
+        a.ends_with("yahoo.com")
+            && a[..a.len() - 9]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+    }) {
+        return false;
+    }
+    let mut rcvd = header_values(message, "Received").join("\n");
+    let present = |h: &str| header_values(message, h).iter().any(|v| !v.is_empty());
+    if present("Resent-From") && present("Resent-To") {
+        let x = header_values(message, "X-Received").join("\n");
+        if !x.is_empty() {
+            rcvd = x;
+        }
+    }
+    let rcvd = rcvd.split_whitespace().collect::<Vec<_>>().join(" ");
+    // HeaderEval's gated_through_received_hdr_remover: no Received header at all, or one
+    // from MSN groups (the ezmlm case needs a Mailing-List header and is left out here).
+    if header_values(message, "Received").is_empty() || rcvd.contains("from groups.msn.com (") {
+        return false;
+    }
+    static YAHOO_RDNS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r" rdns=\S+\.yahoo\.com ").expect("a valid regex"));
+    static FIRST_YAHOO_RDNS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[^\]]+ rdns=\S+\.yahoo\.com ").expect("a valid regex"));
+    let relays = input.relays();
+    if YAHOO_RDNS.is_match(&relays.relays[0]) || FIRST_YAHOO_RDNS.is_match(&relays.relays[1]) {
+        return false;
+    }
+    static YAHOO_WROTE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r"by web\S+\.mail\S*\.yahoo\.com via HTTP",
+            r"|by sonic\S+\.consmr\.mail\S*\.yahoo\.com with HTTP",
+            r"|by smtp\S+\.yahoo\.com with SMTP",
+            r"|from \[[0-9a-fA-F.:]+\] by \S+\.(?:groups|scd|dcn)\.yahoo\.com with NNFMP",
+            r"|by \w+\.\w+\.yahoo\.com \(\d+\.\d+\.\d+/\d+\.\d+\.\d+\)(?: with ESMTP)? id \w+",
+        ))
+        .expect("a valid regex")
+    });
+    if YAHOO_WROTE.is_match(&rcvd) {
+        return false;
+    }
+    static BULK: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\bmailer\d+\.bulk\.scd\.yahoo\.com\b").expect("a valid regex")
+    });
+    if BULK.is_match(&rcvd) && from.last().is_some_and(|a| a.ends_with("@reply.yahoo.com")) {
+        return false;
+    }
+    true
+}
+
 /// One relay for `helo_ip_mismatch`: HELO and address both public IPv4, different, and the
 /// address not starting with the HELO's first three octets.
 fn helo_mismatch(r: &crate::message::received::Relay) -> bool {
@@ -616,6 +710,13 @@ impl Eval {
             }
             Eval::RelaysUnparseable => input.relays().parsed.unparseable > 0,
             Eval::HeloIpMismatch => input.relays().parsed.untrusted.iter().any(helo_mismatch),
+            Eval::MissingTo => ["To", "Apparently-To"].iter().all(|h| {
+                header_values(&input.message, h)
+                    .iter()
+                    .all(|v| v.is_empty())
+            }),
+            Eval::SubjectAllCaps => subject_all_caps(&input.message),
+            Eval::ForgedYahooReceived => forged_yahoo(input),
             _ => freemail.is_some_and(|fm| self.freemail(input, fm)),
         }
     }
@@ -670,7 +771,10 @@ impl Eval {
             | Eval::AllTrusted
             | Eval::NoRelays
             | Eval::RelaysUnparseable
-            | Eval::HeloIpMismatch => false,
+            | Eval::HeloIpMismatch
+            | Eval::MissingTo
+            | Eval::SubjectAllCaps
+            | Eval::ForgedYahooReceived => false,
         }
     }
 }
@@ -853,5 +957,46 @@ mod tests {
         assert!(!holds("helo_ip_mismatch()", same_net));
         let garbage = "Received: from nowhere with nothing\r\n\r\nx\r\n";
         assert!(holds("check_relays_unparseable()", garbage));
+    }
+
+    #[test]
+    fn header_tests_of_headereval() {
+        let holds = |call: &str, raw: &str| parse(call).unwrap().unwrap().holds(&input(raw), None);
+        assert!(holds(
+            "check_for_missing_to_header()",
+            "From: a@b.example\r\n\r\nx\r\n"
+        ));
+        assert!(!holds(
+            "check_for_missing_to_header()",
+            "Apparently-To: c@d.example\r\n\r\nx\r\n"
+        ));
+        let caps = |subject: &str| {
+            holds(
+                "subject_is_all_caps()",
+                &format!("Subject: {subject}\r\n\r\nx\r\n"),
+            )
+        };
+        assert!(caps("FREE MONEY NOW!!"));
+        assert!(caps("Re: FREE MONEY NOW"));
+        assert!(!caps("FREEMONEYNOW"));
+        assert!(!caps("FREE CASH"));
+        assert!(!caps("Free money now"));
+        assert!(!caps("=?koi8-r?Q?FREE_MONEY_NOW?="));
+        let yahoo = |received: &str| {
+            holds(
+                "check_for_forged_yahoo_received_headers()",
+                &format!("Received: {received}\r\nFrom: joe@yahoo.com\r\n\r\nx\r\n"),
+            )
+        };
+        assert!(yahoo(
+            "from pc (pc.example [198.51.100.7]) by mx.example (Postfix) with ESMTP id 1"
+        ));
+        assert!(!yahoo(
+            "from [198.51.100.7] by web12.mail.yahoo.com via HTTP; Mon, 26 Aug 2002"
+        ));
+        assert!(!holds(
+            "check_for_forged_yahoo_received_headers()",
+            "Received: from pc (pc.example [198.51.100.7]) by mx.example (Postfix) with ESMTP id 1\r\nFrom: joe@example.com\r\n\r\nx\r\n"
+        ));
     }
 }
