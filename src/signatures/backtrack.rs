@@ -68,15 +68,18 @@ pub struct Found {
 pub struct Backtracking {
     re: pcre2::bytes::Regex,
     /// The relaxed pattern; without one (it would not compile) every zone is searched.
-    anchor: Option<regex::Regex>,
+    /// The relaxed pattern, with byte semantics as the rule's own (`(?-u)`): Unicode classes
+    /// under bounded repeats (`[^\n]{0,200}`) made lazy DFAs that outgrew their cache and
+    /// were rebuilt on every search, half the scan's time on SpamAssassin's rules.
+    anchor: Option<regex::bytes::Regex>,
 }
 
 impl Backtracking {
-    pub fn new(re: pcre2::bytes::Regex, anchor: Option<regex::Regex>) -> Backtracking {
+    pub fn new(re: pcre2::bytes::Regex, anchor: Option<regex::bytes::Regex>) -> Backtracking {
         Backtracking { re, anchor }
     }
 
-    pub fn anchor(&self) -> Option<&regex::Regex> {
+    pub fn anchor(&self) -> Option<&regex::bytes::Regex> {
         self.anchor.as_ref()
     }
 
@@ -110,7 +113,7 @@ impl Backtracking {
             // Its search is bounded by the same text, so the zones together cost one pass.
             if let Some(anchor) = &self.anchor
                 && !anchor
-                    .find_at(hay, at)
+                    .find_at(hay.as_bytes(), at)
                     .is_some_and(|m| starts_here(m.start()))
             {
                 continue;
@@ -152,7 +155,8 @@ mod tests {
 
     fn rule(src: &str) -> Backtracking {
         let re = compile(src).unwrap();
-        let anchor = super::super::relax::relaxed(src).and_then(|r| regex::Regex::new(&r).ok());
+        let anchor = super::super::relax::relaxed(src)
+            .and_then(|r| regex::bytes::Regex::new(&format!("(?-u){r}")).ok());
         Backtracking::new(re, anchor)
     }
 

@@ -263,7 +263,7 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
                     let literals = relax::relaxed(&regex_source(p, false, Mode::Unicode))
                         .and_then(|r| literals_of(&r, p.case_insensitive));
                     let anchor = relax::relaxed(&src).and_then(|r| {
-                        regex::RegexBuilder::new(&r)
+                        regex::bytes::RegexBuilder::new(&format!("(?-u){r}"))
                             .size_limit(REGEX_SIZE_LIMIT)
                             .build()
                             .ok()
