@@ -72,6 +72,8 @@ pub struct ScanInput {
     /// for its relay pseudo-headers. None: inferred as SpamAssassin does without them.
     pub trusted: Option<Arc<[IpNetwork]>>,
     relays: OnceLock<RelayHeaders>,
+    /// SpamAssassin's Date-to-Received difference, read by several eval rules.
+    date_diff: OnceLock<i64>,
 }
 
 impl ScanInput {
@@ -83,7 +85,16 @@ impl ScanInput {
             keys: OnceLock::new(),
             trusted: None,
             relays: OnceLock::new(),
+            date_diff: OnceLock::new(),
         }
+    }
+
+    /// The seconds between the message's Date and its Received headers' times (see
+    /// `signatures::evals::date_diff`), worked out once for the rules that read it.
+    pub fn date_diff(&self) -> i64 {
+        *self
+            .date_diff
+            .get_or_init(|| crate::signatures::evals::date_diff(self))
     }
 
     /// SpamAssassin's `X-Spam-Relays-*` pseudo-headers for this message (see

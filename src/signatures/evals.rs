@@ -433,7 +433,7 @@ fn received_date(line: &str) -> Option<i64> {
 /// nearest of the Received headers' times, in seconds; 0 when either is missing. A first
 /// Received header from localhost (or qmail's "invoked by uid") is a local hand-over and
 /// not counted, nor a fetchmail one after it; a last difference of exactly 0 is dropped.
-fn date_diff(input: &ScanInput) -> i64 {
+pub(crate) fn date_diff(input: &ScanInput) -> i64 {
     let message = &input.message;
     let date = ["Resent-Date", "Date"].iter().find_map(|h| {
         header_values(message, h)
@@ -694,7 +694,7 @@ impl Eval {
                 !from.is_empty() && !env.is_empty() && !from.eq_ignore_ascii_case(&env)
             }
             Eval::ShiftedDate(min, max) => {
-                let diff = date_diff(input) as f64;
+                let diff = input.date_diff() as f64;
                 min.is_none_or(|h| diff >= 3600.0 * h) && max.is_none_or(|h| diff < 3600.0 * h)
             }
             Eval::OutlookMessageId => outlook_message_id_is_forged(input),

@@ -56,9 +56,11 @@ fn render(e: &Expr, out: &mut String) {
             out.push_str("(?:");
             render(child, out);
             out.push(')');
+            // An upper bound only removes matches, and counting to it is what makes a lazy
+            // DFA big: `[^\n]{0,200} for ` needs a state per count, `[^\n]* for ` a few.
             match (*lo, *hi) {
-                (lo, usize::MAX) => out.push_str(&format!("{{{lo},}}")),
-                (lo, hi) => out.push_str(&format!("{{{lo},{hi}}}")),
+                (lo, hi) if lo == hi => out.push_str(&format!("{{{lo}}}")),
+                (lo, _) => out.push_str(&format!("{{{lo},}}")),
             }
         }
         Expr::Delegate { inner, casei, .. } => {
@@ -124,7 +126,9 @@ mod tests {
             &["chea p"],
         );
         check(r"a(?>bc|b)c", &["abcc"], &["abc"], &["ac"]);
-        check(r"x{2,3}+y", &["xxy"], &[], &["xy"]);
+        check(r"^x{2,3}+y", &["xxy"], &["xxxxy"], &["xy"]);
+        check(r"x{2}(?=y)", &["xxy"], &["xxz"], &["xy"]);
+        check(r"(?s)(a).{0,3}b\1?", &["a12b"], &["a1234b"], &["ba"]);
         check(r"(a)?(?(1)b|c)d", &["abd", "cd"], &["bd"], &["d"]);
         check(
             r"^(?!.*free).*offer$",

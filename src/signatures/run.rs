@@ -156,7 +156,10 @@ impl RuleSet {
             });
         }
         candidates.sort_unstable();
-        for r in candidates.into_iter().chain(ix.always.iter().copied()) {
+        for r in candidates {
+            self.run_regex(r, text, ix.per_line, st);
+        }
+        for &r in &ix.always {
             self.run_regex(r, text, ix.per_line, st);
         }
         for (r, found) in phrase_counts {
@@ -172,22 +175,9 @@ impl RuleSet {
     /// For a header absent from the message: rules with `[if-unset: X]` test X, the others
     /// test the empty string (so `!~` rules fire), as SpamAssassin does.
     fn scan_unset(&self, ix: &Index, st: &mut ScanState) {
-        let mut ids: Vec<usize> = ix
-            .owners
-            .iter()
-            .flatten()
-            .filter_map(|o| match o {
-                Owner::Rule(r) => Some(*r),
-                Owner::Phrase(..) => None,
-            })
-            .chain(ix.always.iter().copied())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for r in ids {
+        for &r in &ix.unset {
             if let Kind::Regex { if_unset, .. } = &self.rules[r].kind {
-                let text = if_unset.clone().unwrap_or_default();
-                self.run_regex(r, &text, false, st);
+                self.run_regex(r, if_unset.as_deref().unwrap_or_default(), false, st);
             }
         }
     }
