@@ -63,6 +63,15 @@ fn main() {
         started.elapsed().as_secs_f64(),
         messages.len()
     );
+    let only = std::env::var("ONLY").ok();
+    let messages: Vec<(String, Vec<u8>)> = match &only {
+        Some(o) => messages
+            .into_iter()
+            .filter(|(n, _)| n.contains(o.as_str()))
+            .flat_map(|m| std::iter::repeat_n(m, 50))
+            .collect(),
+        None => messages,
+    };
     let mut took: Vec<(Duration, &str)> = Vec::with_capacity(messages.len());
     let cpu_before = cpu_time();
     for (name, raw) in &messages {

@@ -910,6 +910,26 @@ score    META_COUNT   1
         // `$` is a paragraph's end: "now " ends with the space its line end became.
         let msg = "Subject: now\r\n\r\nx\r\n";
         assert_eq!(names(&s, msg), ["LAST_WORD", "PARAS"]);
+        // A rule with a literal is searched on the paragraphs that hold it, each alone: every
+        // hit on every one of them counts, and `^` and look-behind see the paragraph's start.
+        let s = set(concat!(
+            "body FREE /\\bfree\\b/\ntflags FREE multiple\n",
+            "body FIRST_FREE /^free/\ntflags FIRST_FREE multiple\n",
+            "body NOT_AFTER_TOLL /(?<!toll\\s)free/\n",
+        ));
+        let msg =
+            "Subject: s\r\n\r\nfree\r\n\r\nbe free, free\r\n\r\nfreely\r\n\r\ntoll\r\n\r\nfree\r\n";
+        assert_eq!(
+            fired(&s, msg),
+            [
+                ("FIRST_FREE".to_string(), 3),
+                ("FREE".to_string(), 4),
+                ("NOT_AFTER_TOLL".to_string(), 1)
+            ]
+        );
+        // "toll" ends the paragraph before: the look-behind does not see it.
+        let msg = "Subject: s\r\n\r\ntoll\r\n\r\nfree\r\n";
+        assert_eq!(names(&s, msg), ["FIRST_FREE", "FREE", "NOT_AFTER_TOLL"]);
     }
 
     #[test]

@@ -130,14 +130,31 @@ impl RuleSet {
         // Distinct phrases found, and how many per rule.
         let mut phrases_seen: HashSet<(usize, usize)> = HashSet::new();
         let mut phrase_counts: BTreeMap<usize, u32> = BTreeMap::new();
+        // Where a match must lie within one line (SpamAssassin's body paragraphs), a rule
+        // can match only on the lines where one of its literals is: only those are searched
+        // (a 196 KB body has every literal somewhere, but each on few of its lines).
+        let line_ends: Vec<usize> = if ix.per_line {
+            memchr::memchr_iter(b'\n', text.as_bytes()).collect()
+        } else {
+            Vec::new()
+        };
+        let mut rule_lines: Vec<(usize, usize)> = Vec::new();
         if let Some(lits) = &ix.literals_matcher {
             lits.for_each(text.as_bytes(), |m| {
+                let line = if ix.per_line {
+                    line_ends.partition_point(|&e| e < m.start)
+                } else {
+                    0
+                };
                 for owner in &ix.owners[m.pattern] {
                     match *owner {
                         Owner::Rule(r) => {
                             if st.marked[r] != epoch {
                                 st.marked[r] = epoch;
                                 candidates.push(r);
+                            }
+                            if ix.per_line {
+                                rule_lines.push((r, line));
                             }
                         }
                         Owner::Phrase(r, p) => {
@@ -156,11 +173,33 @@ impl RuleSet {
             });
         }
         candidates.sort_unstable();
+        rule_lines.sort_unstable();
+        rule_lines.dedup();
+        let range = |line: usize| {
+            let start = if line == 0 {
+                0
+            } else {
+                line_ends[line - 1] + 1
+            };
+            let end = line_ends.get(line).map_or(text.len(), |e| e + 1);
+            (start, end)
+        };
+        let mut lines = Vec::new();
+        let mut next = 0;
         for r in candidates {
-            self.run_regex(r, text, ix.per_line, st);
+            if !ix.per_line {
+                self.run_regex(r, text, ix.per_line, None, st);
+                continue;
+            }
+            lines.clear();
+            while next < rule_lines.len() && rule_lines[next].0 == r {
+                lines.push(range(rule_lines[next].1));
+                next += 1;
+            }
+            self.run_regex(r, text, ix.per_line, Some(&lines), st);
         }
         for &r in &ix.always {
-            self.run_regex(r, text, ix.per_line, st);
+            self.run_regex(r, text, ix.per_line, None, st);
         }
         for (r, found) in phrase_counts {
             let rule = &self.rules[r];
@@ -177,7 +216,7 @@ impl RuleSet {
     fn scan_unset(&self, ix: &Index, st: &mut ScanState) {
         for &r in &ix.unset {
             if let Kind::Regex { if_unset, .. } = &self.rules[r].kind {
-                self.run_regex(r, if_unset.as_deref().unwrap_or_default(), false, st);
+                self.run_regex(r, if_unset.as_deref().unwrap_or_default(), false, None, st);
             }
         }
     }
@@ -206,7 +245,16 @@ impl RuleSet {
         true
     }
 
-    fn run_regex(&self, r: usize, text: &str, per_line: bool, st: &mut ScanState) {
+    /// Runs rule `r` on `text`; with `lines`, only on those lines of it (byte ranges, each
+    /// ending after its line end), as if each were a text of its own.
+    fn run_regex(
+        &self,
+        r: usize,
+        text: &str,
+        per_line: bool,
+        lines: Option<&[(usize, usize)]>,
+        st: &mut ScanState,
+    ) {
         if st.expired || st.deadline.is_some_and(|d| Instant::now() >= d) {
             st.expired = true;
             return;
@@ -223,14 +271,14 @@ impl RuleSet {
         if room == 0 {
             return;
         }
+        let deadline = st.deadline;
         let search = |text: &str| match matcher {
-            Matcher::Fast(re) => linear::find(re, text, room as usize, st.deadline),
+            Matcher::Fast(re) => linear::find(re, text, room as usize, deadline),
             Matcher::Fancy(bt) => {
-                let f = bt.find(text, room as usize, st.deadline);
+                let f = bt.find(text, room as usize, deadline);
                 (f.spans, f.cut)
             }
         };
-        let (mut found, mut cut) = search(text);
         // A match across a line end would be two paragraphs to SpamAssassin, which matches
         // each alone: then the rule is searched line by line (rare: most rules find nothing,
         // or something within a line).
@@ -239,33 +287,22 @@ impl RuleSet {
             let inner = matched.strip_suffix(b"\n").unwrap_or(matched);
             inner.contains(&b'\n')
         };
-        if per_line && found.iter().any(crosses) {
-            // One time budget for all the lines, as for one search.
-            let started = Instant::now();
-            (found, cut) = (Vec::new(), None);
-            let mut at = 0;
-            for line in text.split_inclusive('\n') {
-                if found.len() >= room as usize {
-                    break;
+        let (found, cut) = match lines {
+            Some(lines) => in_lines(&search, text, lines.iter().copied(), room, deadline),
+            None => {
+                let (found, cut) = search(text);
+                if per_line && found.iter().any(crosses) {
+                    let mut at = 0;
+                    let all = text.split_inclusive('\n').map(|line| {
+                        at += line.len();
+                        (at - line.len(), at)
+                    });
+                    in_lines(&search, text, all, room, deadline)
+                } else {
+                    (found, cut)
                 }
-                if st.deadline.is_some_and(|d| Instant::now() >= d) {
-                    cut = Some(Cut::Deadline);
-                    break;
-                }
-                if started.elapsed() >= super::backtrack::TIME_LIMIT {
-                    cut = Some(Cut::Time);
-                    break;
-                }
-                let (spans, c) = search(line);
-                found.extend(spans.into_iter().map(|(s, e)| (at + s, at + e)));
-                cut = cut.or(c);
-                if matches!(c, Some(Cut::Time | Cut::Deadline)) {
-                    break;
-                }
-                at += line.len();
             }
-            found.truncate(room as usize);
-        }
+        };
         match cut {
             Some(Cut::Deadline) => {
                 st.expired = true;
@@ -288,6 +325,40 @@ impl RuleSet {
         }
         st.counts[r] += found.len() as u32;
     }
+}
+
+/// Up to `room` matches of `search` in the given lines of `text` (byte ranges, in order),
+/// searched one by one under one time budget, as one search of the whole text would be.
+fn in_lines(
+    search: &dyn Fn(&str) -> (Vec<(usize, usize)>, Option<Cut>),
+    text: &str,
+    lines: impl Iterator<Item = (usize, usize)>,
+    room: u32,
+    deadline: Option<Instant>,
+) -> (Vec<(usize, usize)>, Option<Cut>) {
+    let started = Instant::now();
+    let (mut found, mut cut) = (Vec::new(), None);
+    for (a, b) in lines {
+        if found.len() >= room as usize {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            cut = Some(Cut::Deadline);
+            break;
+        }
+        if started.elapsed() >= super::backtrack::TIME_LIMIT {
+            cut = Some(Cut::Time);
+            break;
+        }
+        let (spans, c) = search(&text[a..b]);
+        found.extend(spans.into_iter().map(|(s, e)| (a + s, a + e)));
+        cut = cut.or(c);
+        if matches!(c, Some(Cut::Time | Cut::Deadline)) {
+            break;
+        }
+    }
+    found.truncate(room as usize);
+    (found, cut)
 }
 
 struct ScanState {
