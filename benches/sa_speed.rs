@@ -8,7 +8,8 @@
 //! /proc, so nothing else on the machine counts), and per message the wall time of the
 //! slowest ones (a single-threaded scan on an otherwise idle machine: wall is CPU).
 //!
-//! Run: `cargo bench --bench sa_speed` (the corpus is fetched first if missing).
+//! Run: `cargo bench --bench sa_speed` (the corpus is fetched first if missing);
+//! `SA_SPEED_ONLY=00229 cargo bench --bench sa_speed` repeats only the messages named so.
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -63,14 +64,15 @@ fn main() {
         started.elapsed().as_secs_f64(),
         messages.len()
     );
-    let only = std::env::var("ONLY").ok();
-    let messages: Vec<(String, Vec<u8>)> = match &only {
-        Some(o) => messages
+    // `SA_SPEED_ONLY=name` scans only the messages whose path holds `name`, 50 times each:
+    // one slow message under a profiler.
+    let messages: Vec<(String, Vec<u8>)> = match std::env::var("SA_SPEED_ONLY") {
+        Ok(only) => messages
             .into_iter()
-            .filter(|(n, _)| n.contains(o.as_str()))
+            .filter(|(name, _)| name.contains(&only))
             .flat_map(|m| std::iter::repeat_n(m, 50))
             .collect(),
-        None => messages,
+        Err(_) => messages,
     };
     let mut took: Vec<(Duration, &str)> = Vec::with_capacity(messages.len());
     let cpu_before = cpu_time();

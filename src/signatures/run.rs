@@ -327,15 +327,18 @@ impl RuleSet {
     }
 }
 
+/// Match spans and why a search stopped short, if it did.
+type Searched = (Vec<(usize, usize)>, Option<Cut>);
+
 /// Up to `room` matches of `search` in the given lines of `text` (byte ranges, in order),
 /// searched one by one under one time budget, as one search of the whole text would be.
 fn in_lines(
-    search: &dyn Fn(&str) -> (Vec<(usize, usize)>, Option<Cut>),
+    search: &dyn Fn(&str) -> Searched,
     text: &str,
     lines: impl Iterator<Item = (usize, usize)>,
     room: u32,
     deadline: Option<Instant>,
-) -> (Vec<(usize, usize)>, Option<Cut>) {
+) -> Searched {
     let started = Instant::now();
     let (mut found, mut cut) = (Vec::new(), None);
     for (a, b) in lines {
