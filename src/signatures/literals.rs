@@ -12,9 +12,10 @@ const MAX_ALTERNATIVES: usize = 64;
 
 /// Returns lower-case literals (for an ASCII case-insensitive search) one of which must occur
 /// in any match of `hir`, or None when no useful set exists. `hir` must be parsed without the
-/// case-insensitive flag; `ci` says whether the real regex has it, in which case only ASCII
-/// literals are usable (the automaton folds ASCII case only).
-pub fn required(hir: &Hir, ci: bool) -> Option<Vec<Vec<u8>>> {
+/// case-insensitive flag; `ci` says whether the real regex has it. The automaton folds ASCII
+/// case only: that is all a regex with byte semantics folds too (`ascii_fold`, Perl's on
+/// octets), but where the regex folds Unicode, only ASCII literals are usable.
+pub fn required(hir: &Hir, ci: bool, ascii_fold: bool) -> Option<Vec<Vec<u8>>> {
     let mut best = necessary(hir);
     if let Some(prefixes) = extract(hir, ExtractKind::Prefix) {
         best = better(best, Some(prefixes));
@@ -23,7 +24,7 @@ pub fn required(hir: &Hir, ci: bool) -> Option<Vec<Vec<u8>>> {
         best = better(best, Some(suffixes));
     }
     let mut set = best?;
-    if ci && set.iter().any(|l| !l.is_ascii()) {
+    if ci && !ascii_fold && set.iter().any(|l| !l.is_ascii()) {
         return None;
     }
     for l in &mut set {
@@ -95,7 +96,7 @@ mod tests {
             .build()
             .parse(re)
             .unwrap();
-        required(&hir, ci).map(|v| {
+        required(&hir, ci, false).map(|v| {
             v.into_iter()
                 .map(|l| String::from_utf8(l).unwrap())
                 .collect()
@@ -130,5 +131,20 @@ mod tests {
             let want: Option<Vec<String>> = want.map(|w| w.iter().map(|s| s.to_string()).collect());
             assert_eq!(got, want, "{re}");
         }
+    }
+
+    #[test]
+    fn byte_semantics_keep_non_ascii_literals_of_case_insensitive_rules() {
+        // Perl on octets folds ASCII only: "b\xE9nin" matches "B\xE9NIN", never "B\xC9NIN".
+        let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(r"(?-u)\bb(?:\xE9|\xC3\xA9)nin\b")
+            .unwrap();
+        assert_eq!(
+            required(&hir, true, true),
+            Some(vec![b"b\xc3\xa9nin".to_vec(), b"b\xe9nin".to_vec()])
+        );
+        assert_eq!(required(&hir, true, false), None);
     }
 }

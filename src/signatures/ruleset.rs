@@ -238,13 +238,14 @@ struct Compiled {
     literals: Literals,
 }
 
-fn literals_of(src: &str, ci: bool) -> Literals {
+/// `ascii_fold`: the regex has byte semantics, where case-insensitive means ASCII only.
+fn literals_of(src: &str, ci: bool, ascii_fold: bool) -> Literals {
     regex_syntax::ParserBuilder::new()
         .utf8(false)
         .build()
         .parse(src)
         .ok()
-        .and_then(|hir| literals::required(&hir, ci))
+        .and_then(|hir| literals::required(&hir, ci, ascii_fold))
 }
 
 /// Most memory the compiled regexes of one rule set may take, counted as the size of their
@@ -292,7 +293,11 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
         .build()
     {
         Ok(re) => Ok(Compiled {
-            literals: literals_of(&regex_source(p, false, Mode::Bytes), p.case_insensitive),
+            literals: literals_of(
+                &regex_source(p, false, Mode::Bytes),
+                p.case_insensitive,
+                true,
+            ),
             matcher: Matcher::Fast(re),
         }),
         Err(fast_err) => {
@@ -302,7 +307,7 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
             match backtrack::compile(&regex_source(p, true, Mode::Pcre)) {
                 Ok(re) => {
                     let literals = relax::relaxed(&regex_source(p, false, Mode::Unicode))
-                        .and_then(|r| literals_of(&r, p.case_insensitive));
+                        .and_then(|r| literals_of(&r, p.case_insensitive, false));
                     let anchor = relax::relaxed(&src).and_then(|r| {
                         regex::bytes::RegexBuilder::new(&format!("(?-u){r}"))
                             .size_limit(REGEX_SIZE_LIMIT)
