@@ -15,7 +15,30 @@ pub fn relaxed(src: &str) -> Option<String> {
     let tree = Expr::parse_tree(src).ok()?;
     let mut out = String::with_capacity(src.len() + 16);
     render(&tree.expr, &mut out);
-    Some(out)
+    Some(octets(&out))
+}
+
+/// The pattern with every character past ASCII written as an escape. A Perl rule's `\xD1`
+/// is the octet D1, which the Unicode-mode source this is made from holds as the character
+/// U+00D1 (see `perl::Mode`): as `\xD1` again, a byte-semantics (`(?-u)`) regex reads the
+/// octet, where it refused the character ("Unicode not allowed here") and the rule went
+/// without a gate, its backtracking engine run over every text. Characters past U+00FF
+/// (not in a Perl byte pattern) are written as their UTF-8 octets.
+fn octets(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        match u32::from(c) {
+            0..=0x7F => out.push(c),
+            n @ 0x80..=0xFF => out.push_str(&format!("\\x{n:02X}")),
+            _ => {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02X}"));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn render(e: &Expr, out: &mut String) {
@@ -142,6 +165,15 @@ mod tests {
             &["start\nx"],
             &["star"],
         );
+    }
+
+    #[test]
+    fn octets_past_ascii_are_escapes_a_byte_regex_reads() {
+        let r = relaxed("[p\u{d1}](?=x)\u{fe}").unwrap();
+        assert!(r.is_ascii(), "{r}");
+        let gate = regex::bytes::Regex::new(&format!("(?-u){r}")).unwrap();
+        assert!(gate.is_match(b"\xd1\xfe"));
+        assert!(!gate.is_match("\u{d1}\u{fe}".as_bytes()));
     }
 
     #[test]
