@@ -306,8 +306,9 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
             let src = regex_source(p, true, Mode::Unicode);
             match backtrack::compile(&regex_source(p, true, Mode::Pcre)) {
                 Ok(re) => {
+                    // Octets, as PCRE2 without UTF reads the rule (and folds ASCII only).
                     let literals = relax::relaxed(&regex_source(p, false, Mode::Unicode))
-                        .and_then(|r| literals_of(&r, p.case_insensitive, false));
+                        .and_then(|r| literals_of(&format!("(?-u){r}"), p.case_insensitive, true));
                     let anchor = relax::relaxed(&src).and_then(|r| {
                         regex::bytes::RegexBuilder::new(&format!("(?-u){r}"))
                             .size_limit(REGEX_SIZE_LIMIT)
@@ -828,6 +829,28 @@ score    META_COUNT   1
 
         let ham = "From: Alice <alice@example.org>\r\nDate: Mon, 1 Jan 2026 00:00:00 +0000\r\nSubject: freedom and prescriptions\r\n\r\nYour money back guarantee; act now. The rxjs library. See https://example.top.example.com/\r\n";
         assert_eq!(names(&s, ham), ["UNSET"]);
+    }
+
+    #[test]
+    fn case_insensitive_rules_with_octets_past_ascii_fold_ascii_only() {
+        // Perl on octets: `/i` folds the ASCII letters, the octets of "\u{e9}" match
+        // themselves; the literal prefilter must agree, for linear and backtracking rules.
+        let s = set(concat!(
+            "body LINEAR /caf\\xC3\\xA9 au lait/i\n",
+            "body BACKTRACKING /caf\\xC3\\xA9(?! noir)/i\n",
+        ));
+        assert_eq!(
+            names(&s, "Subject: s\r\n\r\nUn CAF\u{e9} AU LAIT\r\n"),
+            ["BACKTRACKING", "LINEAR"]
+        );
+        assert_eq!(
+            names(&s, "Subject: s\r\n\r\nUn CAF\u{c9} AU LAIT\r\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&s, "Subject: s\r\n\r\ncaf\u{e9} noir\r\n"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
