@@ -67,7 +67,7 @@ pub fn body(view: &MimeView) -> String {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&t.text);
+        text.push_str(part_scanned(&t.text));
     }
     let mut body = String::with_capacity(text.len() + 256);
     match view.header_values("Subject").next() {
@@ -81,6 +81,28 @@ pub fn body(view: &MimeView) -> String {
     paragraphs(&text, &mut body);
     cut_long_lines(&mut body, start);
     body
+}
+
+/// SpamAssassin's `body_part_scan_size` (50,000 by default): body rules see a text part cut
+/// after about that many bytes.
+pub const BODY_PART_SCAN_SIZE: usize = 50_000;
+
+/// How far SpamAssassin cuts a rendered part: at the first line end, else the first space,
+/// within 1 KB past [`BODY_PART_SCAN_SIZE`] (kept), else right there.
+fn part_scanned(text: &str) -> &str {
+    let size = BODY_PART_SCAN_SIZE;
+    if text.len() <= size {
+        return text;
+    }
+    let size = text.floor_char_boundary(size);
+    let after = &text.as_bytes()[size..];
+    let within = |b: u8| {
+        memchr::memchr(b, after)
+            .filter(|&i| i <= 1024)
+            .map(|i| size + i + 1)
+    };
+    let end = within(b'\n').or_else(|| within(b' ')).unwrap_or(size);
+    &text[..end]
 }
 
 /// SpamAssassin's `s/\n+\s*\n+/\x00/g; s/\s+/ /g; tr/\x00/\n/`: in a run of white space
@@ -257,6 +279,31 @@ mod tests {
             raw.as_bytes(),
             1 << 20,
         )))
+    }
+
+    #[test]
+    fn each_part_is_cut_past_spamassassins_body_part_scan_size() {
+        assert_eq!(part_scanned("short"), "short");
+        let word = "word ".repeat(BODY_PART_SCAN_SIZE / 5);
+        // A line end within 1 KB past the size: kept, and nothing after it.
+        let text = format!("{word}tail\nNEXT LINE");
+        assert_eq!(part_scanned(&text), format!("{word}tail\n"));
+        // Else the first space within 1 KB.
+        let text = format!("{word}x{}", "y ".repeat(2000));
+        assert_eq!(part_scanned(&text), format!("{word}xy "));
+        // Else right at the size.
+        let text = "z".repeat(BODY_PART_SCAN_SIZE + 5000);
+        assert_eq!(part_scanned(&text).len(), BODY_PART_SCAN_SIZE);
+        // Not inside a character.
+        let text = "\u{e9}".repeat(BODY_PART_SCAN_SIZE);
+        assert_eq!(part_scanned(&text).len(), BODY_PART_SCAN_SIZE);
+        // Through the whole body: a word past the cut is not there for body rules.
+        let b = body_of(&format!(
+            "Subject: s\r\n\r\n{word}\r\n\r\n{}NEEDLE\r\n",
+            "x".repeat(2000)
+        ));
+        assert!(!b.contains("NEEDLE"));
+        assert!(b.contains("word word"));
     }
 
     #[test]
