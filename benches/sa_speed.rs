@@ -79,7 +79,8 @@ fn main() {
     for (name, raw) in &messages {
         let t = Instant::now();
         let input = ScanInput::new(Envelope::default(), Message::from_raw(raw, 10 << 20));
-        let scan = rules.scan(&input);
+        // As the daemon scans: under a deadline (none here), hits without their evidence.
+        let scan = rules.scan_until(&input, None).expect("no deadline");
         std::hint::black_box(scan.hits.len());
         took.push((t.elapsed(), name));
     }

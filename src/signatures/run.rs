@@ -15,22 +15,35 @@ use crate::scan::ScanInput;
 const CONTEXT: usize = 40;
 
 impl RuleSet {
-    /// Scans a message without a deadline (the command-line tools).
+    /// Scans a message without a deadline, with each hit's evidence (the command-line
+    /// tools).
     pub fn scan(&self, input: &ScanInput) -> Scan {
-        self.scan_until(input, None)
+        self.scan_with(input, None, true)
             .expect("a scan without a deadline runs to its end")
     }
 
     /// Scans a message; past `deadline` the scan stops between two rules (or two zones of a
-    /// backtracking rule) and gives up: a verdict made of some rules would be wrong.
+    /// backtracking rule) and gives up: a verdict made of some rules would be wrong. Hits
+    /// come without evidence (the daemon's scan: nothing reads it there, and each hit's
+    /// would be a copy of its match and context).
     pub fn scan_until(
         &self,
         input: &ScanInput,
         deadline: Option<Instant>,
     ) -> Result<Scan, Expired> {
+        self.scan_with(input, deadline, false)
+    }
+
+    fn scan_with(
+        &self,
+        input: &ScanInput,
+        deadline: Option<Instant>,
+        explain: bool,
+    ) -> Result<Scan, Expired> {
         let mut st = ScanState {
             counts: vec![0; self.rules.len()],
             evidence: vec![None; self.rules.len()],
+            explain,
             cut: Vec::new(),
             deadline,
             expired: false,
@@ -163,7 +176,7 @@ impl RuleSet {
                             {
                                 phrases_seen.insert((r, p));
                                 *phrase_counts.entry(r).or_default() += 1;
-                                if st.evidence[r].is_none() {
+                                if st.explain && st.evidence[r].is_none() {
                                     st.evidence[r] = Some(evidence(text, m.start, m.end));
                                 }
                             }
@@ -272,12 +285,29 @@ impl RuleSet {
             return;
         }
         let deadline = st.deadline;
+        // Where one hit is all the rule can still count and nobody reads its evidence,
+        // whether it matches is enough: a forward pass that stops at the first match state,
+        // without working out where matches start. The span is a stand-in.
+        let just_one = room == 1 && !st.explain;
         let search = |text: &str| match matcher {
+            Matcher::Fast(re) if just_one && text.len() <= linear::ZONE => {
+                if re.is_match(text.as_bytes()) {
+                    (vec![(0, 0)], None)
+                } else {
+                    (Vec::new(), None)
+                }
+            }
             Matcher::Fast(re) => linear::find(re, text, room as usize, deadline),
             Matcher::Fancy(bt) => {
                 let f = bt.find(text, room as usize, deadline);
                 (f.spans, f.cut)
             }
+        };
+        // The whole text of a target matched line by line needs real spans, to see whether
+        // a match crosses a line end.
+        let spans = |text: &str| match matcher {
+            Matcher::Fast(re) if per_line => linear::find(re, text, room as usize, deadline),
+            _ => search(text),
         };
         // A match across a line end would be two paragraphs to SpamAssassin, which matches
         // each alone: then the rule is searched line by line (rare: most rules find nothing,
@@ -290,7 +320,7 @@ impl RuleSet {
         let (found, cut) = match lines {
             Some(lines) => in_lines(&search, text, lines.iter().copied(), room, deadline),
             None => {
-                let (found, cut) = search(text);
+                let (found, cut) = spans(text);
                 if per_line && found.iter().any(crosses) {
                     let mut at = 0;
                     let all = text.split_inclusive('\n').map(|line| {
@@ -319,6 +349,7 @@ impl RuleSet {
             return;
         }
         if let Some(&(s, e)) = found.first()
+            && st.explain
             && st.evidence[r].is_none()
         {
             st.evidence[r] = Some(evidence(text, s, e));
@@ -367,6 +398,8 @@ fn in_lines(
 struct ScanState {
     counts: Vec<u32>,
     evidence: Vec<Option<Evidence>>,
+    /// Whether hits keep their evidence (`check --explain`).
+    explain: bool,
     cut: Vec<(usize, Cut)>,
     deadline: Option<Instant>,
     /// The deadline passed: every rule from here on is skipped and the scan gives up.
