@@ -85,19 +85,21 @@ impl Backtracking {
 
     /// Up to `max` non-overlapping matches, leftmost first.
     pub fn find(&self, text: &str, max: usize, deadline: Option<Instant>) -> Found {
-        let started = Instant::now();
-        let mut out = Found::default();
         let n = text.len();
+        let mut out = Found::default();
         // Position `n` (the end of the text) is a position too (`$`, an empty match): it is
         // in the last zone, one of its own when `n` is a multiple of the zone size.
         let zones = n / ZONE + 1;
+        // One zone (most texts) has nothing to stop between: the caller checked the
+        // deadline, and the time budget is for the zones of a long text.
+        let started = (zones > 1).then(Instant::now);
         let mut from = 0;
         for z in 0..zones {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if zones > 1 && deadline.is_some_and(|d| Instant::now() >= d) {
                 out.cut = Some(Cut::Deadline);
                 return out;
             }
-            if started.elapsed() >= TIME_LIMIT {
+            if started.is_some_and(|s| s.elapsed() >= TIME_LIMIT) {
                 out.cut = Some(Cut::Time);
                 return out;
             }
@@ -111,10 +113,15 @@ impl Backtracking {
             // Every match the search below could find is a match of the relaxed pattern in
             // the same text: where that has none starting in this zone, neither has the rule.
             // Its search is bounded by the same text, so the zones together cost one pass.
+            // In a text of one zone every match starts in it: whether there is one will do.
             if let Some(anchor) = &self.anchor
-                && !anchor
-                    .find_at(hay.as_bytes(), at)
-                    .is_some_and(|m| starts_here(m.start()))
+                && !(if zones == 1 {
+                    anchor.is_match_at(hay.as_bytes(), at)
+                } else {
+                    anchor
+                        .find_at(hay.as_bytes(), at)
+                        .is_some_and(|m| starts_here(m.start()))
+                })
             {
                 continue;
             }
