@@ -37,6 +37,7 @@ pub mod feedback;
 pub mod files;
 pub mod hub;
 pub mod learn;
+pub mod loadgen;
 pub mod logging;
 pub mod message;
 pub mod milter;

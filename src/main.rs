@@ -61,6 +61,40 @@ enum Cmd {
     /// Report spam and wrongly filtered mail to the hub; see the feedback spool.
     #[command(subcommand)]
     Feedback(FeedbackCmd),
+    /// Load a milter (this one or another) with a directory of messages, as an MTA would,
+    /// and report messages/s, latency from end-of-body to verdict, and actions.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The milter: inet:HOST:PORT, inet6:[ADDR]:PORT or unix:PATH.
+    #[arg(long)]
+    target: String,
+    /// A directory of messages (searched recursively; *.json skipped) or one message file.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Sessions at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Stop after this many messages (default: 1,000 unless --duration is given).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Messages per connection.
+    #[arg(long, default_value_t = 1)]
+    per_connection: usize,
+    /// Open loop: start this many messages per second, whatever the answers.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The milter's process id: report the CPU time and peak memory it used.
+    #[arg(long)]
+    target_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -209,8 +243,61 @@ fn main() -> ExitCode {
         Cmd::Hub(a) => hub(a),
         Cmd::Feedback(FeedbackCmd::Report(a)) => feedback_report(a),
         Cmd::Feedback(FeedbackCmd::Status(a)) => feedback_status(a),
+        Cmd::Bench(a) => bench(a),
     };
     result.unwrap_or_else(|code| code)
+}
+
+fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
+    use repmilter::loadgen;
+    use std::io::IsTerminal;
+    let usage = |msg: String| {
+        eprintln!("repmilter bench: {msg}");
+        ExitCode::from(exit::INPUT)
+    };
+    let target = a
+        .target
+        .parse::<repmilter::milter::Listen>()
+        .map_err(|e| usage(format!("--target {}: {e}", a.target)))?;
+    if a.concurrency == 0 || a.per_connection == 0 {
+        return Err(usage(
+            "--concurrency and --per-connection must be at least 1".into(),
+        ));
+    }
+    if a.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(usage("--rate must be a positive number".into()));
+    }
+    let duration = match a.duration {
+        Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+        Some(_) => return Err(usage("--duration must be a positive number".into())),
+        None => None,
+    };
+    let messages = loadgen::read_corpus(&a.corpus).map_err(|e| usage(e.to_string()))?;
+    let opts = loadgen::Options {
+        target,
+        messages: Arc::new(messages),
+        concurrency: a.concurrency,
+        count: a.messages.or(duration.is_none().then_some(1000)),
+        duration,
+        per_connection: a.per_connection,
+        rate: a.rate,
+        target_pid: a.target_pid,
+        progress: !a.json && std::io::stderr().is_terminal(),
+    };
+    let report = repmilter::daemon::runtime().block_on(loadgen::run(opts));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::from(if report.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::RUNTIME
+    }))
 }
 
 fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {

@@ -420,11 +420,12 @@ async fn padding_does_not_switch_backtracking_rules_off() {
     let d = Daemon::start("", "[rules]\npaths = [\"$DIR/rules\"]\n");
     write_rules(
         &d,
-        "body AB /a(?=b)/\nscore AB 10\nbody ZORG /zorg(?!x)lub/\nscore ZORG 10\n",
+        "rawbody AB /a(?=b)/\nscore AB 10\nrawbody ZORG /zorg(?!x)lub/\nscore ZORG 10\n",
     );
     let mut c = client(&d).await;
     // 150 KB of padding before the words the rules look for: each used to spend the whole
-    // backtracking step budget of its one search, and count as not matching.
+    // backtracking step budget of its one search, and count as not matching. (Rawbody
+    // rules: body rules see only the first 50,000 bytes of a part, as in SpamAssassin.)
     let msg = format!(
         "Subject: x\r\n\r\n{}\r\nab zorglub\r\n",
         "xyz zorgx ".repeat(15_000)
@@ -515,14 +516,15 @@ async fn a_slow_linear_rule_on_a_long_body_stops_at_the_deadline() {
         "message_timeout = \"3s\"",
         "[rules]\npaths = [\"$DIR/rules\"]\n",
     );
-    // No literal to prefilter on, so these run on the whole text; on text that does not
+    // Rawbody rules (body rules see only the first 50,000 bytes of a part, as in
+    // SpamAssassin). No literal to prefilter on, so these run on the whole text; on text that does not
     // repeat, `.{300}` between common classes blows the lazy DFA's cache and the search
     // falls back to the PikeVM: each is tens of seconds on this body. Each rule stops at its
     // own time limit (RULE_TIME_LIMIT), and twenty of them together pass the deadline.
     let rules: String = (1..=20)
         .map(|i| {
             format!(
-                "body SLOW{i} /[a-z].{{300}}[a-z]\\s\\d\\s[a-z]{{{}}}/\nscore SLOW{i} 1\n",
+                "rawbody SLOW{i} /[a-z].{{300}}[a-z]\\s\\d\\s[a-z]{{{}}}/\nscore SLOW{i} 1\n",
                 8 + i
             )
         })

@@ -153,6 +153,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         env: &Transaction<'_>,
         raw: &[u8],
     ) -> Result<Vec<Reply>, ClientError> {
+        Ok(self.message_timed(env, raw).await?.0)
+    }
+
+    /// [`Client::message`], with the time from sending end-of-body to the final reply (what
+    /// an MTA waits on the filter), or None when a step before it ended the message.
+    pub async fn message_timed(
+        &mut self,
+        env: &Transaction<'_>,
+        raw: &[u8],
+    ) -> Result<(Vec<Reply>, Option<std::time::Duration>), ClientError> {
         use super::codec::proto;
         let n = self.negotiated;
         let stops = |r: &[Reply]| r.iter().any(|r| r.is_final() && *r != Reply::Continue);
@@ -174,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             })
             .await?;
         if stops(&r) {
-            return Ok(r);
+            return Ok((r, None));
         }
         for rcpt in env.rcpts {
             if !n.has(proto::NORCPT) {
@@ -185,14 +195,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     })
                     .await?;
                 if stops(&r) {
-                    return Ok(r);
+                    return Ok((r, None));
                 }
             }
         }
         if !n.has(proto::NODATA) {
             let r = self.command(&Command::Data).await?;
             if stops(&r) {
-                return Ok(r);
+                return Ok((r, None));
             }
         }
         // Every header, as an MTA passes them (the daemon's own bounds are what is tested).
@@ -202,14 +212,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             for (name, value) in headers {
                 let r = self.command(&Command::Header { name, value }).await?;
                 if stops(&r) {
-                    return Ok(r);
+                    return Ok((r, None));
                 }
             }
         }
         if !n.has(proto::NOEOH) {
             let r = self.command(&Command::Eoh).await?;
             if stops(&r) {
-                return Ok(r);
+                return Ok((r, None));
             }
         }
         if !n.has(proto::NOBODY) {
@@ -219,11 +229,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     break;
                 }
                 if stops(&r) {
-                    return Ok(r);
+                    return Ok((r, None));
                 }
             }
         }
-        self.command(&Command::EndOfBody(Vec::new())).await
+        let sent = std::time::Instant::now();
+        let r = self.command(&Command::EndOfBody(Vec::new())).await?;
+        Ok((r, Some(sent.elapsed())))
     }
 
     pub async fn abort(&mut self) -> Result<(), ClientError> {
