@@ -456,6 +456,50 @@ pub async fn run(opts: Options) -> Report {
     }
 }
 
+/// A milter that accepts every message, in this process, on a loopback port: run against it,
+/// the load generator measures its own ceiling (what it can drive with no filtering at all),
+/// so that nobody takes the client's limit for a milter's.
+pub async fn accept_all() -> std::io::Result<Listen> {
+    use crate::milter::codec::{Command, Optneg};
+    use crate::milter::connection::Connection;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut conn = Connection::new(stream);
+                let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+                while let Ok(Some(command)) = conn.read_command(far).await {
+                    let reply = match command {
+                        // Every step, no macros asked for: the client does all its work.
+                        Command::Optneg(offer) => Reply::Optneg {
+                            negotiated: Optneg {
+                                version: offer.version.min(6),
+                                actions: 0,
+                                protocol: 0,
+                            },
+                            macros: Vec::new(),
+                        },
+                        Command::EndOfBody(_) => Reply::Accept,
+                        Command::Macro { .. } | Command::Abort => continue,
+                        Command::Quit | Command::QuitNc => break,
+                        _ => Reply::Continue,
+                    };
+                    if conn
+                        .write_replies(&[reply], Duration::from_secs(60))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(Listen::Inet(addr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,8 +69,12 @@ enum Cmd {
 #[derive(Args)]
 struct BenchArgs {
     /// The milter: inet:HOST:PORT, inet6:[ADDR]:PORT or unix:PATH.
-    #[arg(long)]
-    target: String,
+    #[arg(long, required_unless_present = "ceiling")]
+    target: Option<String>,
+    /// Instead of a target, run against a milter in this process that accepts everything:
+    /// the load generator's own ceiling on this machine.
+    #[arg(long, conflicts_with_all = ["target", "target_pid"])]
+    ceiling: bool,
     /// A directory of messages (searched recursively; *.json skipped) or one message file.
     #[arg(long)]
     corpus: PathBuf,
@@ -255,10 +259,13 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
         eprintln!("repmilter bench: {msg}");
         ExitCode::from(exit::INPUT)
     };
-    let target = a
-        .target
-        .parse::<repmilter::milter::Listen>()
-        .map_err(|e| usage(format!("--target {}: {e}", a.target)))?;
+    let target = match &a.target {
+        Some(t) => Some(
+            t.parse::<repmilter::milter::Listen>()
+                .map_err(|e| usage(format!("--target {t}: {e}")))?,
+        ),
+        None => None,
+    };
     if a.concurrency == 0 || a.per_connection == 0 {
         return Err(usage(
             "--concurrency and --per-connection must be at least 1".into(),
@@ -273,6 +280,14 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
         None => None,
     };
     let messages = loadgen::read_corpus(&a.corpus).map_err(|e| usage(e.to_string()))?;
+    let runtime = repmilter::daemon::runtime();
+    let target = match target {
+        Some(t) => t,
+        None => runtime.block_on(loadgen::accept_all()).map_err(|e| {
+            eprintln!("repmilter bench: cannot start the accept-all milter: {e}");
+            ExitCode::from(exit::RUNTIME)
+        })?,
+    };
     let opts = loadgen::Options {
         target,
         messages: Arc::new(messages),
@@ -284,7 +299,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
         target_pid: a.target_pid,
         progress: !a.json && std::io::stderr().is_terminal(),
     };
-    let report = repmilter::daemon::runtime().block_on(loadgen::run(opts));
+    let report = runtime.block_on(loadgen::run(opts));
     if a.json {
         println!(
             "{}",

@@ -73,6 +73,33 @@ fn a_run_against_the_daemon_counts_every_verdict() {
 }
 
 #[test]
+fn the_ceiling_is_measured_against_a_milter_that_accepts_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "m.eml", &gtube_mail());
+    let (code, report, out) = bench_json(&[
+        "--ceiling",
+        "--corpus",
+        dir.path().to_str().unwrap(),
+        "--messages",
+        "30",
+        "--concurrency",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(report["messages"], 30, "{out}");
+    // Even GTUBE: that milter judges nothing.
+    assert_eq!(report["actions"]["accept"], 30, "{out}");
+    assert!(
+        report["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("inet:127.0.0.1:"),
+        "{out}"
+    );
+}
+
+#[test]
 fn an_absent_milter_and_bad_arguments_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "m.eml", &ham());
