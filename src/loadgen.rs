@@ -42,6 +42,9 @@ pub struct Options {
     pub target_pid: Option<u32>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Longest wait for the milter at one step (connecting, or one message): past it the
+    /// session counts as an error, so a milter that hangs ends the run instead of stalling it.
+    pub timeout: Duration,
 }
 
 /// Why the corpus could not be read.
@@ -316,12 +319,18 @@ impl Shared {
 
 async fn session(shared: &Shared, first: (u64, Option<Instant>)) -> Result<(), ClientError> {
     let opts = &shared.opts;
-    let stream = dial(&opts.target).await?;
+    let timed_out = || ClientError::Io(std::io::ErrorKind::TimedOut.into());
     let addr = ConnectAddr::Inet {
         ip: std::net::IpAddr::from([192, 0, 2, 10]),
         port: 25,
     };
-    let (mut client, _) = Client::open(stream, "bench.example.net", addr).await?;
+    let open = async {
+        let stream = dial(&opts.target).await?;
+        Client::open(stream, "bench.example.net", addr).await
+    };
+    let (mut client, _) = tokio::time::timeout(opts.timeout, open)
+        .await
+        .map_err(|_| timed_out())??;
     let env = Transaction {
         from: "sender@bench.example.net",
         rcpts: &["rcpt@example.org"],
@@ -340,7 +349,9 @@ async fn session(shared: &Shared, first: (u64, Option<Instant>)) -> Result<(), C
             tokio::time::sleep_until(at.into()).await;
         }
         let raw = &opts.messages[(i % opts.messages.len() as u64) as usize];
-        let (replies, eob) = client.message_timed(&env, raw).await?;
+        let (replies, eob) = tokio::time::timeout(opts.timeout, client.message_timed(&env, raw))
+            .await
+            .map_err(|_| timed_out())??;
         shared.record(eob.unwrap_or_default(), &replies);
         if sent + 1 < opts.per_connection {
             client.abort().await?;

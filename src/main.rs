@@ -99,6 +99,10 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Seconds to wait for the milter at one step (connecting, or one message) before the
+    /// session counts as an error.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
 }
 
 #[derive(Subcommand)]
@@ -279,6 +283,9 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
         Some(_) => return Err(usage("--duration must be a positive number".into())),
         None => None,
     };
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        return Err(usage("--timeout must be a positive number".into()));
+    }
     let messages = loadgen::read_corpus(&a.corpus).map_err(|e| usage(e.to_string()))?;
     let runtime = repmilter::daemon::runtime();
     let target = match target {
@@ -298,6 +305,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
         rate: a.rate,
         target_pid: a.target_pid,
         progress: !a.json && std::io::stderr().is_terminal(),
+        timeout: std::time::Duration::from_secs_f64(a.timeout),
     };
     let report = runtime.block_on(loadgen::run(opts));
     if a.json {

@@ -123,6 +123,24 @@ fn an_absent_milter_and_bad_arguments_are_errors() {
     assert_eq!(report["messages"], 0, "{out}");
     assert_eq!(report["errors"]["i/o: connection refused"], 3, "{out}");
 
+    // A milter that takes connections and never answers: each session times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_target = format!("inet:{}", silent.local_addr().unwrap());
+    let (code, report, out) = bench_json(&[
+        "--target",
+        &silent_target,
+        "--corpus",
+        dir.path().to_str().unwrap(),
+        "--messages",
+        "2",
+        "--timeout",
+        "0.3",
+        "--json",
+    ]);
+    assert_eq!(code, Some(5), "{out}");
+    assert_eq!(report["errors"]["i/o: timed out"], 2, "{out}");
+    drop(silent);
+
     let run = |args: &[&str]| {
         let out = repmilter().arg("bench").args(args).output().unwrap();
         (
