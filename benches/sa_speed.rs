@@ -21,16 +21,9 @@ use repmilter::message::{Envelope, Message};
 use repmilter::scan::ScanInput;
 use repmilter::signatures::ruleset::RuleSet;
 
-/// User plus system CPU time of this process so far, from /proc/self/stat.
+/// User plus system CPU time of this process so far.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // The command name (field 2) may hold spaces: count fields after its closing ')'.
-    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // Linux reports them in USER_HZ, 100 on every architecture it runs on here.
-    Duration::from_millis(ticks * 10)
+    repmilter::loadgen::process_cpu(std::process::id()).expect("/proc/self/stat")
 }
 
 fn main() {

@@ -239,14 +239,20 @@ fn error_kind(e: &ClientError) -> String {
     }
 }
 
-/// User plus system CPU time of a process, and its peak resident memory, from /proc.
-fn process_usage(pid: u32) -> Option<(Duration, u64)> {
+/// User plus system CPU time a process has used so far, from /proc.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing ')'.
     let after = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime, fields 14 and 15 of the line, in USER_HZ: 100 on every Linux.
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux architecture.
-    let cpu = Duration::from_millis(ticks * 10);
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A process's CPU time so far and its peak resident memory in KiB, from /proc.
+fn process_usage(pid: u32) -> Option<(Duration, u64)> {
+    let cpu = process_cpu(pid)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status
         .lines()

@@ -348,16 +348,9 @@ async fn more_forged_spam_headers_than_can_be_removed_are_refused() {
 
 /// CPU seconds the daemon has used (user + system), from /proc/PID/stat.
 fn cpu_seconds(d: &Daemon) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.child.id())).unwrap();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    repmilter::loadgen::process_cpu(d.child.id())
+        .expect("the daemon's /proc entry")
+        .as_secs_f64()
 }
 
 /// Writes the daemon's rule file and waits until it has compiled that version.
