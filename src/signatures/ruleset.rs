@@ -101,6 +101,9 @@ pub(super) struct Index {
     pub(super) literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
     pub(super) always: Vec<usize>,
+    /// Rules that run only where their literals occur this many times (in one line, where
+    /// `per_line`): every match holds that many (see [`literals::Required`]).
+    pub(super) times: HashMap<usize, u32>,
     /// The regex rules that fire when their header is absent, each on its `if-unset` text or
     /// the empty string (a negated rule that does not match it, most often): the same for
     /// every message, so worked out once.
@@ -230,7 +233,7 @@ pub struct RuleSet {
 }
 
 /// Literals one of which every match contains (see [`literals::required`]).
-type Literals = Option<Vec<Vec<u8>>>;
+type Literals = Option<literals::Required>;
 
 /// A compiled regex with what lets the scan skip it: its required literals.
 struct Compiled {
@@ -528,8 +531,14 @@ impl RuleSet {
                     }
                 }
                 (Kind::Regex { .. }, Some(ix)) => match literals {
-                    Some(lits) => {
+                    Some(literals::Required {
+                        literals: lits,
+                        times,
+                    }) => {
                         set.stats.prefiltered += 1;
+                        if times > 1 {
+                            ix.times.insert(id, times);
+                        }
                         for l in lits {
                             ix.add_literal(l, Owner::Rule(id));
                         }
@@ -1073,6 +1082,31 @@ score    META_COUNT   1
         assert_eq!(s.stats.prefiltered, 1);
         assert_eq!(s.body.always.len(), 1);
         assert_eq!(names(&s, "Subject: x\r\n\r\nVIAGRA 12345"), ["A", "B"]);
+    }
+
+    #[test]
+    fn a_repeated_part_runs_only_where_its_literals_occur_as_often() {
+        let s = set(concat!(
+            "body FORM /(?:(?:name|phone|age):\\s*_+\\s*){3}/i\nscore FORM 1\n",
+            "header HFORM Subject =~ /(?:(?:name|phone|age)=\\d\\s*){2}/\nscore HFORM 1\n",
+        ));
+        assert_eq!(s.body.times.values().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(s.headers.len(), 1);
+        assert_eq!(
+            s.headers[0].1.times.values().copied().collect::<Vec<_>>(),
+            [2]
+        );
+        let form = "Name: ____ Phone: ____\r\nAge: ___";
+        // One paragraph holds three fields: a match.
+        let msg = format!("Subject: name=1 age=2\r\n\r\nHello\r\n\r\n{form}\r\n");
+        assert_eq!(names(&s, &msg), ["FORM", "HFORM"]);
+        // Three fields in three paragraphs, as many literals in all, one per line: none.
+        let apart = "Name: ____\r\n\r\nPhone: ____\r\n\r\nAge: ___\r\n";
+        let msg = format!("Subject: name=1 x age=2\r\n\r\n{apart}");
+        assert!(names(&s, &msg).is_empty());
+        // Enough literals on a line, not matching: still none.
+        let msg = "Subject: name age phone\r\n\r\nname, phone and age, please\r\n";
+        assert!(names(&s, msg).is_empty());
     }
 
     #[test]

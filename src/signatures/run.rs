@@ -1,7 +1,7 @@
 //! Running a compiled rule set over a message: every target text scanned once for literals,
 //! the candidate regexes run, metas evaluated, all under the scan's deadline.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use super::backtrack::Cut;
@@ -152,6 +152,8 @@ impl RuleSet {
             Vec::new()
         };
         let mut rule_lines: Vec<(usize, usize)> = Vec::new();
+        // Occurrences of their literals, for rules that need several (`Index::times`).
+        let mut occurrences: HashMap<usize, u32> = HashMap::new();
         if let Some(lits) = &ix.literals_matcher {
             lits.for_each(text.as_bytes(), |m| {
                 let line = if ix.per_line {
@@ -168,6 +170,8 @@ impl RuleSet {
                             }
                             if ix.per_line {
                                 rule_lines.push((r, line));
+                            } else if ix.times.contains_key(&r) {
+                                *occurrences.entry(r).or_default() += 1;
                             }
                         }
                         Owner::Phrase(r, p) => {
@@ -186,7 +190,14 @@ impl RuleSet {
             });
         }
         candidates.sort_unstable();
+        if !ix.times.is_empty() {
+            candidates
+                .retain(|r| ix.per_line || ix.times.get(r).is_none_or(|&n| occurrences[r] >= n));
+        }
         rule_lines.sort_unstable();
+        if !ix.times.is_empty() {
+            enough_per_line(&mut rule_lines, &ix.times);
+        }
         rule_lines.dedup();
         let range = |line: usize| {
             let start = if line == 0 {
@@ -205,9 +216,16 @@ impl RuleSet {
                 continue;
             }
             lines.clear();
+            while next < rule_lines.len() && rule_lines[next].0 < r {
+                next += 1;
+            }
             while next < rule_lines.len() && rule_lines[next].0 == r {
                 lines.push(range(rule_lines[next].1));
                 next += 1;
+            }
+            if lines.is_empty() {
+                // Its literals occurred, but on no line often enough.
+                continue;
             }
             self.run_regex(r, text, ix.per_line, Some(&lines), st);
         }
@@ -356,6 +374,21 @@ impl RuleSet {
         }
         st.counts[r] += found.len() as u32;
     }
+}
+
+/// Keeps, of sorted (rule, line) pairs (one per literal occurrence), the lines where each
+/// rule with a count in `times` has at least that many.
+fn enough_per_line(rule_lines: &mut Vec<(usize, usize)>, times: &HashMap<usize, u32>) {
+    let mut kept = Vec::with_capacity(rule_lines.len());
+    for run in rule_lines.chunk_by(|a, b| a == b) {
+        if times
+            .get(&run[0].0)
+            .is_none_or(|&n| run.len() >= n as usize)
+        {
+            kept.extend_from_slice(run);
+        }
+    }
+    *rule_lines = kept;
 }
 
 /// Match spans and why a search stopped short, if it did.
