@@ -1,14 +1,14 @@
 //! A linear-time over-approximation of a backtracking regex, used to skip it.
 //!
-//! Regexes with look-around or back-references run on fancy-regex, which backtracks from every
+//! Regexes with look-around or back-references run on a backtracking engine, which tries every
 //! starting position of every text: on SpamAssassin's rules that was most of the scan time.
-//! Dropping every zero-width assertion and replacing each back-reference with "any text" gives
-//! a pattern the `regex` crate can run, and that matches wherever the original does (it only
-//! ever accepts more). So its required literals can prefilter the rule like any other, and
-//! where it has none the relaxed pattern itself says, zone by zone, where the backtracking
-//! engine need run at all (`backtrack`).
+//! Dropping every look-around (and the assertions the `regex` crate reads otherwise) and
+//! replacing each back-reference with "any text" gives a pattern the `regex` crate can run,
+//! and that matches wherever the original does (it only ever accepts more). So its required
+//! literals can prefilter the rule like any other, and where it has none the relaxed pattern
+//! itself says, zone by zone, where the backtracking engine need run at all (`backtrack`).
 
-use fancy_regex::Expr;
+use fancy_regex::{Assertion, Expr};
 
 /// The relaxed pattern in the `regex` crate's syntax, or None when `src` does not parse.
 pub fn relaxed(src: &str) -> Option<String> {
@@ -43,7 +43,18 @@ fn octets(pattern: &str) -> String {
 
 fn render(e: &Expr, out: &mut String) {
     match e {
-        // Assertions only ever remove matches: without them the pattern accepts more.
+        // Assertions that mean the same in the `regex` crate with byte semantics as in PCRE2
+        // without UTF (ASCII word characters; `^` and `$` at line feeds) are kept: `^` alone
+        // makes a pattern's gate look only at line starts, `\b` only at word starts, where
+        // without them it matched somewhere in most texts and the rule ran anyway. (Where
+        // they differ the `regex` crate accepts more: its `(?m:^)` also matches after a
+        // final line feed, which PCRE2's does not.)
+        Expr::Assertion(Assertion::StartLine { crlf: false }) => out.push_str("(?m:^)"),
+        Expr::Assertion(Assertion::EndLine { crlf: false }) => out.push_str("(?m:$)"),
+        Expr::Assertion(Assertion::StartText) => out.push_str(r"\A"),
+        Expr::Assertion(Assertion::WordBoundary) => out.push_str(r"\b"),
+        Expr::Assertion(Assertion::NotWordBoundary) => out.push_str(r"\B"),
+        // The others only ever remove matches: without them the pattern accepts more.
         Expr::Empty
         | Expr::Assertion(_)
         | Expr::LookAround(..)
@@ -143,11 +154,14 @@ mod tests {
         );
         check(r"(\w+) \1", &["the the"], &["the cat"], &["thecat"]);
         check(
-            r"(?i)\bcheap(?!est)\b",
-            &["CHEAP pills"],
-            &["cheapest"],
-            &["chea p"],
+            r"(?i)\bcheap(?! pills)\b",
+            &["CHEAP deals"],
+            &["cheap pills"],
+            // Word boundaries are kept.
+            &["chea p", "cheapest", "mischeap"],
         );
+        // So are line starts and ends.
+        check(r"(?m)^(?=x)xy$", &["a\nxy\nb"], &[], &["axy", "xyz"]);
         check(r"a(?>bc|b)c", &["abcc"], &["abc"], &["ac"]);
         check(r"^x{2,3}+y", &["xxy"], &["xxxxy"], &["xy"]);
         check(r"x{2}(?=y)", &["xxy"], &["xxz"], &["xy"]);
