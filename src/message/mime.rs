@@ -412,6 +412,37 @@ pub fn addresses(raw: &[u8]) -> Vec<(Option<String>, Option<String>)> {
 
 /// RFC 2047 decoding and unfolding of one raw header value.
 pub fn decode_header_value(raw: &[u8]) -> String {
+    if memchr::memmem::find(raw, b"=?").is_none() {
+        return unfold(raw);
+    }
+    decode_with_parser(raw)
+}
+
+/// What mail-parser's unstructured parser makes of a value without encoded words, without
+/// its copy of the value and its token list (most header values have no encoded word, and
+/// every header of every part is decoded): each line of the folded value trimmed of spaces,
+/// tabs and carriage returns, the non-empty ones joined by one space; the value ends at a
+/// line that does not start with a space or a tab.
+fn unfold(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
+        if i > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
+            break;
+        }
+        let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
+        let Some(start) = line.iter().position(|b| !ws(b)) else {
+            continue;
+        };
+        let end = line.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&String::from_utf8_lossy(&line[start..end]));
+    }
+    out
+}
+
+fn decode_with_parser(raw: &[u8]) -> String {
     let mut owned = Vec::with_capacity(raw.len() + 2);
     owned.extend_from_slice(raw);
     // mail-parser reads a header value up to its line end.
@@ -427,6 +458,35 @@ pub fn decode_header_value(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfolding_without_encoded_words_is_what_the_parser_gives() {
+        for raw in [
+            &b"plain value"[..],
+            b"  lead and trail  \t",
+            b"folded\r\n\tsecond line\r\n  third",
+            b"a\r\n \r\n b",
+            b"stop\r\nX-Next: not folded",
+            b"stop\n\n after a blank line",
+            b"bare\nline",
+            b"inner  spaces\tand\rcr",
+            b"",
+            b"   ",
+            b"\r\n continued only",
+            b"caf\xe9 latin-1 octets",
+            b"= ? not an encoded word",
+            b"trailing fold\r\n ",
+            b"ends\n",
+        ] {
+            assert!(memchr::memmem::find(raw, b"=?").is_none());
+            assert_eq!(unfold(raw), decode_with_parser(raw), "{raw:?}");
+        }
+        // Encoded words still go to the parser.
+        assert_eq!(
+            decode_header_value(b"=?utf-8?Q?J=C3=B6rg?= x"),
+            "J\u{f6}rg x"
+        );
+    }
 
     fn view(raw: &str) -> MimeView {
         MimeView::build(&Message::from_raw(raw.as_bytes(), 1 << 24))
