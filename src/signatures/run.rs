@@ -191,8 +191,13 @@ impl RuleSet {
         }
         candidates.sort_unstable();
         if !ix.times.is_empty() {
-            candidates
-                .retain(|r| ix.per_line || ix.times.get(r).is_none_or(|&n| occurrences[r] >= n));
+            candidates.retain(|r| {
+                ix.per_line
+                    || ix
+                        .times
+                        .get(r)
+                        .is_none_or(|&n| occurrences.get(r).is_some_and(|&c| c >= n))
+            });
         }
         rule_lines.sort_unstable();
         if !ix.times.is_empty() {
