@@ -42,6 +42,8 @@ pub struct Connection<S> {
     /// Where the unparsed bytes of `buf` start.
     start: usize,
     out: Vec<u8>,
+    /// Bytes were read since our last reply: the peer waits for an ACK we have not sent.
+    owe_ack: bool,
 }
 
 impl<S: Stream> Connection<S> {
@@ -51,6 +53,7 @@ impl<S: Stream> Connection<S> {
             buf: Vec::new(),
             start: 0,
             out: Vec::new(),
+            owe_ack: false,
         }
     }
 
@@ -78,10 +81,17 @@ impl<S: Stream> Connection<S> {
             let pending = codec::pending_frame_len(&self.buf).unwrap_or(0);
             self.buf
                 .reserve(pending.saturating_sub(self.buf.len()).max(READ_MIN));
+            // About to wait for more bytes with nothing written since the last read: the
+            // ACK for that read would otherwise be delayed (see `Stream::ack_now`). A reply
+            // carries the ACK by itself, so reads answered by one cost no extra system call.
+            if self.owe_ack {
+                self.stream.ack_now();
+                self.owe_ack = false;
+            }
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
                 .await
                 .map_err(|_| ConnectionError::Deadline)??;
-            self.stream.ack_now();
+            self.owe_ack = read > 0;
             if read == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -108,6 +118,7 @@ impl<S: Stream> Connection<S> {
         tokio::time::timeout(timeout, self.stream.write_all(&self.out))
             .await
             .map_err(|_| ConnectionError::WriteTimeout(timeout))??;
+        self.owe_ack = false;
         Ok(())
     }
 }

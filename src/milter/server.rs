@@ -17,11 +17,12 @@ use crate::warn::WarnLimiter;
 
 /// A connected stream of either kind.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Called after each read. On TCP it asks the kernel to acknowledge at once instead of
+    /// Called before waiting for more bytes when nothing was written since the last read. On
+    /// TCP it asks the kernel to acknowledge at once instead of
     /// delaying the ACK up to 40 ms: MTAs write several small packets before waiting for a
     /// reply (a MACRO then its command; commands negotiated as no-reply), and Postfix leaves
     /// Nagle's algorithm on for milter sockets, so each delayed ACK would stall the next packet.
-    /// Linux clears the flag by itself, hence once per read.
+    /// Linux clears the flag by itself, hence once per such wait.
     fn ack_now(&self) {}
 }
 
