@@ -24,6 +24,8 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
     #[error("cannot open the feedback spool ([hub] spool)")]
     Spool(#[source] crate::feedback::spool::SpoolError),
+    #[error("refusing to serve: {0}")]
+    NoRules(String),
 }
 
 /// Blocking threads at most. Compute stages hold [`scan_slots`] of them, reloads and the
@@ -67,6 +69,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let mut first = Engine::new(config);
+    if let Some(why) = first.unusable() {
+        return Err(DaemonError::NoRules(why));
+    }
     if let Some(r) = reporter {
         first = first.with_reporter(r);
     }
@@ -195,7 +200,12 @@ fn raise_file_limit(max_connections: usize) {
 
 /// Installs a new engine; if it brought new DNS lists (their config changed), starts their
 /// probes. The old lists' probe task ends when the last session using them lets go.
-fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) {
+/// Puts `next` in use, unless it must not judge mail; false when refused.
+fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) -> bool {
+    if let Some(why) = next.unusable() {
+        tracing::error!("reload refused, keeping the running engine: {why}");
+        return false;
+    }
     let next = Arc::new(next);
     let old = engines.send_replace(next.clone());
     // From here on new messages use it (a message in progress keeps the one it started with).
@@ -208,6 +218,7 @@ fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) {
     if !same && let Some(dns) = &next.dns {
         dns.spawn_probes();
     }
+    true
 }
 
 /// How often rule files are checked for changes (modification time and size).
@@ -263,6 +274,7 @@ fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
         tracing::warn!(keys = %refused.join(", "), "these settings change only on restart; keeping their running values");
     }
     let running_engine = engines.borrow().clone();
-    swap(engines, Engine::reload(new, &running_engine));
-    tracing::info!(config = %path.display(), "config reloaded");
+    if swap(engines, Engine::reload(new, &running_engine)) {
+        tracing::info!(config = %path.display(), "config reloaded");
+    }
 }

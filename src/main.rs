@@ -241,10 +241,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve(a) => serve(a),
-        Cmd::Config(ConfigCmd::Check(a)) => load(&a.config).map(|c| {
-            println!("{}: ok (listen {})", c.path.display(), c.milter.listen);
-            ExitCode::from(exit::OK)
-        }),
+        Cmd::Config(ConfigCmd::Check(a)) => config_check(&a.config),
         Cmd::Check(a) => check(a),
         Cmd::Rules(RulesCmd::Lint(a)) => rules_lint(a),
         Cmd::Rules(RulesCmd::Test(a)) => rules_test(a),
@@ -254,6 +251,25 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench(a),
     };
     result.unwrap_or_else(|code| code)
+}
+
+/// The config, and the rule set it names compiled as `serve` would: what `serve` refuses,
+/// this refuses.
+fn config_check(path: &std::path::Path) -> Result<ExitCode, ExitCode> {
+    let c = load(path)?;
+    let rules = RuleSet::load(&c.rules.paths);
+    if let Some(why) = repmilter::engine::unusable_rules(&c, &rules) {
+        eprintln!("{}: {why}", c.path.display());
+        return Err(ExitCode::from(exit::CONFIG));
+    }
+    println!(
+        "{}: ok (listen {}, {} rules, {} rule problem(s))",
+        c.path.display(),
+        c.milter.listen,
+        rules.len(),
+        rules.errors()
+    );
+    Ok(ExitCode::from(exit::OK))
 }
 
 fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {

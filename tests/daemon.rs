@@ -287,7 +287,7 @@ async fn rule_files_reload_when_they_change() {
         d.log()
     );
     assert!(
-        d.wait_log("engine in use rules=1", Duration::from_secs(10)),
+        d.wait_log("engine in use rules=2", Duration::from_secs(10)),
         "{}",
         d.log()
     );
@@ -297,7 +297,13 @@ async fn rule_files_reload_when_they_change() {
         "{r:?}"
     );
 
-    // A file that compiles to nothing keeps the running rule set.
+    // A file that compiles to nothing, the only one left, keeps the running rule set.
+    std::fs::remove_file(d.dir.path().join("rules/fixture.cf")).unwrap();
+    assert!(
+        d.wait_log("engine in use rules=1", Duration::from_secs(15)),
+        "{}",
+        d.log()
+    );
     std::fs::write(
         &rule_file,
         "body LOCAL_ZORGLUB /(unclosed/\nscore LOCAL_ZORGLUB 20\n",
@@ -320,9 +326,13 @@ async fn rule_files_reload_when_they_change() {
 
 #[tokio::test]
 async fn allowlist_files_reload_when_they_change() {
-    let d = Daemon::start("", "[allow]\nfiles = [\"$DIR/allow.txt\"]\nscore = -7.5\n");
+    let d = Daemon::start_with(
+        &[("allow.txt", "# partners\n")],
+        "inet:127.0.0.1:0",
+        "",
+        "[allow]\nfiles = [\"$DIR/allow.txt\"]\nscore = -7.5\n",
+    );
     let list = d.dir.path().join("allow.txt");
-    std::fs::write(&list, "# partners\n").unwrap();
     let has_symbol = |r: &[Reply]| {
         r.iter().any(|x| match x {
             Reply::AddHeader { value, .. }
@@ -501,7 +511,7 @@ async fn emptied_garbage_and_deleted_rule_files_never_turn_filtering_off() {
     std::fs::write(&a, "body A_ZORG /zorglub/\nscore A_ZORG 10\n").unwrap();
     std::fs::write(&b, "body B_FROB /frobnitz/\nscore B_FROB 10\n").unwrap();
     assert!(
-        d.wait_log("engine in use rules=2", Duration::from_secs(15)),
+        d.wait_log("engine in use rules=3", Duration::from_secs(15)),
         "{}",
         d.log()
     );
@@ -527,6 +537,7 @@ async fn emptied_garbage_and_deleted_rule_files_never_turn_filtering_off() {
     // Every file deleted: the same paths yield nothing; the running set stays.
     std::fs::remove_file(&a).unwrap();
     std::fs::remove_file(&b).unwrap();
+    std::fs::remove_file(d.dir.path().join("rules/fixture.cf")).unwrap();
     assert!(
         wait_for(&d, |log| log.lines().any(|l| l.contains("WARN")
             && l.contains(
@@ -570,7 +581,7 @@ async fn rule_edits_are_seen_beside_a_large_tree_and_a_file_turned_directory_kee
     )
     .unwrap();
     assert!(
-        d.wait_log("engine in use rules=2", Duration::from_secs(15)),
+        d.wait_log("engine in use rules=3", Duration::from_secs(15)),
         "{}",
         d.log()
     );
@@ -587,4 +598,90 @@ async fn rule_edits_are_seen_beside_a_large_tree_and_a_file_turned_directory_kee
         d.log()
     );
     assert!(rejected(&mut c).await, "{}", d.log());
+}
+
+#[test]
+fn rule_paths_that_yield_no_rule_are_refused_by_serve_and_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    write(
+        &rules,
+        "broken.cf",
+        "body BROKEN /(unclosed/\nscore BROKEN 5\n",
+    );
+    let config = write(
+        dir.path(),
+        "repmilter.toml",
+        "[milter]\nlisten = \"inet:127.0.0.1:0\"\n[rules]\npaths = [\"rules\"]\n",
+    );
+    let want = format!(
+        "no rule compiled from rules.paths ({}): 1 rule problem(s)",
+        rules.display()
+    );
+    let out = run_within(
+        repmilter()
+            .args(["config", "check", "--config"])
+            .arg(&config),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&want), "{err}");
+    let out = run_within(
+        repmilter().args(["serve", "--config"]).arg(&config),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("refusing to serve: {want}")), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+
+    // The same with a rule that compiles: both go ahead.
+    write(&rules, "good.cf", "body GOOD /zorglub/\nscore GOOD 5\n");
+    let out = run_within(
+        repmilter()
+            .args(["config", "check", "--config"])
+            .arg(&config),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 rules, 1 rule problem(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn config_check_names_missing_files_misordered_thresholds_and_a_listen_without_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "bad.toml",
+        "[milter]\nlisten = \"127.0.0.1:11330\"\n[actions]\nadd_header = 9\nreject = 4\n[rules]\npaths = [\"nope\"]\n[allow]\nfiles = [\"gone.txt\"]\n",
+    );
+    let out = repmilter()
+        .args(["config", "check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = p.display().to_string();
+    let d = dir.path().display();
+    for want in [
+        format!(
+            "{file}:2:10: milter.listen: \"127.0.0.1:11330\" has no scheme: did you mean \"inet:127.0.0.1:11330\"?"
+        ),
+        format!("{file}:5:10: actions.reject: 4 is below add_header (9)"),
+        format!("{file}:7:10: rules.paths: {d}/nope does not exist"),
+        format!("{file}:9:10: allow.files: {d}/gone.txt does not exist"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
 }

@@ -778,7 +778,12 @@ async fn arf_reports_from_two_gateways_list_the_source_they_name() {
         assert_eq!((s, &v["kind"]), (200, &json!("ham")), "{v}");
         after = lookup(&hub, &["ip:203.0.113.50"]).await;
         if gw == GW1 {
-            assert_eq!(after[0]["score"], r[0]["score"], "{after:?} vs {r:?}");
+            // Unchanged but for the evidence's decay over the milliseconds between lookups.
+            let (a, b) = (
+                after[0]["score"].as_f64().unwrap(),
+                r[0]["score"].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() < 1e-3, "{after:?} vs {r:?}");
         }
     }
     assert!(

@@ -60,19 +60,23 @@ const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
 const MAX_REPLY_TEXT: usize = 400;
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, and checks that the files it names can be read.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src =
             crate::files::read_text(path, MAX_CONFIG_FILE).map_err(|source| ConfigError::Read {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Config::parse(&src, path)
+        Config::parse_with(Reader::new(&src, path).checking_files(), &src, path)
     }
 
     /// Validates config text; `path` names the file in messages and anchors relative paths.
+    /// The rules paths and allowlist files it names are not looked at: [`Config::load`] does.
     pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut r = Reader::new(src, path);
+        Config::parse_with(Reader::new(src, path), src, path)
+    }
+
+    fn parse_with(mut r: Reader<'_>, src: &str, path: &Path) -> Result<Config, ConfigError> {
         let doc = match toml::de::DeTable::parse(src) {
             Ok(doc) => doc,
             Err(e) => {
@@ -138,7 +142,11 @@ impl Config {
             r.known_keys(t, "rules", &["paths"]);
             if let Some(paths) = r.string_list(t, "rules", "paths") {
                 let base = path.parent().unwrap_or(Path::new("."));
-                c.rules.paths = paths.into_iter().map(|(p, _)| base.join(p)).collect();
+                for (p, at) in paths {
+                    let full = base.join(p);
+                    r.readable(&full, true, at, "rules.paths");
+                    c.rules.paths.push(full);
+                }
             }
         }
         if let Some(t) = r.table(root, "", "dns") {
@@ -355,6 +363,29 @@ fn read_actions(r: &mut Reader<'_>, t: &Table<'_>, a: &mut Thresholds) {
         discard: positive("discard"),
         reject: positive("reject"),
     };
+    // Each action is meant to be harsher than the one before it; a threshold below an earlier
+    // one's would hide that earlier action for every score (discard stands apart).
+    let ladder = [
+        ("add_header", a.add_header),
+        ("rewrite_subject", a.rewrite_subject),
+        ("quarantine", a.quarantine),
+        ("soft_reject", a.soft_reject),
+        ("reject", a.reject),
+    ];
+    let set: Vec<(&str, f64)> = ladder
+        .iter()
+        .filter_map(|&(k, x)| x.map(|x| (k, x)))
+        .collect();
+    for pair in set.windows(2) {
+        let ((low, x), (high, y)) = (pair[0], pair[1]);
+        if y < x {
+            let v = t.get(high).expect("set keys were read");
+            let msg = format!(
+                "{y} is below {low} ({x}): thresholds go add_header <= rewrite_subject <= quarantine <= soft_reject <= reject, so {low} would never be taken"
+            );
+            r.problem(v, &format!("actions.{high}"), msg);
+        }
+    }
 }
 
 fn read_policy(r: &mut Reader<'_>, t: &Table<'_>, pol: &mut Policy) {

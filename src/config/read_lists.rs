@@ -484,7 +484,11 @@ pub(super) fn read_allow(r: &mut Reader<'_>, t: &Table<'_>, base: &Path, a: &mut
         }
     }
     if let Some(list) = r.string_list(t, p, "files") {
-        a.files = list.into_iter().map(|(f, _)| base.join(f)).collect();
+        for (f, at) in list {
+            let full = base.join(f);
+            r.readable(&full, false, at, "allow.files");
+            a.files.push(full);
+        }
     }
     if let Some(x) = r.number(t, p, "score") {
         a.score = x;

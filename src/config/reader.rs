@@ -19,6 +19,9 @@ pub(crate) struct Reader<'s> {
     /// Problems by byte offset; lines and columns are worked out once, in [`Reader::finish`],
     /// so that checking a file with many problems stays linear in its size.
     pending: Vec<(usize, String, String)>,
+    /// Whether the files a config names are checked for existence and readability
+    /// ([`Reader::readable`]); off for config text checked on its own.
+    check_files: bool,
 }
 
 pub(crate) type Table<'i> = DeTable<'i>;
@@ -30,6 +33,39 @@ impl<'s> Reader<'s> {
             src,
             file,
             pending: Vec::new(),
+            check_files: false,
+        }
+    }
+
+    /// Also checks that the files the config names exist and can be read.
+    pub fn checking_files(mut self) -> Self {
+        self.check_files = true;
+        self
+    }
+
+    /// A problem at `offset` unless `path` can be read now: a file that opens, or (when
+    /// `dir_ok`) a directory that lists. A daemon started or reloaded with a missing file
+    /// would otherwise run without the rules or allowlist the operator believes it has.
+    pub fn readable(&mut self, path: &Path, dir_ok: bool, offset: usize, key: &str) {
+        if !self.check_files {
+            return;
+        }
+        let shown = path.display();
+        let outcome = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("{shown} does not exist"))
+            }
+            Err(e) => Err(format!("cannot reach {shown}: {e}")),
+            Ok(m) if m.is_dir() && !dir_ok => Err(format!("{shown} is a directory: name a file")),
+            Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                .map(drop)
+                .map_err(|e| format!("cannot list directory {shown}: {e}")),
+            Ok(_) => std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| format!("cannot read {shown}: {e}")),
+        };
+        if let Err(message) = outcome {
+            self.problem_at(offset, key, message);
         }
     }
 

@@ -298,3 +298,41 @@ fn the_hub_table_parses_and_checks_its_values() {
     );
     assert!(!err.to_string().contains("a b"), "{err}");
 }
+
+#[test]
+fn action_thresholds_must_climb_in_order() {
+    // discard stands apart: anywhere is fine.
+    parse("[actions]\nadd_header = 5\nrewrite_subject = 5\nsoft_reject = 9\nreject = 15\ndiscard = 1\n")
+        .unwrap();
+    let err = parse("[actions]\nadd_header = 5\nquarantine = 4\nreject = 15\n").unwrap_err();
+    expect_problems(&err, &["3:actions.quarantine 4 is below add_header (5)"]);
+    // Gaps (absent actions) are skipped: reject is compared with the last one set.
+    let err = parse("[actions]\nrewrite_subject = 8\nreject = 6\n").unwrap_err();
+    expect_problems(&err, &["3:actions.reject 6 is below rewrite_subject (8)"]);
+}
+
+#[test]
+fn loading_checks_the_files_a_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("allow.txt"), "192.0.2.1\n").unwrap();
+    let good = "[rules]\npaths = [\"rules\"]\n[allow]\nfiles = [\"allow.txt\"]\n";
+    let path = dir.path().join("repmilter.toml");
+    std::fs::write(&path, good).unwrap();
+    Config::load(&path).unwrap();
+
+    let bad =
+        "[rules]\npaths = [\"rules\", \"rulez\"]\n[allow]\nfiles = [\"rules\", \"gone.txt\"]\n";
+    std::fs::write(&path, bad).unwrap();
+    let err = Config::load(&path).unwrap_err();
+    expect_problems(
+        &err,
+        &["2:rules.paths ", "4:allow.files ", "4:allow.files "],
+    );
+    let text = err.to_string();
+    assert!(text.contains("rulez does not exist"), "{text}");
+    assert!(text.contains("rules is a directory: name a file"), "{text}");
+    assert!(text.contains("gone.txt does not exist"), "{text}");
+    // The same text on its own names no problem: only loading looks at the files.
+    Config::parse(bad, &path).unwrap();
+}

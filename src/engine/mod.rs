@@ -55,6 +55,11 @@ impl Engine {
         Engine::with_rules(config, rules)
     }
 
+    /// Why this engine must not judge mail: see [`unusable_rules`].
+    pub fn unusable(&self) -> Option<String> {
+        unusable_rules(&self.config, &self.rules)
+    }
+
     pub fn with_rules(config: Config, rules: Arc<RuleSet>) -> Engine {
         let dns = DnsLists::new(&config);
         let hub = config.hub.as_ref().map(HubLookups::new);
@@ -204,6 +209,26 @@ fn reporter_for(config: &Config, running: &Engine) -> Option<Arc<Reporter>> {
             None
         }
     }
+}
+
+/// Why `rules` must not judge mail: rule paths were given and not one rule compiled from
+/// them (every file broken, or a directory left empty), so every message would pass as clean
+/// while the operator believes the rules run.
+pub fn unusable_rules(config: &Config, rules: &RuleSet) -> Option<String> {
+    if config.rules.paths.is_empty() || !rules.is_empty() {
+        return None;
+    }
+    let paths: Vec<String> = config
+        .rules
+        .paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Some(format!(
+        "no rule compiled from rules.paths ({}): {} rule problem(s); `repmilter rules lint` lists them",
+        paths.join(", "),
+        rules.errors()
+    ))
 }
 
 /// Rule problems logged per rule set compiled; a garbage file has one per line, and

@@ -27,6 +27,9 @@ impl std::str::FromStr for Listen {
     /// `inet6:PORT@HOST` (Sendmail), `unix:/path` and `local:/path`. HOST is an IP address or
     /// `localhost`; names are not resolved, so the address cannot change behind an operator's back.
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(hint) = scheme_hint(s) {
+            return Err(format!("{s:?} has no scheme: did you mean {hint:?}?"));
+        }
         let (scheme, rest) = s.split_once(':').ok_or_else(|| {
             format!("{s:?} has no scheme: write inet:HOST:PORT, inet6:[HOST]:PORT or unix:/path")
         })?;
@@ -66,6 +69,20 @@ impl std::str::FromStr for Listen {
     }
 }
 
+/// The spelling meant, when `s` is a socket address or a path without its scheme (the
+/// commonest slip: `"127.0.0.1:11330"`, as in other programs' configs).
+fn scheme_hint(s: &str) -> Option<String> {
+    match s.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(a)) => Some(format!("inet:{a}")),
+        Ok(SocketAddr::V6(a)) => Some(format!("inet6:{a}")),
+        Err(_) if s.starts_with('/') => Some(format!("unix:{s}")),
+        Err(_) => s
+            .strip_prefix("localhost:")
+            .filter(|port| port.parse::<u16>().is_ok())
+            .map(|port| format!("inet:127.0.0.1:{port}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +114,27 @@ mod tests {
             "unix:",
         ] {
             assert!(bad.parse::<Listen>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_scheme_is_named_with_the_spelling_meant() {
+        for (input, meant) in [
+            ("127.0.0.1:11330", "inet:127.0.0.1:11330"),
+            ("[::1]:11330", "inet6:[::1]:11330"),
+            ("localhost:11330", "inet:127.0.0.1:11330"),
+            (
+                "/run/repmilter/milter.sock",
+                "unix:/run/repmilter/milter.sock",
+            ),
+        ] {
+            let e = input.parse::<Listen>().unwrap_err();
+            assert!(
+                e.contains(&format!("did you mean {meant:?}")),
+                "{input}: {e}"
+            );
+            // The hint itself is a valid spelling.
+            assert!(meant.parse::<Listen>().is_ok(), "{meant}");
         }
     }
 }

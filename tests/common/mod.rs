@@ -54,18 +54,39 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with `[milter] listen = inet:127.0.0.1:0` and `extra` appended to
     /// the config (extra may add tables; milter keys go through `milter_extra`). `$DIR` in
-    /// `listen` and `extra` is the daemon's temp dir, which has an empty `rules/` folder.
+    /// `listen` and `extra` is the daemon's temp dir, whose `rules/` folder holds one rule
+    /// that never fires, `rules/fixture.cf` (the daemon refuses rule paths that yield no
+    /// rule), so a test's own rule files come on top of it.
     pub fn start(milter_extra: &str, extra: &str) -> Daemon {
         Self::start_listening("inet:127.0.0.1:0", milter_extra, extra)
     }
 
     pub fn start_listening(listen: &str, milter_extra: &str, extra: &str) -> Daemon {
+        Self::start_with(&[], listen, milter_extra, extra)
+    }
+
+    /// As [`Daemon::start_listening`], with `files` (path in the temp dir, content) written
+    /// first: the config may name them, and a config naming a missing file is refused.
+    pub fn start_with(
+        files: &[(&str, &str)],
+        listen: &str,
+        milter_extra: &str,
+        extra: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let config_path = dir.path().join("repmilter.toml");
         let d = dir.path().to_str().unwrap();
         let listen = listen.replace("$DIR", d);
         let extra = extra.replace("$DIR", d);
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::write(
+            dir.path().join("rules/fixture.cf"),
+            "header FIXTURE_NEVER X-Repmilter-Test-Fixture =~ /never/\nscore FIXTURE_NEVER 0.01\n",
+        )
+        .unwrap();
         std::fs::write(&config_path, config_text(&listen, milter_extra, &extra)).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_repmilter"))
             .args(["serve", "--config"])
