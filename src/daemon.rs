@@ -26,6 +26,12 @@ pub enum DaemonError {
     Spool(#[source] crate::feedback::spool::SpoolError),
     #[error("refusing to serve: {0}")]
     NoRules(String),
+    #[error("cannot listen on {addr} ([metrics] listen)")]
+    Monitor {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Blocking threads at most. Compute stages hold [`scan_slots`] of them, reloads and the
@@ -82,9 +88,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         dns.spawn_probes();
     }
     tracing::info!(rules = first.rules.len(), "engine in use");
+    crate::metrics::get().rules.set(first.rules.len() as i64);
     // Listening only now, with the rules compiled: an MTA connecting earlier would wait in
     // the backlog for as long as the compile takes; refused, it applies its milter default
     // action at once.
+    let monitor = match first.config.metrics_listen {
+        Some(addr) => Some(
+            crate::monitor::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Monitor { addr, source })?,
+        ),
+        None => None,
+    };
     let listener = Listener::bind(&listen, socket_mode).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -103,6 +118,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         c.hub.clone().map(|h| (h, c.learn.model.clone()))
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(monitor) = monitor {
+        if let Ok(addr) = monitor.local_addr() {
+            tracing::info!("monitor listening on http://{addr}");
+        }
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::monitor::serve(monitor, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
 
     // Rule, phrase list and allowlist files: an edit to any rebuilds the engine.
     let rule_paths = |tx: &watch::Sender<Arc<Engine>>| {
@@ -154,10 +178,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let engines = engine_rx.clone();
         let limiter = limiter.clone();
         async move {
-            if let Err(e) = session::run(stream, engines, shutdown, peer.clone()).await
-                && let Some(suppressed) = limiter.allow()
-            {
-                tracing::warn!(%peer, suppressed, "closing milter connection: {}", ErrorChain(&e));
+            let metrics = crate::metrics::get();
+            metrics.connections.inc();
+            metrics.sessions_open.inc();
+            let ended = session::run(stream, engines, shutdown, peer.clone()).await;
+            metrics.sessions_open.dec();
+            if let Err(e) = ended {
+                metrics.error(e.kind());
+                if let Some(suppressed) = limiter.allow() {
+                    tracing::warn!(%peer, suppressed, "closing milter connection: {}", ErrorChain(&e));
+                }
             }
         }
     })
@@ -204,8 +234,11 @@ fn raise_file_limit(max_connections: usize) {
 fn swap(engines: &watch::Sender<Arc<Engine>>, next: Engine) -> bool {
     if let Some(why) = next.unusable() {
         tracing::error!("reload refused, keeping the running engine: {why}");
+        crate::metrics::get().reload(false);
         return false;
     }
+    crate::metrics::get().reload(true);
+    crate::metrics::get().rules.set(next.rules.len() as i64);
     let next = Arc::new(next);
     let old = engines.send_replace(next.clone());
     // From here on new messages use it (a message in progress keeps the one it started with).
@@ -265,6 +298,7 @@ fn reload(path: &Path, engines: &watch::Sender<Arc<Engine>>) {
                 "reload refused, keeping the running config: {}",
                 ErrorChain(&e)
             );
+            crate::metrics::get().reload(false);
             return;
         }
     };

@@ -25,6 +25,8 @@
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
 //! - [`files`], [`logging`], [`warn`], [`problem`]: capped file reads, escaped log lines,
 //!   rate-limited warnings, problems in files with their positions.
+//! - [`metrics`]: counters, histograms, recent verdicts and the action history, recorded by
+//!   every module above and read by the monitor listener.
 //!
 //! Start reading at [`session::Session::handle`].
 
@@ -35,12 +37,15 @@ pub mod daemon;
 pub mod engine;
 pub mod feedback;
 pub mod files;
+pub mod http;
 pub mod hub;
 pub mod learn;
 pub mod loadgen;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod milter;
+pub mod monitor;
 pub mod policy;
 pub mod problem;
 pub mod reputation;

@@ -8,9 +8,28 @@
 //! for the same reason (their escapes would be indistinguishable from a peer's).
 
 use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::Arc;
 
-/// Starts logging to standard error at `level` (a tracing filter), or at `RUST_LOG` if set.
-pub fn init(level: &str) {
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+/// How log events are written (`[log] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Where the local syslog daemon takes messages.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Starts logging to standard error at `level` (a tracing filter), or at `RUST_LOG` if set,
+/// as text lines or JSON objects, and to the local syslog (facility mail) when `syslog`.
+pub fn init(level: &str, format: LogFormat, syslog: bool) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     // hickory logs query names at debug level, and a DNS list's query name holds its key
@@ -20,11 +39,114 @@ pub fn init(level: &str) {
             filter = filter.add_directive(d);
         }
     }
-    tracing_subscriber::fmt()
+    let stderr = || Escaping(std::io::stderr());
+    let syslog = if syslog {
+        match Syslog::connect(Path::new(SYSLOG_SOCKET)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!(
+                    "repmilter: log.syslog: cannot reach {SYSLOG_SOCKET} ({e}); logging to stderr only"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| Escaping(std::io::stderr()))
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match (format, syslog) {
+        (LogFormat::Text, None) => builder.with_writer(stderr).init(),
+        (LogFormat::Text, Some(s)) => builder.with_writer(stderr.and(s)).init(),
+        // One object per event: fields as keys, the message under "fields.message".
+        (LogFormat::Json, None) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(stderr)
+            .init(),
+        (LogFormat::Json, Some(s)) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(stderr.and(s))
+            .init(),
+    }
+}
+
+/// The local syslog, as datagrams in the traditional format (`<PRI>repmilter[PID]: text`,
+/// facility mail) that rsyslog and journald take on `/dev/log`; each event's severity follows
+/// its level. A datagram the daemon cannot send (syslog restarting) is dropped: logging never
+/// blocks mail.
+#[derive(Clone)]
+pub struct Syslog {
+    socket: Arc<UnixDatagram>,
+    tag: String,
+}
+
+/// Facility mail (2), shifted as RFC 3164 wants it.
+const FACILITY_MAIL: u8 = 2 << 3;
+
+impl Syslog {
+    pub fn connect(path: &Path) -> std::io::Result<Syslog> {
+        let socket = UnixDatagram::unbound()?;
+        socket.connect(path)?;
+        socket.set_nonblocking(true)?;
+        Ok(Syslog {
+            socket: Arc::new(socket),
+            tag: format!("repmilter[{}]: ", std::process::id()),
+        })
+    }
+}
+
+/// One event on its way to syslog, at one severity.
+pub struct SyslogEvent {
+    syslog: Syslog,
+    severity: u8,
+}
+
+impl Write for SyslogEvent {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = buf.strip_suffix(b"\n").unwrap_or(buf);
+        let mut out = Vec::with_capacity(text.len() + 32);
+        out.extend_from_slice(format!("<{}>", FACILITY_MAIL | self.severity).as_bytes());
+        out.extend_from_slice(self.syslog.tag.as_bytes());
+        Escaping(&mut out).write_all(text)?;
+        let _ = self.syslog.socket.send(&out);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Syslog {
+    type Writer = SyslogEvent;
+
+    fn make_writer(&'a self) -> SyslogEvent {
+        self.event(6)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> SyslogEvent {
+        let severity = match *meta.level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        self.event(severity)
+    }
+}
+
+impl Syslog {
+    fn event(&self, severity: u8) -> SyslogEvent {
+        SyslogEvent {
+            syslog: self.clone(),
+            severity,
+        }
+    }
 }
 
 /// Writes each event with its control characters escaped; the formatter hands over one whole
@@ -68,6 +190,25 @@ fn is_control(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syslog_gets_one_datagram_per_event_with_facility_mail_and_its_severity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let syslog = Syslog::connect(&path).unwrap();
+        let mut warn = syslog.event(4);
+        warn.write_all(b"WARN closing connection: bad\nframe\n")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = server.recv(&mut buf).unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).to_string();
+        let want = format!(
+            "<20>repmilter[{}]: WARN closing connection: bad\\nframe",
+            std::process::id()
+        );
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn control_characters_never_reach_the_log() {

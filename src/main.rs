@@ -64,6 +64,22 @@ enum Cmd {
     /// Load a milter (this one or another) with a directory of messages, as an MTA would,
     /// and report messages/s, latency from end-of-body to verdict, and actions.
     Bench(BenchArgs),
+    /// Ask the running daemon what it has been doing (its `[metrics] listen`): actions, top
+    /// symbols, stage times, DNS list health, as terminal tables.
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// The daemon's config: its `[metrics] listen` is asked.
+    #[arg(long, short = 'c', default_value = "/etc/repmilter/repmilter.toml")]
+    config: PathBuf,
+    /// Ask this monitor instead (http://HOST:PORT), without reading a config.
+    #[arg(long)]
+    url: Option<String>,
+    /// Print the summary as JSON (what the dashboard reads).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -249,8 +265,41 @@ fn main() -> ExitCode {
         Cmd::Feedback(FeedbackCmd::Report(a)) => feedback_report(a),
         Cmd::Feedback(FeedbackCmd::Status(a)) => feedback_status(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Stats(a) => stats(a),
     };
     result.unwrap_or_else(|code| code)
+}
+
+fn stats(a: StatsArgs) -> Result<ExitCode, ExitCode> {
+    let url = match a.url {
+        Some(u) => u,
+        None => {
+            let c = load(&a.config)?;
+            let Some(addr) = c.metrics_listen else {
+                eprintln!(
+                    "repmilter stats: {} has no [metrics] listen; the daemon serves no figures (or give --url)",
+                    c.path.display()
+                );
+                return Err(ExitCode::from(exit::CONFIG));
+            };
+            format!("http://{addr}")
+        }
+    };
+    let summary = repmilter::daemon::runtime()
+        .block_on(repmilter::monitor::stats::fetch(&url))
+        .map_err(|e| {
+            eprintln!("repmilter stats: {}", ErrorChain(&e));
+            ExitCode::from(exit::RUNTIME)
+        })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", repmilter::monitor::stats::render(&summary));
+    }
+    Ok(ExitCode::from(exit::OK))
 }
 
 /// The config, and the rule set it names compiled as `serve` would: what `serve` refuses,
@@ -341,7 +390,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
 
 fn serve(a: ConfigArg) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config)?;
-    repmilter::logging::init(&config.log_level);
+    repmilter::logging::init(&config.log_level, config.log_format, config.log_syslog);
     repmilter::daemon::runtime()
         .block_on(repmilter::daemon::run(config))
         .map_err(|e| {
@@ -359,7 +408,7 @@ fn hub(a: HubArgs) -> Result<ExitCode, ExitCode> {
         eprintln!("repmilter: {}", ErrorChain(&e));
         ExitCode::from(exit::CONFIG)
     })?;
-    repmilter::logging::init("info");
+    repmilter::logging::init("info", repmilter::logging::LogFormat::Text, false);
     repmilter::daemon::runtime()
         .block_on(repmilter::hub::run(config))
         .map_err(|e| {
@@ -641,7 +690,7 @@ fn feedback_status(a: ConfigArg) -> Result<ExitCode, ExitCode> {
 
 fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config.config)?;
-    repmilter::logging::init("warn");
+    repmilter::logging::init("warn", repmilter::logging::LogFormat::Text, false);
     let raw = read_message(&a.message, &config).map_err(|e| {
         eprintln!(
             "repmilter: cannot read message {}: {e}",

@@ -37,6 +37,26 @@ pub enum SessionError {
     Idle(Duration),
 }
 
+impl SessionError {
+    /// A short name for the metrics' `errors` counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::Connection(c) => match c {
+                ConnectionError::Io(_) => "io",
+                ConnectionError::Frame(_) => "bad_frame",
+                ConnectionError::Payload(_) => "bad_command",
+                ConnectionError::Truncated(_) => "truncated",
+                ConnectionError::Deadline => "deadline",
+                ConnectionError::WriteTimeout(_) => "write_timeout",
+            },
+            SessionError::OutOfOrder(_) => "out_of_order",
+            SessionError::Negotiate(_) => "negotiation",
+            SessionError::Handshake(_) => "handshake_timeout",
+            SessionError::Idle(_) => "idle_timeout",
+        }
+    }
+}
+
 /// What the filter asks for: the steps it needs and no-reply for the ones it never answers.
 fn wants() -> Wants {
     Wants {
@@ -121,6 +141,9 @@ struct MessageState {
     kept: usize,
     /// Bytes of recipients kept so far, against [`MAX_RCPT_BYTES`].
     rcpt_bytes: usize,
+    /// Bytes of headers and body received (`name: value\r\n` per header), for the log and
+    /// the dashboard; the body stops coming once the size limit asked the MTA to skip it.
+    received: usize,
     /// Accepted without a scan at MAIL.
     skip: bool,
     /// Headers named X-Spam or X-Spam-*, by lower-case name: the first spelling seen and how
@@ -343,6 +366,7 @@ impl Session {
             envelope,
             message: Message::default(),
             kept: 0,
+            received: 0,
             rcpt_bytes: 0,
             skip,
             spam_headers: HashMap::new(),
@@ -380,28 +404,49 @@ impl Session {
         // What the log line needs (short strings); the envelope itself goes to the scan.
         let (queue_id, from) = (m.envelope.queue_id.clone(), m.envelope.from.clone());
         let client = m.envelope.client_ip;
+        let rcpts = m.envelope.rcpts.len() + m.envelope.rcpts_dropped;
         let input = m.engine.input(
             std::mem::take(&mut m.envelope),
             std::mem::take(&mut m.message),
         );
         let (verdict, decision) = m.engine.judge(Arc::new(input)).await;
         let replies = eom_replies(&self.negotiated, &m, &decision);
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let symbols: Vec<String> = verdict
             .symbols
             .iter()
             .map(|s| format!("{}({:.1})", s.name, s.score))
             .collect();
+        let client = client.map_or("-".to_string(), |ip| ip.to_string());
         // The sender and queue id are the peer's words: quoted and escaped.
         tracing::info!(
             queue_id = ?queue_id.as_deref().unwrap_or("-"),
-            client = %client.map_or("-".to_string(), |ip| ip.to_string()),
+            client = %client,
             from = ?from,
+            rcpts,
+            size = m.received,
             score = format_args!("{:.1}", verdict.score),
             action = %decision.action,
             symbols = %symbols.join(","),
-            elapsed_ms = format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+            elapsed_ms = format_args!("{:.2}", elapsed_ms),
             "message scored"
         );
+        crate::metrics::get().message(crate::metrics::Recent {
+            time: crate::metrics::get().now(),
+            queue_id: queue_id.unwrap_or_default(),
+            client,
+            from,
+            rcpts,
+            size: m.received,
+            score: verdict.score,
+            action: decision.action.to_string(),
+            symbols: verdict
+                .symbols
+                .iter()
+                .map(|s| (s.name.clone(), s.score))
+                .collect(),
+            elapsed_ms,
+        });
         self.end_message();
         replies
     }
@@ -437,12 +482,14 @@ impl MessageState {
         if self.has_subject.is_none() && name.eq_ignore_ascii_case("Subject") {
             self.has_subject = Some(value.clone());
         }
+        self.received += name.len() + value.len() + 4;
         let room = self.limit().saturating_sub(self.kept);
         self.kept += self.message.push_header(name, value, room);
     }
 
     /// Keeps what fits under the size limit; returns true once the limit is reached.
     fn add_body(&mut self, chunk: &[u8]) -> bool {
+        self.received += chunk.len();
         let room = self.limit().saturating_sub(self.kept);
         let take = chunk.len().min(room);
         self.message.body.extend_from_slice(&chunk[..take]);

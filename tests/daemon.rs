@@ -685,3 +685,40 @@ fn config_check_names_missing_files_misordered_thresholds_and_a_listen_without_s
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_event_with_the_message_fields() {
+    let d = Daemon::start("", "[log]\nformat = \"json\"\n");
+    let mut c = client(&d.addr()).await;
+    let tx = Transaction {
+        from: "a\"b\nFAKE@example.org",
+        rcpts: &["bob@example.net", "carol@example.net"],
+        mail_macros: &[("i", "JSONQ1")],
+    };
+    c.message(&tx, gtube_mail().as_bytes()).await.unwrap();
+    assert!(
+        d.wait_log("message scored", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    // Every line is a JSON object (a newline in a field cannot split one).
+    let mut scored = None;
+    for line in d.log().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        if v["message"] == "message scored" {
+            scored = Some(v);
+        }
+    }
+    let v = scored.unwrap();
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["queue_id"], "\"JSONQ1\"", "{v}");
+    assert_eq!(v["rcpts"], 2, "{v}");
+    assert_eq!(v["action"], "reject", "{v}");
+    assert!(v["size"].as_u64().unwrap() > 60, "{v}");
+    assert!(v["symbols"].as_str().unwrap().contains("GTUBE"), "{v}");
+    assert!(
+        v["elapsed_ms"].is_string() || v["elapsed_ms"].is_number(),
+        "{v}"
+    );
+}

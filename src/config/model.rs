@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 pub use super::lists::{Allow, Check, Code, CodeMatch, Dns, DnsList, ListKind, ReceivedHops};
+pub use crate::logging::LogFormat;
 pub use crate::milter::Listen;
 
 /// `[milter]`: the socket and per-message limits.
@@ -108,6 +109,13 @@ pub struct Config {
     pub rules: Rules,
     /// `[log] level`: a tracing filter such as `info` or `repmilter=debug`.
     pub log_level: String,
+    /// `[log] format`: one line of text or one JSON object per event.
+    pub log_format: LogFormat,
+    /// `[log] syslog`: events go to the local syslog (facility mail) as well as stderr.
+    pub log_syslog: bool,
+    /// `[metrics] listen`: the monitor's HTTP listener (Prometheus metrics, the dashboard,
+    /// `repmilter stats`); off when absent.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub dns: Dns,
     /// `[[dnsbl]]`, `[[dnswl]]` and `[[uribl]]` tables, in file order.
     pub lists: Vec<DnsList>,
@@ -211,6 +219,9 @@ impl Default for Config {
             scores: BTreeMap::new(),
             rules: Rules { paths: Vec::new() },
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            log_syslog: false,
+            metrics_listen: None,
             dns: Dns::default(),
             lists: Vec::new(),
             allow: Allow {

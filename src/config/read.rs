@@ -98,7 +98,7 @@ impl Config {
             "",
             &[
                 "milter", "actions", "policy", "headers", "trust", "scores", "rules", "log", "dns",
-                "dnsbl", "dnswl", "uribl", "allow", "hub", "learn",
+                "dnsbl", "dnswl", "uribl", "allow", "hub", "learn", "metrics",
             ],
         );
         if let Some(t) = r.table(root, "", "milter") {
@@ -199,8 +199,39 @@ impl Config {
             let base = path.parent().unwrap_or(Path::new("."));
             c.hub = read_hub(&mut r, t, base, c.milter.message_timeout);
         }
+        if let Some(t) = r.table(root, "", "metrics") {
+            r.known_keys(t, "metrics", &["listen"]);
+            if let Some(s) = r.string(t, "metrics", "listen") {
+                match s.parse::<std::net::SocketAddr>() {
+                    Ok(a) => c.metrics_listen = Some(a),
+                    Err(_) => {
+                        let v = t.get("listen").expect("key was just read");
+                        r.problem(
+                            v,
+                            "metrics.listen",
+                            format!("{s:?} is not an address and port such as \"127.0.0.1:11334\" (plain HTTP; no scheme)"),
+                        );
+                    }
+                }
+            }
+        }
         if let Some(t) = r.table(root, "", "log") {
-            r.known_keys(t, "log", &["level"]);
+            r.known_keys(t, "log", &["level", "format", "syslog"]);
+            if let Some(f) = r.string(t, "log", "format") {
+                match f.as_str() {
+                    "text" => c.log_format = LogFormat::Text,
+                    "json" => c.log_format = LogFormat::Json,
+                    _ => {
+                        let v = t.get("format").expect("key was just read");
+                        r.problem(
+                            v,
+                            "log.format",
+                            format!("{f:?} is not \"text\" or \"json\""),
+                        );
+                    }
+                }
+            }
+            c.log_syslog = r.bool(t, "log", "syslog").unwrap_or(c.log_syslog);
             if let Some(level) = r.string(t, "log", "level") {
                 if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
                     let v = t.get("level").expect("key was just read");

@@ -21,6 +21,9 @@ impl Config {
         keep!(milter.max_connections, "milter.max_connections");
         keep!(milter.shutdown_timeout, "milter.shutdown_timeout");
         keep!(log_level, "log.level");
+        keep!(log_format, "log.format");
+        keep!(log_syslog, "log.syslog");
+        keep!(metrics_listen, "metrics.listen");
         if let (Some(new), Some(old)) = (&mut self.hub, &running.hub)
             && (new.spool != old.spool || new.spool_max != old.spool_max)
         {

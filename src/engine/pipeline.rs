@@ -149,7 +149,12 @@ impl Pipeline {
                 return None;
             }
             let lookups = self.stages.iter().filter_map(|s| match s {
-                Stage::Lookup(l) => Some(tokio::time::timeout_at(deadline, l.scan(&input))),
+                Stage::Lookup(l) => Some(async {
+                    let started = Instant::now();
+                    let found = tokio::time::timeout_at(deadline, l.scan(&input)).await;
+                    crate::metrics::get().stage_time(l.name(), started.elapsed().as_secs_f64());
+                    found
+                }),
                 Stage::Compute(_) => None,
             });
             Some(futures_util::future::join_all(lookups).await)
@@ -195,8 +200,11 @@ impl Pipeline {
         let me = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let metrics = crate::metrics::get();
             if let Some(built) = view_built {
+                let started = std::time::Instant::now();
                 input.view();
+                metrics.stage_time("mime_view", started.elapsed().as_secs_f64());
                 let _ = built.send(());
             }
             let mut earlier: Vec<Symbol> = Vec::new();
@@ -204,7 +212,9 @@ impl Pipeline {
                 .iter()
                 .filter_map(|s| match s {
                     Stage::Compute(c) => {
+                        let started = std::time::Instant::now();
                         let found = c.scan_after(&input, deadline.into_std(), &earlier);
+                        metrics.stage_time(c.name(), started.elapsed().as_secs_f64());
                         earlier.extend(found.iter().cloned());
                         Some(found)
                     }

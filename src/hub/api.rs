@@ -541,70 +541,16 @@ async fn model(State(api): State<Shared>, headers: HeaderMap) -> Result<Response
         .into_response())
 }
 
-/// How long requests in flight get to finish at shutdown.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Serves the API on `listener` until `stop` resolves, then lets requests in flight finish
-/// (up to [`DRAIN`]).
+/// Serves the API on `listener` until `stop` resolves, then lets requests in flight finish.
 pub async fn serve(
     hub: Arc<Hub>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    // Past `max_connections` a new connection is closed at once: a flood of idle
-    // connections must not take the hub's file descriptors from the gateways.
-    let max_connections = hub.config.max_connections;
-    let header_timeout = hub.config.header_timeout;
-    let app = router(hub);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut stop = std::pin::pin!(stop);
-    let mut last_warning: Option<std::time::Instant> = None;
-    let mut warn = |what: &str| {
-        // At most one line a minute: a flood must not flood the log too.
-        if last_warning.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60)) {
-            last_warning = Some(std::time::Instant::now());
-            tracing::warn!("{what}");
-        }
+    let limits = crate::http::Limits {
+        max_connections: hub.config.max_connections,
+        header_timeout: hub.config.header_timeout,
     };
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, say: wait for connections to close.
-                    warn(&format!("hub: cannot accept connections: {e}"));
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn(&format!(
-                "hub: {max_connections} connections open; closing new ones until some end"
-            ));
-            continue;
-        };
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("hub: requests still in flight after {DRAIN:?}; stopping anyway");
-    }
+    crate::http::serve("hub", router(hub), listener, limits, stop).await;
     Ok(())
 }

@@ -171,6 +171,7 @@ pub async fn serve<F, Fut>(
         match accepted {
             Ok((stream, peer)) => {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    crate::metrics::get().error("connection_limit");
                     if let Some(suppressed) = refusals.allow() {
                         tracing::warn!(%peer, suppressed, max_connections, "connection limit reached; closing the new connection");
                     }

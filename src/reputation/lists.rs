@@ -154,9 +154,16 @@ impl DnsLists {
     /// The A records for `name`, from the cache or the servers.
     async fn lookup(&self, name: &str) -> Result<Vec<Ipv4Addr>, Failure> {
         self.stats.lookups.fetch_add(1, Ordering::Relaxed);
-        self.cache
-            .get_or_fetch(name, || self.resolver.lookup_a(name))
-            .await
+        let sent = AtomicBool::new(false);
+        let answer = self
+            .cache
+            .get_or_fetch(name, || {
+                sent.store(true, Ordering::Relaxed);
+                self.resolver.lookup_a(name)
+            })
+            .await;
+        crate::metrics::get().dns_cache(!sent.load(Ordering::Relaxed));
+        answer
     }
 
     /// Starts the client-address lookups at CONNECT, so their answers are in the cache (or
@@ -312,10 +319,26 @@ impl DnsLists {
             }
             None => symbols.push(s),
         };
+        let metrics = crate::metrics::get();
         for q in &queries {
             let z = &self.zones[q.zone];
             let name = &z.list.name;
-            match &answers[q.name.as_str()] {
+            let answer = &answers[q.name.as_str()];
+            let result = match answer {
+                Ok(addrs) if addrs.is_empty() => "not_listed",
+                Ok(addrs)
+                    if addrs
+                        .iter()
+                        .all(|a| matches!(dnsbl::classify(*a), Answer::Error(_))) =>
+                {
+                    "blocked"
+                }
+                Ok(_) => "listed",
+                Err(Failure::Timeout) => "timeout",
+                Err(Failure::Error(_)) => "fail",
+            };
+            metrics.dns_result(name, result);
+            match answer {
                 Ok(addrs) if addrs.is_empty() => {}
                 Ok(addrs) => {
                     let found = dnsbl::interpret(addrs, &z.codes, &format!("{name}_UNKNOWN"));
@@ -380,6 +403,7 @@ impl DnsLists {
         let probes = self.zones.iter().map(|z| async move {
             let verdict = self.probe(z).await;
             let was = z.enabled.swap(verdict.is_ok(), Ordering::Relaxed);
+            crate::metrics::get().dns_enabled(&z.list.name, verdict.is_ok());
             match (&verdict, was) {
                 (Err(why), true) => tracing::error!(list = %z.list.name, zone = %z.list.zone, "DNS list disabled: {why}"),
                 (Ok(()), false) => tracing::warn!(list = %z.list.name, zone = %z.list.zone, "DNS list enabled again: its probes pass"),

@@ -106,7 +106,11 @@ impl Daemon {
                 let Ok(line) = line else { break };
                 if let Some(i) = line.find("listening on ") {
                     let rest = &line[i + "listening on ".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    // Text lines end the address at a space, JSON ones at a quote.
+                    let addr = rest
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or_default();
                     let _ = tx.send(addr.to_string());
                 }
                 log2.lock().unwrap().push(line);
