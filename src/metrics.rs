@@ -45,12 +45,12 @@ const RECENT_SYMBOLS: usize = 40;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
-    pub action: String,
+    pub action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
-    pub stage: String,
+    pub stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,7 +111,7 @@ pub struct Metrics {
 #[derive(Default)]
 struct Seen {
     symbols: BTreeSet<String>,
-    stages: BTreeSet<String>,
+    stages: BTreeSet<&'static str>,
     lists: BTreeSet<String>,
     errors: BTreeSet<String>,
 }
@@ -300,12 +300,9 @@ impl Metrics {
     /// Records one judged message: its action and symbols, the whole judgement's time, a
     /// line in the recent table, a count in the current interval.
     pub fn message(&self, verdict: Recent) {
-        let action = verdict.action.as_str();
-        self.messages
-            .get_or_create(&ActionLabel {
-                action: action.to_string(),
-            })
-            .inc();
+        let slot = ACTIONS.iter().position(|a| *a == verdict.action);
+        let action = slot.map_or("other", |i| ACTIONS[i]);
+        self.messages.get_or_create(&ActionLabel { action }).inc();
         for (name, _) in &verdict.symbols {
             let label = SymbolLabel {
                 symbol: name.clone(),
@@ -316,7 +313,6 @@ impl Metrics {
             }
         }
         self.stage_time("message", verdict.elapsed_ms / 1000.0);
-        let slot = ACTIONS.iter().position(|a| *a == action);
         {
             let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
             let start = verdict.time - verdict.time % INTERVAL.as_secs();
@@ -343,10 +339,8 @@ impl Metrics {
     }
 
     /// Records how long `stage` took for one message.
-    pub fn stage_time(&self, stage: &str, seconds: f64) {
-        let label = StageLabel {
-            stage: stage.to_string(),
-        };
+    pub fn stage_time(&self, stage: &'static str, seconds: f64) {
+        let label = StageLabel { stage };
         if self
             .scan_seconds
             .get(&label)
@@ -354,7 +348,7 @@ impl Metrics {
             .is_none()
         {
             self.scan_seconds.get_or_create(&label).observe(seconds);
-            self.seen().stages.insert(stage.to_string());
+            self.seen().stages.insert(stage);
         }
     }
 
@@ -463,9 +457,7 @@ impl Metrics {
             actions: ACTIONS
                 .iter()
                 .map(|a| {
-                    let label = ActionLabel {
-                        action: a.to_string(),
-                    };
+                    let label = ActionLabel { action: a };
                     (
                         a.to_string(),
                         self.messages.get(&label).map_or(0, |c| c.get()),
@@ -477,10 +469,10 @@ impl Metrics {
                 .stages
                 .iter()
                 .filter_map(|s| {
-                    let h = self.scan_seconds.get(&StageLabel { stage: s.clone() })?;
+                    let h = self.scan_seconds.get(&StageLabel { stage: s })?;
                     let count = h.count();
                     Some(StageTime {
-                        stage: s.clone(),
+                        stage: s.to_string(),
                         count,
                         mean_ms: if count == 0 {
                             0.0
