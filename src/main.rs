@@ -15,6 +15,22 @@ use repmilter::policy::Action;
 use repmilter::scan::ScanInput;
 use repmilter::signatures::ruleset::RuleSet;
 
+/// `print!` that ends the program quietly when standard output's reader went away (`| head`)
+/// instead of panicking; see [`write_or_exit`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_or_exit(&mut std::io::stdout(), format_args!($($arg)*))
+    };
+}
+
+/// `println!`, as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        out!($($arg)*);
+        out!("\n");
+    }};
+}
+
 /// Exit codes, documented in the README.
 mod exit {
     pub const OK: u8 = 0;
@@ -186,8 +202,9 @@ struct ExportZoneArgs {
 
 #[derive(Subcommand)]
 enum RulesCmd {
-    /// Report every problem in rule files as file:line:col: message; exit 1 on errors.
-    Lint(RulesArgs),
+    /// Report every problem in rule files as file:line:col: error|warning: message, sorted
+    /// by file and line, then a summary; exit 1 on errors.
+    Lint(LintArgs),
     /// Run the examples kept next to the rules (NAME.spam.eml must hit NAME, NAME.ham.eml
     /// must not) and print a pass/fail table; exit 1 on any failure.
     Test(RulesTestArgs),
@@ -200,6 +217,16 @@ struct RulesArgs {
     config: PathBuf,
     /// Rule files or directories (default: the config's [rules] paths).
     paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct LintArgs {
+    #[command(flatten)]
+    rules: RulesArgs,
+    /// Also list notes: advice SpamAssassin's own lint does not give (a rule without a score,
+    /// a score without a rule, a meta naming an unknown rule, a rule defined twice).
+    #[arg(long)]
+    pedantic: bool,
 }
 
 #[derive(Args)]
@@ -292,12 +319,12 @@ fn stats(a: StatsArgs) -> Result<ExitCode, ExitCode> {
             ExitCode::from(exit::RUNTIME)
         })?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
-        print!("{}", repmilter::monitor::stats::render(&summary));
+        out!("{}", repmilter::monitor::stats::render(&summary));
     }
     Ok(ExitCode::from(exit::OK))
 }
@@ -311,7 +338,7 @@ fn config_check(path: &std::path::Path) -> Result<ExitCode, ExitCode> {
         eprintln!("{}: {why}", c.path.display());
         return Err(ExitCode::from(exit::CONFIG));
     }
-    println!(
+    outln!(
         "{}: ok (listen {}, {} rules, {} rule problem(s))",
         c.path.display(),
         c.milter.listen,
@@ -374,12 +401,12 @@ fn bench(a: BenchArgs) -> Result<ExitCode, ExitCode> {
     };
     let report = runtime.block_on(loadgen::run(opts));
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print!("{}", report.table());
+        out!("{}", report.table());
     }
     Ok(ExitCode::from(if report.errors.is_empty() {
         exit::OK
@@ -439,7 +466,7 @@ fn export_zone(a: ExportZoneArgs) -> Result<ExitCode, ExitCode> {
             ExitCode::from(exit::RUNTIME)
         })?;
     match a.output {
-        None => print!("{zone}"),
+        None => out!("{zone}"),
         Some(path) => {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, &zone)
@@ -513,7 +540,7 @@ fn feedback_report(a: FeedbackReportArgs) -> Result<ExitCode, ExitCode> {
         (0, h) => format!("{h} as ham"),
         (s, h) => format!("{s} as spam and {h} as ham"),
     };
-    println!(
+    outln!(
         "reported {} of {} files to {}: {what}; {} new to the hub, {} it had already{}",
         summary.sent,
         a.files.len(),
@@ -604,7 +631,7 @@ fn learn_locally(
     })?;
     let young =
         model.spam < config.learn.min_spam as f64 || model.ham < config.learn.min_ham as f64;
-    println!(
+    outln!(
         "trained {} of {} files into {} (no [hub]: the model is this gateway's): {spam} as spam, \
          {ham} as ham; it holds {:.0} spam and {:.0} ham messages, {} features{}",
         spam + ham,
@@ -643,9 +670,9 @@ fn feedback_status(a: ConfigArg) -> Result<ExitCode, ExitCode> {
             .map_or("just now".to_string(), |d| format!("{}s ago", d.as_secs()))
     };
     let ago_secs = |t: u64| ago(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
-    println!("spool:    {}", hub.spool.display());
-    println!("hub:      {}", hub.url);
-    println!(
+    outln!("spool:    {}", hub.spool.display());
+    outln!("hub:      {}", hub.url);
+    outln!(
         "daemon:   {}",
         if seen.held {
             "running (holds the spool)"
@@ -653,19 +680,22 @@ fn feedback_status(a: ConfigArg) -> Result<ExitCode, ExitCode> {
             "not running on this spool"
         }
     );
-    println!(
+    outln!(
         "waiting:  {} events in {} segments, {} bytes of {} allowed",
-        seen.events, seen.segments, seen.bytes, hub.spool_max
+        seen.events,
+        seen.segments,
+        seen.bytes,
+        hub.spool_max
     );
     if let Some(t) = seen.oldest {
-        println!("oldest:   written {}", ago(t));
+        outln!("oldest:   written {}", ago(t));
     }
     let status: Option<Status> = std::fs::read(hub.spool.join(STATUS_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     match status {
         Some(s) => {
-            println!(
+            outln!(
                 "since the daemon started (as of {}): {} spooled, {} shipped, {} dropped (spool full), {} refused by the hub, {} failed tries",
                 ago_secs(s.updated),
                 s.spooled,
@@ -675,14 +705,14 @@ fn feedback_status(a: ConfigArg) -> Result<ExitCode, ExitCode> {
                 s.failures
             );
             if let Some(t) = s.last_shipped {
-                println!("last shipped: {}", ago_secs(t));
+                outln!("last shipped: {}", ago_secs(t));
             }
             if let (Some(e), Some(t)) = (s.last_error, s.last_error_at) {
-                println!("last error:   {} ({e})", ago_secs(t));
+                outln!("last error:   {} ({e})", ago_secs(t));
             }
         }
         None => {
-            println!("no shipping status yet (the daemon writes it once it has shipped or tried)")
+            outln!("no shipping status yet (the daemon writes it once it has shipped or tried)")
         }
     }
     Ok(ExitCode::from(exit::OK))
@@ -735,24 +765,24 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             "urls": input.view().urls,
             "attachments": input.view().attachments,
         });
-        println!("{out:#}");
+        outln!("{out:#}");
     } else {
-        println!("action: {}", decision.action);
-        println!("score: {:.1}", verdict.score);
+        outln!("action: {}", decision.action);
+        outln!("score: {:.1}", verdict.score);
         if let Some((c, e, t)) = &decision.smtp_reply {
-            println!("reply: {c} {e} {t}");
+            outln!("reply: {c} {e} {t}");
         }
-        println!("symbols:");
+        outln!("symbols:");
         for s in &verdict.symbols {
-            println!("  {:>7.1} {} {}", s.score, s.name, s.detail);
+            outln!("  {:>7.1} {} {}", s.score, s.name, s.detail);
         }
         if a.explain {
             explain(&engine, &input);
         }
         if !decision.add_headers.is_empty() {
-            println!("headers:");
+            outln!("headers:");
             for (n, v) in &decision.add_headers {
-                println!("  {n}: {v}");
+                outln!("  {n}: {v}");
             }
         }
     }
@@ -799,14 +829,36 @@ fn rule_paths(a: &RulesArgs) -> Result<Vec<PathBuf>, ExitCode> {
     }
 }
 
-fn rules_lint(a: RulesArgs) -> Result<ExitCode, ExitCode> {
-    let paths = rule_paths(&a)?;
+fn rules_lint(a: LintArgs) -> Result<ExitCode, ExitCode> {
+    use repmilter::problem::{Labelled, Severity};
+    let paths = rule_paths(&a.rules)?;
     let rules = RuleSet::load(&paths);
-    for p in &rules.problems {
-        println!("{p}");
+    let mut problems: Vec<_> = rules.problems.iter().collect();
+    problems.sort_by(|x, y| {
+        (&x.file, x.line, x.column, std::cmp::Reverse(x.severity)).cmp(&(
+            &y.file,
+            y.line,
+            y.column,
+            std::cmp::Reverse(y.severity),
+        ))
+    });
+    let count = |s: Severity| problems.iter().filter(|p| p.severity == s).count();
+    let (errors, warnings, notes) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Note),
+    );
+    let mut out = std::io::stdout().lock();
+    for p in &problems {
+        if p.severity != Severity::Note || a.pedantic {
+            write_or_exit(&mut out, format_args!("{}\n", Labelled(p)));
+        }
     }
-    let errors = rules.errors();
-    let warnings = rules.problems.len() - errors;
+    let notes = if a.pedantic {
+        format!("{notes} note(s)")
+    } else {
+        format!("{notes} note(s) not shown (--pedantic shows them)")
+    };
     let kinds: Vec<String> = rules
         .stats
         .by_kind
@@ -814,7 +866,7 @@ fn rules_lint(a: RulesArgs) -> Result<ExitCode, ExitCode> {
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
     eprintln!(
-        "{} rules loaded ({}), {} prefiltered by literals, {} on the backtracking engine, regexes {:.1} MiB of {} MiB; {errors} error(s), {warnings} warning(s)",
+        "{} rules loaded ({}), {} prefiltered by literals, {} on the backtracking engine, regexes {:.1} MiB of {} MiB; {errors} error(s), {warnings} warning(s), {notes}",
         rules.len(),
         kinds.join(", "),
         rules.stats.prefiltered,
@@ -827,6 +879,18 @@ fn rules_lint(a: RulesArgs) -> Result<ExitCode, ExitCode> {
     } else {
         exit::OK
     }))
+}
+
+/// Writes to standard output; a reader that went away (`| head`) ends the program quietly,
+/// as it would a shell tool, instead of a panic.
+fn write_or_exit(out: &mut impl std::io::Write, text: std::fmt::Arguments<'_>) {
+    if let Err(e) = out.write_fmt(text) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("repmilter: cannot write to standard output: {e}");
+        std::process::exit(i32::from(exit::RUNTIME));
+    }
 }
 
 fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
@@ -847,16 +911,16 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
         match &ex.outcome {
             Outcome::Pass => {
                 passed += 1;
-                println!("PASS  {name:<32} {kind:<4}  {path}");
+                outln!("PASS  {name:<32} {kind:<4}  {path}");
             }
             Outcome::Fail(why) => {
                 failed += 1;
-                println!("FAIL  {name:<32} {kind:<4}  {path}: {why}");
+                outln!("FAIL  {name:<32} {kind:<4}  {path}: {why}");
             }
-            Outcome::Skip => println!("SKIP  {name}: name it RULE.spam.eml or RULE.ham.eml"),
+            Outcome::Skip => outln!("SKIP  {name}: name it RULE.spam.eml or RULE.ham.eml"),
         }
     }
-    println!("rules: {passed} passed, {failed} failed");
+    outln!("rules: {passed} passed, {failed} failed");
     if passed + failed == 0 {
         eprintln!("repmilter: no examples in {}", a.examples.display());
         return Ok(ExitCode::from(exit::SPAM));
@@ -876,7 +940,7 @@ fn explain(engine: &Engine, input: &ScanInput) {
 /// The features of the learned model that weighed most in the message's score.
 fn explain_learned(engine: &Engine, input: &ScanInput) {
     let Some(model) = engine.learner.model() else {
-        println!(
+        outln!(
             "learned: no model in use ({} is absent, unreadable (a warning says why), or holds fewer than learn.min_spam spam or learn.min_ham ham)",
             engine.config.learn.model.display()
         );
@@ -885,7 +949,7 @@ fn explain_learned(engine: &Engine, input: &ScanInput) {
     let features = engine.learn_features(input);
     let score = model.score(&features);
     let texts = repmilter::learn::features::texts(input, &engine.content_symbols(input));
-    println!(
+    outln!(
         "learned: spam probability {:.3} from {} of the message's {} features; most telling:",
         score.probability,
         score.used.len(),
@@ -894,9 +958,12 @@ fn explain_learned(engine: &Engine, input: &ScanInput) {
     for (f, estimate) in score.used.iter().take(15) {
         let text = texts.get(f).map_or("?", String::as_str);
         let c = model.features.get(f).copied().unwrap_or_default();
-        println!(
+        outln!(
             "  {:>5.3} {} (in {:.0} spam, {:.0} ham)",
-            estimate, text, c[0], c[1]
+            estimate,
+            text,
+            c[0],
+            c[1]
         );
     }
 }
@@ -904,18 +971,22 @@ fn explain_learned(engine: &Engine, input: &ScanInput) {
 fn explain_rules(engine: &Engine, input: &ScanInput) {
     let hits = engine.rules.scan(input).hits;
     if hits.is_empty() {
-        println!("explain: no signature rule hit");
+        outln!("explain: no signature rule hit");
         return;
     }
-    println!("explain:");
+    outln!("explain:");
     for h in hits {
         let r = engine.rules.rule(h.rule);
-        println!(
+        outln!(
             "  {} ({:.1}) at {} [{}] hits={}",
-            r.name, r.score, r.at, r.target, h.count
+            r.name,
+            r.score,
+            r.at,
+            r.target,
+            h.count
         );
         if let Some(e) = &h.evidence {
-            println!("      matched {:?} in {:?}", e.matched, e.context);
+            outln!("      matched {:?} in {:?}", e.matched, e.context);
         }
     }
 }

@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Advice beyond what SpamAssassin's own lint says (a rule without a score, a score
+    /// without a rule): shown by `rules lint --pedantic`; nothing was left out.
+    Note,
     /// Worth fixing; nothing was left out.
     Warning,
     /// What it names was left out (a rule, a list entry) or refused (a config).
@@ -42,13 +45,33 @@ impl Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
-        if self.severity == Severity::Warning {
-            f.write_str("warning: ")?;
+        match self.severity {
+            Severity::Warning => f.write_str("warning: ")?,
+            Severity::Note => f.write_str("note: ")?,
+            Severity::Error => {}
         }
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
         }
         f.write_str(&self.message)
+    }
+}
+
+/// A problem with its severity always named (`error: ` too), as `rules lint` lists them.
+pub struct Labelled<'a>(pub &'a Problem);
+
+impl std::fmt::Display for Labelled<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.0;
+        if p.severity == Severity::Error {
+            write!(f, "{}:{}:{}: error: ", p.file.display(), p.line, p.column)?;
+            if !p.key.is_empty() {
+                write!(f, "{}: ", p.key)?;
+            }
+            f.write_str(&p.message)
+        } else {
+            write!(f, "{p}")
+        }
     }
 }
 
@@ -69,5 +92,16 @@ mod tests {
         p.key = "milter.listen".into();
         assert_eq!(p.to_string(), "/etc/r.cf:3:7: warning: milter.listen: bad");
         assert_eq!(column_of("é = x", 5), 5);
+        assert_eq!(
+            Labelled(&p).to_string(),
+            "/etc/r.cf:3:7: warning: milter.listen: bad"
+        );
+        p.severity = Severity::Error;
+        assert_eq!(
+            Labelled(&p).to_string(),
+            "/etc/r.cf:3:7: error: milter.listen: bad"
+        );
+        p.severity = Severity::Note;
+        assert_eq!(p.to_string(), "/etc/r.cf:3:7: note: milter.listen: bad");
     }
 }

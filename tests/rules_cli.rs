@@ -27,19 +27,37 @@ fn lint_reports_every_problem_at_once_and_fails() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let file = f.display().to_string();
-    for want in [
-        format!("{file}:3:1: unknown directive \"bodyy\""),
-        format!("{file}:4:9: RE: unsupported regex: unclosed group"),
-        format!("{file}:6:14: warning: NOSCORE has no score (SpamAssassin's default 1 applies)"),
+    // Errors only by default, each labelled, in file and line order.
+    let errors = [
+        format!("{file}:3:1: error: unknown directive \"bodyy\""),
+        format!("{file}:4:9: error: RE: unsupported regex: unclosed group"),
+        format!("{file}:10:10: error: H: expected =~ or !~ after the header name, found \"~\""),
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), errors, "{text}");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("3 error(s), 0 warning(s), 3 note(s) not shown (--pedantic shows them)"),
+        "{summary}"
+    );
+    // With --pedantic, the notes too, in their places.
+    let out = repmilter()
+        .args(["rules", "lint", "--pedantic"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let all = [
+        errors[0].clone(),
+        errors[1].clone(),
+        format!("{file}:6:14: note: NOSCORE has no score (SpamAssassin's default 1 applies)"),
+        format!("{file}:7:8: note: meta M refers to unknown rule(s) MISSING, counted as not hit"),
         format!(
-            "{file}:7:8: warning: meta M refers to unknown rule(s) MISSING, counted as not hit"
+            "{file}:9:11: note: GOOD is defined again (first at {file}:1:11); the later definition is used"
         ),
-        format!("{file}:9:11: warning: GOOD is defined again (first at {file}:1:11)"),
-        format!("{file}:10:10: H: expected =~ or !~ after the header name, found \"~\""),
-    ] {
-        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
-    }
-    assert_eq!(text.lines().count(), 6, "{text}");
+        errors[2].clone(),
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), all, "{text}");
 
     let ok = write(dir.path(), "ok.cf", "body GOOD /lottery/i\nscore GOOD 1\n");
     let out = repmilter()
@@ -215,4 +233,63 @@ fn shipped_rules_lint_clean_and_their_examples_pass() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(passed >= 40, "only {passed} examples passed:\n{text}");
+}
+
+#[test]
+fn the_spamassassin_stock_set_lints_as_spamassassin_lints_it() {
+    let dir = Path::new("/usr/share/spamassassin");
+    if !common::require_tool("spamassassin") || !dir.join("72_active.cf").exists() {
+        return;
+    }
+    // SpamAssassin's own verdict on its stock set: nothing to say.
+    let sa = std::process::Command::new("spamassassin")
+        .arg("--lint")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&sa.stdout),
+        String::from_utf8_lossy(&sa.stderr)
+    );
+    assert!(sa.status.success(), "{said}");
+    assert_eq!(said.trim(), "", "SpamAssassin's lint has something to say");
+    // Ours: no error, no warning either; its extra advice only with --pedantic.
+    let out = repmilter()
+        .args(["rules", "lint"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}{summary}");
+    assert_eq!(text, "", "{summary}");
+    assert!(summary.contains("0 error(s), 0 warning(s)"), "{summary}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_without_a_panic() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // Thousands of notes: far more than a pipe holds, so writes meet the closed pipe.
+    let rules: String = (0..5000)
+        .map(|i| format!("body R{i} /word{i}/\n"))
+        .collect();
+    let f = write(dir.path(), "many.cf", &rules);
+    let mut child = repmilter()
+        .args(["rules", "lint", "--pedantic"])
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("note: R0 has no score"), "{first}");
+    // The reader is gone (as `| head -1` goes).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }

@@ -236,13 +236,27 @@ pub fn unusable_rules(config: &Config, rules: &RuleSet) -> Option<String> {
 const MAX_LOGGED_RULE_PROBLEMS: usize = 20;
 
 fn log_rule_problems(rules: &RuleSet) {
-    for p in rules.problems.iter().take(MAX_LOGGED_RULE_PROBLEMS) {
+    use crate::signatures::rules::Severity;
+    for p in rules
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Note)
+    {
+        tracing::debug!("rule note: {p}");
+    }
+    let shown: Vec<_> = rules
+        .problems
+        .iter()
+        .filter(|p| p.severity != Severity::Note)
+        .collect();
+    for p in shown.iter().take(MAX_LOGGED_RULE_PROBLEMS) {
         match p.severity {
-            crate::signatures::rules::Severity::Error => tracing::warn!("rule skipped: {p}"),
-            crate::signatures::rules::Severity::Warning => tracing::info!("rule warning: {p}"),
+            Severity::Error => tracing::warn!("rule skipped: {p}"),
+            Severity::Warning => tracing::info!("rule warning: {p}"),
+            Severity::Note => {}
         }
     }
-    if let Some(more) = rules.problems.len().checked_sub(MAX_LOGGED_RULE_PROBLEMS)
+    if let Some(more) = shown.len().checked_sub(MAX_LOGGED_RULE_PROBLEMS)
         && more > 0
     {
         tracing::warn!("{more} more rule problems; `repmilter rules lint` lists them all");

@@ -462,7 +462,7 @@ impl Parsed {
         {
             let msg =
                 format!("{name} is defined again (first at {prev}); the later definition is used");
-            self.problem(at, Severity::Warning, msg);
+            self.problem(at, Severity::Note, msg);
         }
     }
 
@@ -742,7 +742,7 @@ endif
             "t.cf:4:9: B2: pattern has no closing '/'",
             "t.cf:5:10: H: expected =~ or !~ after the header name, found \"~=\"",
             "t.cf:6:10: B2: score must be one number or four",
-            "t.cf:7:9: warning: ok is defined again (first at t.cf:1:9)",
+            "t.cf:7:9: note: ok is defined again (first at t.cf:1:9)",
             "t.cf:8:8: M: meta expression ends early",
             "t.cf:9:11: ok: bad maxhits=0",
             "t.cf:10:1: endif without if",

@@ -391,7 +391,7 @@ impl RuleSet {
                     "{} has a score, describe or tflags line but no test",
                     def.name
                 );
-                set.problem(def.first_seen.clone(), Severity::Warning, msg);
+                set.problem(def.first_seen.clone(), Severity::Note, msg);
                 continue;
             };
             if let Test::Regex { pattern, .. } = test {
@@ -475,10 +475,6 @@ impl RuleSet {
                             .push((def.name.clone(), reason.clone()));
                         let msg = format!("{}: unsupported regex: {reason}", def.name);
                         set.problem(at.clone(), Severity::Error, msg);
-                        if def.score.is_none() && !def.is_sub() {
-                            let msg = format!("{} has no score", def.name);
-                            set.problem(at.clone(), Severity::Warning, msg);
-                        }
                         continue;
                     }
                 },
@@ -493,13 +489,13 @@ impl RuleSet {
                         "{} has no score (SpamAssassin's default {d} applies)",
                         def.name
                     );
-                    set.problem(at.clone(), Severity::Warning, msg);
+                    set.problem(at.clone(), Severity::Note, msg);
                     d
                 }
             };
             if score < 0.0 && !def.nice {
                 let msg = format!("{} has a negative score without tflags nice", def.name);
-                set.problem(at.clone(), Severity::Warning, msg);
+                set.problem(at.clone(), Severity::Note, msg);
             }
             let id = set.rules.len();
             let kind_name = match (&kind, &target) {
@@ -611,7 +607,7 @@ impl RuleSet {
                     self.rules[m].name,
                     missing.join(", ")
                 );
-                self.problem(self.rules[m].at.clone(), Severity::Warning, msg);
+                self.problem(self.rules[m].at.clone(), Severity::Note, msg);
             }
         }
         // Depth-first topological order; 0 = new, 1 = in progress, 2 = done.
@@ -1019,12 +1015,12 @@ score    META_COUNT   1
         let got: Vec<String> = s.problems.iter().map(|p| p.to_string()).collect();
         for want in [
             "t.cf:1:8: A: unsupported regex: unclosed group",
-            "t.cf:3:14: warning: NOSCORE has no score (SpamAssassin's default 1 applies)",
-            "t.cf:4:9: warning: meta M1 refers to unknown rule(s) A, MISSING, counted as not hit",
+            "t.cf:3:14: note: NOSCORE has no score (SpamAssassin's default 1 applies)",
+            "t.cf:4:9: note: meta M1 refers to unknown rule(s) A, MISSING, counted as not hit",
             "t.cf:6:9: meta C1 is part of a cycle",
             "t.cf:7:9: meta C2 is part of a cycle",
-            "t.cf:10:1: warning: ORPHAN has a score, describe or tflags line but no test",
-            "t.cf:11:10: warning: NEG has a negative score without tflags nice",
+            "t.cf:10:1: note: ORPHAN has a score, describe or tflags line but no test",
+            "t.cf:11:10: note: NEG has a negative score without tflags nice",
         ] {
             assert!(
                 got.iter().any(|g| g.starts_with(want)),
