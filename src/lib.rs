@@ -7,6 +7,8 @@
 //!
 //! - [`daemon`]: `repmilter serve`: listener, signals, reloads (SIGHUP and the rule-file
 //!   poll), shutdown; the runtime.
+//! - [`monitor`]: the `[metrics] listen` HTTP listener (Prometheus metrics, dashboard,
+//!   summary) and `repmilter stats`; [`batch`]: `repmilter check` over many messages.
 //! - [`session`]: one MTA connection: turns milter commands into a scan input, has the engine
 //!   judge it at end of message, turns the decision into replies.
 //! - [`engine`]: the config, rule set and pipeline in use, rebuilt on reload; `pipeline` lists
@@ -23,8 +25,9 @@
 //! - [`milter`]: the protocol only: `codec` (bytes to commands, replies to bytes), `state`
 //!   (the state machine), `server` (listeners, permits, shutdown), `client` (the MTA side).
 //! - [`config`]: the TOML file, validated into a typed model with every problem reported.
-//! - [`files`], [`logging`], [`warn`], [`problem`]: capped file reads, escaped log lines,
-//!   rate-limited warnings, problems in files with their positions.
+//! - [`files`], [`logging`], [`warn`], [`problem`], [`http`]: capped file reads, escaped log
+//!   lines (text, JSON, syslog), rate-limited warnings, problems in files with their
+//!   positions, a bounded HTTP serve loop.
 //! - [`metrics`]: counters, histograms, recent verdicts and the action history, recorded by
 //!   every module above and read by the monitor listener.
 //!
@@ -32,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -59,10 +59,9 @@ pub enum CorpusError {
     Empty(PathBuf),
 }
 
-/// Every message under `dir` (recursively, in name order), without a leading mbox `From `
-/// line, which an MTA never passes on. Files ending in `.json` (the npm corpus' metadata
-/// twins) and empty files are skipped.
-pub fn read_corpus(dir: &Path) -> Result<Vec<Vec<u8>>, CorpusError> {
+/// The message files under `dir` (recursively, in name order), or `dir` itself when it is a
+/// file. Files ending in `.json` (the npm corpus' metadata twins) are skipped.
+pub fn message_files(dir: &Path) -> Result<Vec<PathBuf>, CorpusError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CorpusError> {
         let read = |source| CorpusError::Read {
             path: dir.to_path_buf(),
@@ -89,6 +88,13 @@ pub fn read_corpus(dir: &Path) -> Result<Vec<Vec<u8>>, CorpusError> {
     } else {
         walk(dir, &mut files)?;
     }
+    Ok(files)
+}
+
+/// Every message under `dir` (see [`message_files`]), without a leading mbox `From ` line,
+/// which an MTA never passes on. Empty files are skipped.
+pub fn read_corpus(dir: &Path) -> Result<Vec<Vec<u8>>, CorpusError> {
+    let files = message_files(dir)?;
     let mut out = Vec::with_capacity(files.len());
     for path in files {
         let raw = std::fs::read(&path).map_err(|source| CorpusError::Read {

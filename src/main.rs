@@ -269,8 +269,10 @@ struct CheckArgs {
     /// For each rule that hit: its file:line, target and the matched text with context.
     #[arg(long)]
     explain: bool,
-    /// The message (RFC 5322), or - for standard input.
-    message: PathBuf,
+    /// The message (RFC 5322), or - for standard input. Several files or a directory
+    /// (searched recursively; *.json skipped): one line per message, then a summary table.
+    #[arg(required = true)]
+    messages: Vec<PathBuf>,
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -721,11 +723,12 @@ fn feedback_status(a: ConfigArg) -> Result<ExitCode, ExitCode> {
 fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
     let config = load(&a.config.config)?;
     repmilter::logging::init("warn", repmilter::logging::LogFormat::Text, false);
-    let raw = read_message(&a.message, &config).map_err(|e| {
-        eprintln!(
-            "repmilter: cannot read message {}: {e}",
-            a.message.display()
-        );
+    let one = &a.messages[0];
+    if a.messages.len() > 1 || one.is_dir() {
+        return check_many(a, config);
+    }
+    let raw = read_message(one, &config).map_err(|e| {
+        eprintln!("repmilter: cannot read message {}: {e}", one.display());
         ExitCode::from(exit::INPUT)
     })?;
     let mut input = ScanInput::new(
@@ -755,7 +758,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
     let engine = Engine::with_rules(config.clone(), rules);
     let (verdict, decision) = rt.block_on(engine.judge(input.clone()));
     if a.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "score": verdict.score,
             "action": decision.action,
             "is_spam": decision.is_spam,
@@ -765,6 +768,12 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
             "urls": input.view().urls,
             "attachments": input.view().attachments,
         });
+        if a.explain {
+            out["explain"] = serde_json::json!({
+                "rules": explained_rules(&engine, &input),
+                "learned": explained_learned(&engine, &input),
+            });
+        }
         outln!("{out:#}");
     } else {
         outln!("action: {}", decision.action);
@@ -932,9 +941,131 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
     }))
 }
 
+/// `check` on several files or a directory.
+fn check_many(a: CheckArgs, config: Config) -> Result<ExitCode, ExitCode> {
+    use std::io::IsTerminal;
+    let mut files = Vec::new();
+    for m in &a.messages {
+        if m.as_os_str() == "-" {
+            eprintln!("repmilter check: - (standard input) is one message: give it alone");
+            return Err(ExitCode::from(exit::INPUT));
+        }
+        if !m.is_dir() {
+            // A file that cannot be read is listed in the summary, not fatal.
+            files.push(m.clone());
+            continue;
+        }
+        let found = repmilter::loadgen::message_files(m).map_err(|e| {
+            eprintln!("repmilter check: {}", ErrorChain(&e));
+            ExitCode::from(exit::INPUT)
+        })?;
+        files.extend(found);
+    }
+    let rules = Arc::new(load_rules(&config.rules.paths)?);
+    let rt = repmilter::daemon::runtime();
+    let _in_runtime = rt.enter();
+    let engine = Engine::with_rules(config.clone(), rules);
+    let envelope = Envelope {
+        client_ip: a.ip,
+        helo: a.helo,
+        from: a.from,
+        rcpts: a.rcpt,
+        auth_user: a.auth,
+        ..Envelope::default()
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let json = a.json;
+    let sum = repmilter::batch::run(
+        &engine,
+        &rt,
+        &files,
+        &envelope,
+        |p| read_message(p, &config),
+        |scored| {
+            let text = if json {
+                serde_json::to_string(scored).unwrap_or_default()
+            } else {
+                repmilter::batch::line(scored)
+            };
+            bar.suspend(|| outln!("{text}"));
+        },
+        || bar.inc(1),
+    );
+    bar.finish_and_clear();
+    if json {
+        outln!("{}", serde_json::json!({ "summary": &sum }).to_string());
+    } else {
+        out!("\n{}", repmilter::batch::table(&sum));
+    }
+    Ok(ExitCode::from(if !sum.unreadable.is_empty() {
+        exit::INPUT
+    } else if sum.flagged() > 0 {
+        exit::SPAM
+    } else {
+        exit::OK
+    }))
+}
+
 fn explain(engine: &Engine, input: &ScanInput) {
     explain_rules(engine, input);
     explain_learned(engine, input);
+}
+
+/// `--explain` for `--json`: each rule that hit, where it is defined and what it matched.
+fn explained_rules(engine: &Engine, input: &ScanInput) -> serde_json::Value {
+    let hits = engine.rules.scan(input).hits;
+    hits.iter()
+        .map(|h| {
+            let r = engine.rules.rule(h.rule);
+            serde_json::json!({
+                "rule": r.name,
+                "score": r.score,
+                "at": r.at.to_string(),
+                "target": r.target.to_string(),
+                "hits": h.count,
+                "matched": h.evidence.as_ref().map(|e| &e.matched),
+                "context": h.evidence.as_ref().map(|e| &e.context),
+            })
+        })
+        .collect()
+}
+
+/// `--explain` for `--json`: the learned model's probability and its most telling features.
+fn explained_learned(engine: &Engine, input: &ScanInput) -> serde_json::Value {
+    let Some(model) = engine.learner.model() else {
+        return serde_json::Value::Null;
+    };
+    let features = engine.learn_features(input);
+    let score = model.score(&features);
+    let texts = repmilter::learn::features::texts(input, &engine.content_symbols(input));
+    let telling: Vec<serde_json::Value> = score
+        .used
+        .iter()
+        .take(15)
+        .map(|(f, estimate)| {
+            let c = model.features.get(f).copied().unwrap_or_default();
+            serde_json::json!({
+                "feature": texts.get(f).map_or("?", String::as_str),
+                "estimate": estimate,
+                "spam": c[0],
+                "ham": c[1],
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "probability": score.probability,
+        "features": features.len(),
+        "telling": telling,
+    })
 }
 
 /// The features of the learned model that weighed most in the message's score.

@@ -150,6 +150,107 @@ fn check_explain_names_rule_file_line_and_match() {
         text.contains("2.5 LOTTO_WIN Says you won a lottery"),
         "{text}"
     );
+
+    // The same explanation in JSON.
+    let out = repmilter()
+        .args(["check", "--json", "--explain", "--config"])
+        .arg(&cfg)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hit = &v["explain"]["rules"][0];
+    assert_eq!(hit["rule"], "LOTTO_WIN", "{v:#}");
+    assert_eq!(hit["at"], format!("{rule_file}:1:16"), "{v:#}");
+    assert_eq!(hit["target"], "body", "{v:#}");
+    assert_eq!(hit["matched"], "Lottery Winner", "{v:#}");
+    assert_eq!(hit["hits"], 1, "{v:#}");
+    // Without --explain, no such key.
+    let out = repmilter()
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("explain").is_none(), "{v:#}");
+}
+
+#[test]
+fn check_scores_a_directory_and_sums_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.cf",
+        "body LOTTO_WIN /lottery winner/i\nscore LOTTO_WIN 20\nbody FREE /\\bfree\\b/i\nscore FREE 1\n",
+    );
+    let cfg = write(dir.path(), "c.toml", "[rules]\npaths = [\"r.cf\"]\n");
+    let mail = dir.path().join("mail");
+    std::fs::create_dir_all(mail.join("spam")).unwrap();
+    write(
+        &mail.join("spam"),
+        "1.eml",
+        "From x@y Mon Jan 1 00:00:00 2024\nSubject: a\n\nyou are our lottery winner, free\n",
+    );
+    write(
+        &mail.join("spam"),
+        "2.eml",
+        "Subject: b\n\nlottery winner again\n",
+    );
+    write(&mail, "ham.eml", "Subject: c\n\na free lunch\n");
+    write(&mail, "meta.json", "{}");
+    let gone = dir.path().join("gone.eml");
+    let out = repmilter()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg(&mail)
+        .arg(&gone)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // An unreadable file is listed and makes the exit code 4; the rest are scored.
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    let m = mail.display().to_string();
+    for want in [
+        format!("{m}/ham.eml: accept 1.0 FREE(1.0)"),
+        format!("{m}/spam/1.eml: reject 21.0 LOTTO_WIN(20.0),FREE(1.0)"),
+        format!("{m}/spam/2.eml: reject 20.0 LOTTO_WIN(20.0)"),
+        "3 messages in ".to_string(),
+        "2 flagged, 1 unreadable".to_string(),
+        format!("  {}: ", gone.display()),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for want in [
+        vec!["reject", "2", "66.7%"],
+        vec!["accept", "1", "33.3%"],
+        vec!["LOTTO_WIN", "2", "66.7%"],
+        vec!["FREE", "2", "66.7%"],
+    ] {
+        assert!(rows.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("meta.json"), "{text}");
+
+    // --json: one object per message, then the summary.
+    let out = repmilter()
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&mail)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[1]["action"], "reject");
+    assert_eq!(lines[3]["summary"]["messages"], 3);
+    assert_eq!(lines[3]["summary"]["by_action"]["reject"], 2);
 }
 
 #[test]
