@@ -127,7 +127,16 @@ fn start_server(rt: &tokio::runtime::Runtime) -> Server {
     let config = Config::default();
     rt.block_on(async {
         let listen = "inet:127.0.0.1:0".parse().unwrap();
-        let listener = Listener::bind(&listen, 0o660).await.unwrap();
+        let listener = Listener::bind(
+            &listen,
+            repmilter::milter::server::SocketAccess {
+                mode: 0o660,
+                owner: None,
+                group: None,
+            },
+        )
+        .await
+        .unwrap();
         let addr = listener.local().trim_start_matches("inet:").to_string();
         let (engine_tx, engines) = watch::channel(Arc::new(Engine::new(config)));
         let (stop, stop_rx) = watch::channel(false);

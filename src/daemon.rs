@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::pipeline::scan_slots;
 use crate::feedback::reporter::Reporter;
-use crate::milter::server::{self, BindError, Listener};
+use crate::milter::server::{self, BindError, Listener, SocketAccess};
 use crate::session;
 use crate::warn::WarnLimiter;
 
@@ -26,6 +26,13 @@ pub enum DaemonError {
     Spool(#[source] crate::feedback::spool::SpoolError),
     #[error("refusing to serve: {0}")]
     NoRules(String),
+    #[error("cannot become user {user} ({step})")]
+    User {
+        user: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ([metrics] listen)")]
     Monitor {
         addr: std::net::SocketAddr,
@@ -58,7 +65,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `milter.shutdown_timeout`.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let path = config.path.clone();
-    let (listen, socket_mode) = (config.milter.listen.clone(), config.milter.socket_mode);
+    let listen = config.milter.listen.clone();
+    let access = SocketAccess {
+        mode: config.milter.socket_mode,
+        owner: config.milter.socket_owner.as_ref().map(|u| u.uid),
+        group: config.milter.socket_group.as_ref().map(|g| g.gid),
+    };
+    let become_user = config.milter.user.clone();
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
@@ -100,13 +113,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ),
         None => None,
     };
-    let listener = Listener::bind(&listen, socket_mode).await?;
+    let listener = Listener::bind(&listen, access).await?;
+    // Bound (a privileged port or a socket in a root-owned directory): root is needed no more.
+    if let Some(user) = &become_user {
+        drop_privileges(user)?;
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %path.display(),
         "listening on {}",
         listener.local()
     );
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     let (engine_tx, engine_rx) = watch::channel(first);
     let last_engine = engine_tx.subscribe();
     // With a hub, the network's learned model is fetched into the model file in the
@@ -141,8 +159,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
+                    // systemd (Type=notify-reload or ExecReload with notify) waits for READY.
+                    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                        notify_systemd(&[sd_notify::NotifyState::Reloading, now]);
+                    }
                     let (tx, p) = (engine_tx.clone(), path.clone());
                     let _ = tokio::task::spawn_blocking(move || reload(&p, &tx)).await;
+                    notify_systemd(&[sd_notify::NotifyState::Ready]);
                     let paths = rule_paths(&engine_tx);
                     rules_seen = tokio::task::spawn_blocking(move || fingerprint(&paths))
                         .await
@@ -170,6 +193,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             }
         }
         tracing::info!("shutting down");
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
     });
 
@@ -202,6 +226,43 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(segments, bytes, "feedback spool left for the next start");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells systemd (when it started us with `Type=notify`: `NOTIFY_SOCKET` is set) how the
+/// daemon is doing; a no-op otherwise.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Becomes `user` (its uid, its primary group and its supplementary groups) when running as
+/// root; as anyone else, says that the setting has no effect.
+fn drop_privileges(user: &crate::config::UserAccount) -> Result<(), DaemonError> {
+    use nix::unistd::{Gid, Uid, geteuid, initgroups, setgid, setuid};
+    if !geteuid().is_root() {
+        if geteuid().as_raw() != user.uid {
+            tracing::warn!(user = %user.name, "milter.user is set but the daemon was not started as root; running as uid {}", geteuid());
+        }
+        return Ok(());
+    }
+    let fail = |step: &'static str| {
+        move |e: nix::Error| DaemonError::User {
+            user: user.name.clone(),
+            step,
+            source: std::io::Error::from(e),
+        }
+    };
+    let name = std::ffi::CString::new(user.name.as_str()).map_err(|_| DaemonError::User {
+        user: user.name.clone(),
+        step: "initgroups",
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    initgroups(&name, Gid::from_raw(user.gid)).map_err(fail("initgroups"))?;
+    setgid(Gid::from_raw(user.gid)).map_err(fail("setgid"))?;
+    setuid(Uid::from_raw(user.uid)).map_err(fail("setuid"))?;
+    tracing::info!(user = %user.name, uid = user.uid, gid = user.gid, "dropped root");
     Ok(())
 }
 

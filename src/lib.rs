@@ -46,6 +46,7 @@ pub mod hub;
 pub mod learn;
 pub mod loadgen;
 pub mod logging;
+pub mod manpage;
 pub mod message;
 pub mod metrics;
 pub mod milter;

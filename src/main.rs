@@ -83,6 +83,13 @@ enum Cmd {
     /// Ask the running daemon what it has been doing (its `[metrics] listen`): actions, top
     /// symbols, stage times, DNS list health, as terminal tables.
     Stats(StatsArgs),
+    /// Write the man pages (repmilter.8, one per subcommand, repmilter.toml.5) into DIR:
+    /// generated from these definitions and the sample config, for packaging.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -295,8 +302,43 @@ fn main() -> ExitCode {
         Cmd::Feedback(FeedbackCmd::Status(a)) => feedback_status(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Stats(a) => stats(a),
+        Cmd::Man { dir } => man(&dir),
     };
     result.unwrap_or_else(|code| code)
+}
+
+fn man(dir: &std::path::Path) -> Result<ExitCode, ExitCode> {
+    use clap::CommandFactory;
+    let fail = |what: &str, e: std::io::Error| {
+        eprintln!(
+            "repmilter man: cannot write {what} in {}: {e}",
+            dir.display()
+        );
+        ExitCode::from(exit::RUNTIME)
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("the directory", e))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let cmd = Cli::command();
+    let mut pages: Vec<(String, clap::Command)> = vec![("repmilter.8".into(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap names are static strings; this command runs once and exits.
+        let name: &'static str = format!("repmilter-{}", sub.get_name()).leak();
+        pages.push((format!("{name}.8"), sub.clone().name(name)));
+    }
+    for (file, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .section("8")
+            .source(format!("repmilter {version}"))
+            .manual("System Administration")
+            .render(&mut out)
+            .map_err(|e| fail(&file, e))?;
+        std::fs::write(dir.join(&file), out).map_err(|e| fail(&file, e))?;
+    }
+    let config = repmilter::manpage::config_page(repmilter::manpage::SAMPLE_CONFIG, version);
+    std::fs::write(dir.join("repmilter.toml.5"), config)
+        .map_err(|e| fail("repmilter.toml.5", e))?;
+    Ok(ExitCode::from(exit::OK))
 }
 
 fn stats(a: StatsArgs) -> Result<ExitCode, ExitCode> {

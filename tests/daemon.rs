@@ -722,3 +722,41 @@ async fn json_logs_are_one_object_per_event_with_the_message_fields() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn started_as_root_it_becomes_milter_user_once_bound() {
+    if !is_root() {
+        common::skip("dropping root needs root");
+        return;
+    }
+    let d = Daemon::start("user = \"nobody\"", "");
+    assert!(
+        d.wait_log("dropped root", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    // Real, effective, saved and filesystem uids: all nobody's, so root cannot come back.
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == nobody),
+        "{uid_line}"
+    );
+    // And it still serves.
+    let mut c = client(&d.addr()).await;
+    let r = c.message(&ENV, gtube_mail().as_bytes()).await.unwrap();
+    assert!(
+        matches!(r.last(), Some(Reply::ReplyCode(t)) if t.starts_with("550")),
+        "{r:?}"
+    );
+}
+
+fn is_root() -> bool {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}

@@ -30,6 +30,12 @@ struct Postfix {
 
 impl Postfix {
     fn start(milter_port: u16) -> Postfix {
+        Self::start_milter(&format!("inet:127.0.0.1:{milter_port}"))
+    }
+
+    /// A Postfix whose smtpd_milters is `milter` (Postfix's spelling: inet:HOST:PORT or
+    /// unix:PATH).
+    fn start_milter(milter: &str) -> Postfix {
         let dir = tempfile::tempdir().unwrap();
         // Postfix's daemons and smtp-sink run as the postfix user and must reach their files.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -88,7 +94,7 @@ syslog_name = postfix-repmilter-test
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
-smtpd_milters = inet:127.0.0.1:{milter_port}
+smtpd_milters = {milter}
 non_smtpd_milters =
 milter_protocol = 6
 milter_default_action = tempfail
@@ -352,4 +358,235 @@ fn through_a_real_postfix() {
     );
     let queue = pf.queue_listing();
     assert!(queue.contains("Mail queue is empty"), "{queue}");
+}
+
+/// Runs a command to the end; panics with its output when it fails.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// The value of `key=` in the unit's [Service] section.
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the unit:\n{unit}"))
+}
+
+/// Waits for one datagram on systemd's notify socket: what the daemon told its manager.
+fn notified(socket: &std::os::unix::net::UnixDatagram, want: &str) -> String {
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    let mut seen = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                seen.push_str(&msg);
+                if msg.lines().any(|l| l == want) {
+                    return msg;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+    panic!("no {want} from the daemon; it said: {seen:?}");
+}
+
+/// The Debian package, as an administrator meets it: built with cargo-deb, clean under
+/// lintian, installed with dpkg (user, files, unit), the daemon started as the unit starts
+/// it (its user, its command, Type=notify), and Postfix talking to it over a unix socket
+/// owned by the postfix group. It installs a package on this machine, so it runs under CI
+/// (CI=true) or when asked (REPMILTER_TEST_PACKAGE=1), and is skipped, loudly, otherwise.
+#[test]
+fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    if !ci && std::env::var("REPMILTER_TEST_PACKAGE").as_deref() != Ok("1") {
+        common::skip("installs the Debian package system-wide: set REPMILTER_TEST_PACKAGE=1");
+        return;
+    }
+    if !tools_present()
+        || !["cargo-deb", "lintian", "dpkg", "systemd-analyze", "runuser"]
+            .iter()
+            .all(|t| require_tool(t))
+    {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = run_ok(Command::new("bash").arg(root.join("packaging/build-deb.sh")));
+    let deb = built
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with(".deb"))
+        .map(|l| PathBuf::from(l.trim()))
+        .unwrap_or_else(|| panic!("no .deb named in:\n{built}"));
+    // lintian's verdict: no error and no warning.
+    run_ok(
+        Command::new("lintian")
+            .args(["--fail-on", "error,warning"])
+            .arg(&deb),
+    );
+    run_ok(Command::new("dpkg").arg("-i").arg(&deb));
+
+    // What goes where.
+    for f in [
+        "/usr/sbin/repmilter",
+        "/etc/repmilter/repmilter.toml",
+        "/etc/repmilter/rules.d/README",
+        "/usr/share/repmilter/rules/10-phishing.cf",
+        "/usr/share/repmilter/rules/lists/phishing.txt",
+        "/usr/share/man/man8/repmilter.8.gz",
+        "/usr/share/man/man5/repmilter.toml.5.gz",
+        "/usr/lib/systemd/system/repmilter.service",
+        "/usr/share/doc/repmilter/copyright",
+    ] {
+        assert!(Path::new(f).exists(), "{f} not installed");
+    }
+    let groups = run_ok(Command::new("id").args(["-nG", "repmilter"]));
+    assert!(
+        groups.split_whitespace().any(|g| g == "postfix"),
+        "{groups}"
+    );
+    run_ok(
+        Command::new("systemd-analyze")
+            .args(["verify", "/usr/lib/systemd/system/repmilter.service"]),
+    );
+    let check = run_ok(Command::new("/usr/sbin/repmilter").args([
+        "config",
+        "check",
+        "--config",
+        "/etc/repmilter/repmilter.toml",
+    ]));
+    assert!(check.contains("ok (listen inet:127.0.0.1:11330"), "{check}");
+    let man = run_ok(Command::new("man").args(["-P", "cat", "5", "repmilter.toml"]));
+    assert!(man.contains("socket_group"), "{man}");
+
+    // The daemon as the unit runs it: its user, its command line, Type=notify; the installed
+    // config with the milter on a unix socket in Postfix's spool, for the postfix group.
+    let unit = std::fs::read_to_string("/usr/lib/systemd/system/repmilter.service").unwrap();
+    assert_eq!(unit_value(&unit, "Type"), "notify");
+    assert_eq!(unit_value(&unit, "User"), "repmilter");
+    let exec = unit_value(&unit, "ExecStart");
+    assert_eq!(
+        exec,
+        "/usr/sbin/repmilter serve --config /etc/repmilter/repmilter.toml"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = format!(
+        "/var/spool/postfix/repmilter/test-{}.sock",
+        std::process::id()
+    );
+    let installed = std::fs::read_to_string("/etc/repmilter/repmilter.toml").unwrap();
+    let config = installed
+        .replace(
+            "listen = \"inet:127.0.0.1:11330\"",
+            &format!("listen = \"unix:{socket}\""),
+        )
+        .replace(
+            "\n# socket_group = \"postfix\"\n",
+            "\nsocket_group = \"postfix\"\n",
+        );
+    assert!(config.contains(&format!("unix:{socket}")) && config.contains("\nsocket_group"));
+    let config_path = dir.path().join("repmilter.toml");
+    std::fs::write(&config_path, config).unwrap();
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut argv = exec.split_whitespace();
+    let program = argv.next().unwrap();
+    let args: Vec<String> = argv
+        .map(|a| {
+            if a == "/etc/repmilter/repmilter.toml" {
+                config_path.display().to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let mut daemon = Command::new("runuser")
+        .args(["-u", "repmilter", "--", program])
+        .args(&args)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    notified(&notify, "READY=1");
+    let meta = std::fs::metadata(&socket).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let group = run_ok(Command::new("stat").args(["-c", "%U:%G"]).arg(&socket));
+    assert_eq!(group.trim(), "repmilter:postfix");
+    assert_eq!(meta.mode() & 0o777, 0o660);
+
+    let pf = Postfix::start_milter(&format!("unix:{socket}"));
+    let (out, ok) = pf.swaks("gtube", &format!("Hello\n{GTUBE}\n"), None);
+    assert!(!ok, "swaks succeeded for GTUBE:\n{out}");
+    assert!(
+        out.contains("550 5.7.1 Message rejected as spam"),
+        "{out}\nmaillog:\n{}",
+        pf.maillog()
+    );
+    let (out, ok) = pf.swaks("packaged ham", "Shall we meet at noon?", None);
+    assert!(ok, "{out}\nmaillog:\n{}", pf.maillog());
+    let msg = pf
+        .delivered("Subject: packaged ham", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("ham not delivered\nmaillog:\n{}", pf.maillog()));
+    assert!(msg.contains("X-Spam-Status: No"), "{msg}");
+
+    // ExecReload's SIGHUP: the daemon says it reloads, then that it is ready again.
+    let pid = daemon_pid(daemon.id());
+    run_ok(Command::new("kill").args(["-HUP", &pid.to_string()]));
+    notified(&notify, "RELOADING=1");
+    notified(&notify, "READY=1");
+    run_ok(Command::new("kill").args(["-TERM", &pid.to_string()]));
+    notified(&notify, "STOPPING=1");
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(pf);
+
+    // Purged, it leaves neither its files nor its user behind.
+    run_ok(Command::new("dpkg").args(["--purge", "repmilter"]));
+    assert!(!Path::new("/usr/sbin/repmilter").exists());
+    let user = Command::new("id").arg("repmilter").output().unwrap();
+    assert!(!user.status.success(), "the repmilter user is still there");
+}
+
+/// The daemon's own pid: runuser's child when runuser stays as its parent, else runuser's.
+fn daemon_pid(runuser: u32) -> u32 {
+    let start = Instant::now();
+    loop {
+        let comm = std::fs::read_to_string(format!("/proc/{runuser}/comm")).unwrap_or_default();
+        if comm.trim() == "repmilter" {
+            return runuser;
+        }
+        let out = Command::new("pgrep")
+            .args(["-P", &runuser.to_string()])
+            .output()
+            .unwrap();
+        if let Some(pid) = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no daemon under runuser"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -37,6 +37,29 @@ pub struct MilterConfig {
     /// bytes trickle in. Postfix's milter connection is silent while it waits for the SMTP
     /// client's next command, up to `smtpd_timeout` (300 s). Default 330 s.
     pub idle_timeout: Duration,
+    /// Owner and group given to a unix socket after it is bound (Postfix's chrooted smtpd
+    /// connects as `postfix`); unchanged when absent. Restart to change.
+    pub socket_owner: Option<UserAccount>,
+    pub socket_group: Option<GroupAccount>,
+    /// When started as root: the user (and its groups) the daemon becomes once its sockets
+    /// are bound. Restart to change.
+    pub user: Option<UserAccount>,
+}
+
+/// A system user, resolved when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAccount {
+    pub name: String,
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+/// A system group, resolved when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAccount {
+    pub name: String,
+    pub gid: u32,
 }
 
 /// `[actions]`: score thresholds; an action is off when its key is absent.
@@ -191,6 +214,9 @@ impl Default for Config {
                 shutdown_timeout: Duration::from_secs(30),
                 handshake_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(330),
+                socket_owner: None,
+                socket_group: None,
+                user: None,
             },
             actions: Thresholds {
                 add_header: Some(5.0),

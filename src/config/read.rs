@@ -272,8 +272,61 @@ fn read_milter(r: &mut Reader<'_>, t: &Table<'_>, m: &mut MilterConfig) {
             "shutdown_timeout",
             "handshake_timeout",
             "idle_timeout",
+            "socket_owner",
+            "socket_group",
+            "user",
         ],
     );
+    for key in ["socket_owner", "user"] {
+        if let Some(name) = r.string(t, p, key) {
+            let v = t.get(key).expect("key was just read");
+            match nix::unistd::User::from_name(&name) {
+                Ok(Some(u)) => {
+                    let account = UserAccount {
+                        name,
+                        uid: u.uid.as_raw(),
+                        gid: u.gid.as_raw(),
+                    };
+                    if key == "user" {
+                        m.user = Some(account);
+                    } else {
+                        m.socket_owner = Some(account);
+                    }
+                }
+                Ok(None) => r.problem(
+                    v,
+                    &format!("milter.{key}"),
+                    format!("no user named {name:?} on this system"),
+                ),
+                Err(e) => r.problem(
+                    v,
+                    &format!("milter.{key}"),
+                    format!("cannot look up user {name:?}: {e}"),
+                ),
+            }
+        }
+    }
+    if let Some(name) = r.string(t, p, "socket_group") {
+        let v = t.get("socket_group").expect("key was just read");
+        match nix::unistd::Group::from_name(&name) {
+            Ok(Some(g)) => {
+                m.socket_group = Some(GroupAccount {
+                    name,
+                    gid: g.gid.as_raw(),
+                })
+            }
+            Ok(None) => r.problem(
+                v,
+                "milter.socket_group",
+                format!("no group named {name:?} on this system"),
+            ),
+            Err(e) => r.problem(
+                v,
+                "milter.socket_group",
+                format!("cannot look up group {name:?}: {e}"),
+            ),
+        }
+    }
     if let Some(s) = r.string(t, p, "listen") {
         match s.parse::<Listen>() {
             Ok(l) => m.listen = l,

@@ -18,6 +18,9 @@ impl Config {
         }
         keep!(milter.listen, "milter.listen");
         keep!(milter.socket_mode, "milter.socket_mode");
+        keep!(milter.socket_owner, "milter.socket_owner");
+        keep!(milter.socket_group, "milter.socket_group");
+        keep!(milter.user, "milter.user");
         keep!(milter.max_connections, "milter.max_connections");
         keep!(milter.shutdown_timeout, "milter.shutdown_timeout");
         keep!(log_level, "log.level");

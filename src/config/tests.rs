@@ -336,3 +336,24 @@ fn loading_checks_the_files_a_config_names() {
     // The same text on its own names no problem: only loading looks at the files.
     Config::parse(bad, &path).unwrap();
 }
+
+#[test]
+fn socket_owner_group_and_user_name_real_accounts() {
+    let c = parse("[milter]\nsocket_owner = \"root\"\nsocket_group = \"root\"\nuser = \"root\"\n")
+        .unwrap();
+    assert_eq!(c.milter.socket_owner.as_ref().map(|u| u.uid), Some(0));
+    assert_eq!(c.milter.socket_group.as_ref().map(|g| g.gid), Some(0));
+    assert_eq!(c.milter.user.as_ref().map(|u| (u.uid, u.gid)), Some((0, 0)));
+    let err = parse(
+        "[milter]\nsocket_owner = \"no-such-user-x\"\nsocket_group = \"no-such-group-x\"\nuser = \"no-such-user-x\"\n",
+    )
+    .unwrap_err();
+    expect_problems(
+        &err,
+        &[
+            "2:milter.socket_owner no user named \"no-such-user-x\" on this system",
+            "3:milter.socket_group no group named \"no-such-group-x\" on this system",
+            "4:milter.user no user named \"no-such-user-x\" on this system",
+        ],
+    );
+}

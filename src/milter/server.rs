@@ -61,10 +61,18 @@ pub enum BindError {
     NotASocket { path: PathBuf },
 }
 
+/// Who may connect to a unix socket: its mode, and the owner and group it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketAccess {
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
 impl Listener {
     /// Binds the configured address. A stale unix socket left by a crash is replaced; any
     /// other file at that path is left alone.
-    pub async fn bind(listen: &Listen, socket_mode: u32) -> Result<Listener, BindError> {
+    pub async fn bind(listen: &Listen, access: SocketAccess) -> Result<Listener, BindError> {
         let err = |source| BindError::Bind {
             listen: listen.to_string(),
             source,
@@ -74,7 +82,10 @@ impl Listener {
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path).map_err(err)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
+                if access.owner.is_some() || access.group.is_some() {
+                    std::os::unix::fs::chown(path, access.owner, access.group).map_err(err)?;
+                }
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
                     .map_err(err)?;
                 Ok(Listener::Unix {
                     listener,

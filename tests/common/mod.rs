@@ -104,6 +104,9 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // The line is in the log before anyone is told the address, so a test that
+                // starts once it knows the address finds the line there.
+                log2.lock().unwrap().push(line.clone());
                 if let Some(i) = line.find("listening on ") {
                     let rest = &line[i + "listening on ".len()..];
                     // Text lines end the address at a space, JSON ones at a quote.
@@ -113,7 +116,6 @@ impl Daemon {
                         .unwrap_or_default();
                     let _ = tx.send(addr.to_string());
                 }
-                log2.lock().unwrap().push(line);
             }
         });
         let listen = rx
