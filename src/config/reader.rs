@@ -52,9 +52,9 @@ impl<'s> Reader<'s> {
         }
         let shown = path.display();
         let outcome = match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(format!("{shown} does not exist"))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "{shown} does not exist (a relative path is taken from the config file's directory)"
+            )),
             Err(e) => Err(format!("cannot reach {shown}: {e}")),
             Ok(m) if m.is_dir() && !dir_ok => Err(format!("{shown} is a directory: name a file")),
             Ok(m) if m.is_dir() => std::fs::read_dir(path)
