@@ -58,20 +58,36 @@ impl SessionError {
 }
 
 /// What the filter asks for: the steps it needs and no-reply for the ones it never answers.
-fn wants() -> Wants {
+///
+/// Every reply is a round trip the MTA waits on, so only the steps whose answer can matter
+/// under `config` keep theirs: CONNECT when trusted networks are accepted there unscanned,
+/// MAIL when authenticated senders are. BODY is never answered: SKIP would spare the MTA
+/// sending the rest of a message past `max_message_size`, but that costs a round trip on
+/// every message to save bytes on the rare oversized one (the rest is read and dropped).
+/// A connection keeps what it negotiated: after a reload that turns skipping on, its
+/// clients are scanned instead, which is safe.
+fn wants(config: &crate::config::Config) -> Wants {
+    let mut protocol = proto::NODATA
+        | proto::NOUNKNOWN
+        | proto::NR_HELO
+        | proto::NR_RCPT
+        | proto::NR_HDR
+        | proto::NR_EOH
+        | proto::NR_DATA
+        | proto::NR_UNKN
+        | proto::NR_BODY
+        // For an MTA without NR_BODY: its body chunks are answered, and SKIP can end them.
+        | proto::SKIP;
+    let trust = &config.trust;
+    if trust.networks.is_empty() || trust.networks_mode != TrustMode::Skip {
+        protocol |= proto::NR_CONN;
+    }
+    if trust.authenticated_mode != TrustMode::Skip {
+        protocol |= proto::NR_MAIL;
+    }
     Wants {
         actions: action::ADDHDRS | action::CHGHDRS | action::QUARANTINE,
-        // CONNECT and MAIL keep their replies: trusted clients and authenticated senders can
-        // be accepted there without a scan. BODY keeps its reply so that SKIP can end it.
-        protocol: proto::NODATA
-            | proto::NOUNKNOWN
-            | proto::NR_HELO
-            | proto::NR_RCPT
-            | proto::NR_HDR
-            | proto::NR_EOH
-            | proto::NR_DATA
-            | proto::NR_UNKN
-            | proto::SKIP,
+        protocol,
         macros: vec![
             (MacroStage::Connect, "j {daemon_name} {client_name}".into()),
             (MacroStage::Mail, "i {auth_type} {auth_authen}".into()),
@@ -251,7 +267,8 @@ impl Session {
         let code = command.code();
         let replies = match command {
             Command::Optneg(offer) => {
-                let (negotiated, reply) = state::negotiate(offer, &wants())?;
+                let wants = wants(&self.engines.borrow().config);
+                let (negotiated, reply) = state::negotiate(offer, &wants)?;
                 self.negotiated = negotiated;
                 vec![reply]
             }
@@ -678,9 +695,14 @@ mod tests {
         }
     }
 
-    fn negotiated() -> Reply {
-        let (_, reply) = state::negotiate(POSTFIX_OFFER, &wants()).unwrap();
+    /// The OPTNEG reply to Postfix's offer under `config`.
+    fn negotiated_with(config: &Config) -> Reply {
+        let (_, reply) = state::negotiate(POSTFIX_OFFER, &wants(config)).unwrap();
         reply
+    }
+
+    fn negotiated() -> Reply {
+        negotiated_with(&Config::default())
     }
 
     #[tokio::test]
@@ -690,10 +712,11 @@ mod tests {
             &mut s,
             vec![
                 (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
-                (connect("192.0.2.1"), vec![Reply::Continue]),
-                // Negotiated without replies: HELO, RCPT, headers, end of headers.
+                // Negotiated without replies (nothing is skipped at CONNECT or MAIL with this
+                // config): CONNECT, HELO, MAIL, RCPT, headers, end of headers, body.
+                (connect("192.0.2.1"), vec![]),
                 (Command::Helo("client.example".into()), vec![]),
-                (mail("a@example.org"), vec![Reply::Continue]),
+                (mail("a@example.org"), vec![]),
                 (
                     Command::Rcpt {
                         recipient: "<b@example.net>".into(),
@@ -704,10 +727,7 @@ mod tests {
                 (header("Subject", "test"), vec![]),
                 (header("X-Spam-Flag", "NO"), vec![]),
                 (Command::Eoh, vec![]),
-                (
-                    Command::Body(format!("{GTUBE}\r\n").into_bytes()),
-                    vec![Reply::Continue],
-                ),
+                (Command::Body(format!("{GTUBE}\r\n").into_bytes()), vec![]),
                 (
                     Command::EndOfBody(vec![]),
                     vec![Reply::ReplyCode(
@@ -716,7 +736,7 @@ mod tests {
                 ),
                 // The next message on the same connection: ham, with the forged header
                 // removed before our headers are added.
-                (mail("a@example.org"), vec![Reply::Continue]),
+                (mail("a@example.org"), vec![]),
                 (header("X-Spam-Flag", "YES"), vec![]),
                 (header("x-spam-flag", "YES"), vec![]),
                 (Command::Eoh, vec![]),
@@ -746,14 +766,20 @@ mod tests {
         let mut c = Config::default();
         c.trust.networks = vec!["192.0.2.0/24".parse().unwrap()];
         c.trust.authenticated_mode = TrustMode::Skip;
+        // Skipping at CONNECT and MAIL needs their replies, so they are negotiated.
+        let (n, _) = state::negotiate(POSTFIX_OFFER, &wants(&c)).unwrap();
+        assert!(n.expects_reply(cmd::CONNECT) && n.expects_reply(cmd::MAIL));
+        let (n, _) = state::negotiate(POSTFIX_OFFER, &wants(&Config::default())).unwrap();
+        assert!(!n.expects_reply(cmd::CONNECT) && !n.expects_reply(cmd::MAIL));
+        let skipping = negotiated_with(&c);
         let mut s = session(c);
         exchange(
             &mut s,
             vec![
-                (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
+                (Command::Optneg(POSTFIX_OFFER), vec![skipping.clone()]),
                 (connect("192.0.2.7"), vec![Reply::Accept]),
                 (Command::QuitNc, vec![]),
-                (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
+                (Command::Optneg(POSTFIX_OFFER), vec![skipping]),
                 (connect("198.51.100.7"), vec![Reply::Continue]),
                 (
                     Command::Macro {
@@ -818,7 +844,7 @@ mod tests {
             &mut s,
             vec![
                 (Command::Optneg(POSTFIX_OFFER), vec![negotiated()]),
-                (connect("192.0.2.1"), vec![Reply::Continue]),
+                (connect("192.0.2.1"), vec![]),
             ],
         )
         .await;
