@@ -67,14 +67,16 @@ pub fn message_files(dir: &Path) -> Result<Vec<PathBuf>, CorpusError> {
             path: dir.to_path_buf(),
             source,
         };
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)
             .map_err(read)?
-            .map(|e| e.map(|e| e.path()))
+            .map(|e| e.and_then(|e| Ok((e.path(), e.file_type()?))))
             .collect::<Result<_, _>>()
             .map_err(read)?;
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (p, kind) in entries {
+            // A symbolic link to a directory is not followed: two links back up the tree
+            // would make the walk exponential. A link to a file is a message like any other.
+            if kind.is_dir() {
                 walk(&p, out)?;
             } else if p.is_file() && p.extension().is_none_or(|e| e != "json") {
                 out.push(p);
@@ -526,6 +528,26 @@ pub async fn accept_all() -> std::io::Result<Listen> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_back_up_the_tree_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("a.eml"), "Subject: a\n\na\n").unwrap();
+        std::fs::write(d.join("sub/b.eml"), "Subject: b\n\nb\n").unwrap();
+        // Without the guard: 2^depth paths, until the path is too long.
+        for name in ["loop1", "loop2", "sub/up"] {
+            std::os::unix::fs::symlink(d, d.join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(d.join("a.eml"), d.join("link.eml")).unwrap();
+        let files = message_files(d).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a.eml", "link.eml", "sub/b.eml"]);
+    }
 
     #[test]
     fn the_corpus_is_read_without_mbox_lines_or_json_twins() {
