@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::message::{Envelope, Message};
 use crate::policy::Action;
@@ -70,16 +71,7 @@ pub fn run(
                 continue;
             }
         };
-        let mut input = ScanInput::new(
-            envelope.clone(),
-            Message::from_raw(
-                crate::feedback::report::strip_mbox_line(&raw),
-                engine.config.milter.max_message_size,
-            ),
-        );
-        if !engine.config.trust.networks.is_empty() {
-            input.trusted = Some(Arc::from(engine.config.trust.networks.clone()));
-        }
+        let input = saved_message(&engine.config, envelope.clone(), &raw);
         let (verdict, decision) = rt.block_on(engine.judge(Arc::new(input)));
         let scored = Scored {
             path: path.clone(),
@@ -103,6 +95,23 @@ pub fn run(
     }
     sum.elapsed = started.elapsed();
     sum
+}
+
+/// A saved message as the daemon would have seen it: without the mbox `From ` line it
+/// starts with (no MTA passes it on, and no header is), cut at `max_message_size`, with the
+/// trusted networks the Received chain is read with.
+pub fn saved_message(config: &Config, envelope: Envelope, raw: &[u8]) -> ScanInput {
+    let mut input = ScanInput::new(
+        envelope,
+        Message::from_raw(
+            crate::feedback::report::strip_mbox_line(raw),
+            config.milter.max_message_size,
+        ),
+    );
+    if !config.trust.networks.is_empty() {
+        input.trusted = Some(Arc::from(config.trust.networks.clone()));
+    }
+    input
 }
 
 /// One line per message: path, action, score, symbols.

@@ -773,25 +773,7 @@ fn check(a: CheckArgs) -> Result<ExitCode, ExitCode> {
         eprintln!("repmilter: cannot read message {}: {e}", one.display());
         ExitCode::from(exit::INPUT)
     })?;
-    let mut input = ScanInput::new(
-        Envelope {
-            client_ip: a.ip,
-            helo: a.helo,
-            from: a.from,
-            rcpts: a.rcpt,
-            auth_user: a.auth,
-            ..Envelope::default()
-        },
-        // A saved mailbox message starts with an mbox `From ` line, which no MTA passes on
-        // and no header is.
-        Message::from_raw(
-            repmilter::feedback::report::strip_mbox_line(&raw),
-            config.milter.max_message_size,
-        ),
-    );
-    if !config.trust.networks.is_empty() {
-        input.trusted = Some(Arc::from(config.trust.networks.clone()));
-    }
+    let input = repmilter::batch::saved_message(&config, check_envelope(&a), &raw);
     let input = Arc::new(input);
     let rules = Arc::new(load_rules(&config.rules.paths)?);
     let rt = repmilter::daemon::runtime();
@@ -983,6 +965,18 @@ fn rules_test(a: RulesTestArgs) -> Result<ExitCode, ExitCode> {
     }))
 }
 
+/// The envelope `check` gives each message: its command-line options.
+fn check_envelope(a: &CheckArgs) -> Envelope {
+    Envelope {
+        client_ip: a.ip,
+        helo: a.helo.clone(),
+        from: a.from.clone(),
+        rcpts: a.rcpt.clone(),
+        auth_user: a.auth.clone(),
+        ..Envelope::default()
+    }
+}
+
 /// `check` on several files or a directory.
 fn check_many(a: CheckArgs, config: Config) -> Result<ExitCode, ExitCode> {
     use std::io::IsTerminal;
@@ -1007,14 +1001,7 @@ fn check_many(a: CheckArgs, config: Config) -> Result<ExitCode, ExitCode> {
     let rt = repmilter::daemon::runtime();
     let _in_runtime = rt.enter();
     let engine = Engine::with_rules(config.clone(), rules);
-    let envelope = Envelope {
-        client_ip: a.ip,
-        helo: a.helo,
-        from: a.from,
-        rcpts: a.rcpt,
-        auth_user: a.auth,
-        ..Envelope::default()
-    };
+    let envelope = check_envelope(&a);
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
         bar.set_style(
