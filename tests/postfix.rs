@@ -379,33 +379,10 @@ fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in the unit:\n{unit}"))
 }
 
-/// Waits for one datagram on systemd's notify socket: what the daemon told its manager.
-fn notified(socket: &std::os::unix::net::UnixDatagram, want: &str) -> String {
-    let mut buf = [0u8; 4096];
-    let start = Instant::now();
-    let mut seen = String::new();
-    while start.elapsed() < Duration::from_secs(60) {
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-                seen.push_str(&msg);
-                if msg.lines().any(|l| l == want) {
-                    return msg;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("notify socket: {e}"),
-        }
-    }
-    panic!("no {want} from the daemon; it said: {seen:?}");
-}
-
 /// The Debian package, as an administrator meets it: built with cargo-deb, clean under
-/// lintian, installed with dpkg (user, files, unit), the daemon started as the unit starts
-/// it (its user, its command, Type=notify), and Postfix talking to it over a unix socket
-/// owned by the postfix group. It installs a package on this machine, so it runs under CI
+/// lintian, installed with dpkg (user, files, unit), the unit started, reloaded and stopped
+/// by a real systemd, and Postfix talking to the daemon over a unix socket owned by the
+/// postfix group. It installs a package on this machine, so it runs under CI
 /// (CI=true) or when asked (REPMILTER_TEST_PACKAGE=1), and is skipped, loudly, otherwise.
 #[test]
 fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
@@ -415,9 +392,16 @@ fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
         return;
     }
     if !tools_present()
-        || !["cargo-deb", "lintian", "dpkg", "systemd-analyze", "runuser"]
-            .iter()
-            .all(|t| require_tool(t))
+        || ![
+            "cargo-deb",
+            "lintian",
+            "dpkg",
+            "systemd-analyze",
+            "unshare",
+            "nsenter",
+        ]
+        .iter()
+        .all(|t| require_tool(t))
     {
         return;
     }
@@ -470,22 +454,13 @@ fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
     let man = run_ok(Command::new("man").args(["-P", "cat", "5", "repmilter.toml"]));
     assert!(man.contains("socket_group"), "{man}");
 
-    // The daemon as the unit runs it: its user, its command line, Type=notify; the installed
-    // config with the milter on a unix socket in Postfix's spool, for the postfix group.
+    // The unit started by a real systemd: CI's PID 1 is not systemd, so systemd boots as PID 1
+    // of a throwaway container over this machine's own files (the package just installed),
+    // with Postfix's milter directory bound in so the socket is shared with the Postfix here.
     let unit = std::fs::read_to_string("/usr/lib/systemd/system/repmilter.service").unwrap();
     assert_eq!(unit_value(&unit, "Type"), "notify");
     assert_eq!(unit_value(&unit, "User"), "repmilter");
-    let exec = unit_value(&unit, "ExecStart");
-    assert_eq!(
-        exec,
-        "/usr/sbin/repmilter serve --config /etc/repmilter/repmilter.toml"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let socket = format!(
-        "/var/spool/postfix/repmilter/test-{}.sock",
-        std::process::id()
-    );
+    let socket = "/var/spool/postfix/repmilter/milter.sock";
     let installed = std::fs::read_to_string("/etc/repmilter/repmilter.toml").unwrap();
     let config = installed
         .replace(
@@ -497,47 +472,27 @@ fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
             "\nsocket_group = \"postfix\"\n",
         );
     assert!(config.contains(&format!("unix:{socket}")) && config.contains("\nsocket_group"));
-    let config_path = dir.path().join("repmilter.toml");
-    std::fs::write(&config_path, config).unwrap();
-    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let notify_path = dir.path().join("notify");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_nonblocking(true).unwrap();
-    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut argv = exec.split_whitespace();
-    let program = argv.next().unwrap();
-    let args: Vec<String> = argv
-        .map(|a| {
-            if a == "/etc/repmilter/repmilter.toml" {
-                config_path.display().to_string()
-            } else {
-                a.to_string()
-            }
-        })
-        .collect();
-    let mut daemon = Command::new("runuser")
-        .args(["-u", "repmilter", "--", program])
-        .args(&args)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
-    notified(&notify, "READY=1");
-    let meta = std::fs::metadata(&socket).unwrap();
-    use std::os::unix::fs::MetadataExt;
-    let group = run_ok(Command::new("stat").args(["-c", "%U:%G"]).arg(&socket));
-    assert_eq!(group.trim(), "repmilter:postfix");
-    assert_eq!(meta.mode() & 0o777, 0o660);
+    let container = Container::boot(&["/var/spool/postfix/repmilter"]);
+    container.write("/etc/repmilter/repmilter.toml", &config);
+    container.systemctl(&["start", "repmilter"]);
+    let (active, pid) = container.state();
+    assert_eq!(active, "active/running");
+    let owner = run_ok(Command::new("stat").args(["-c", "%U:%G %a"]).arg(socket));
+    assert_eq!(owner.trim(), "repmilter:postfix 660");
+    let ps = container.run(&["ps", "-o", "user:32=,group:32=", "-p", &pid]);
+    assert_eq!(
+        ps.split_whitespace().collect::<Vec<_>>(),
+        ["repmilter", "repmilter"]
+    );
 
     let pf = Postfix::start_milter(&format!("unix:{socket}"));
     let (out, ok) = pf.swaks("gtube", &format!("Hello\n{GTUBE}\n"), None);
     assert!(!ok, "swaks succeeded for GTUBE:\n{out}");
     assert!(
         out.contains("550 5.7.1 Message rejected as spam"),
-        "{out}\nmaillog:\n{}",
-        pf.maillog()
+        "{out}\nmaillog:\n{}\njournal:\n{}",
+        pf.maillog(),
+        container.journal()
     );
     let (out, ok) = pf.swaks("packaged ham", "Shall we meet at noon?", None);
     assert!(ok, "{out}\nmaillog:\n{}", pf.maillog());
@@ -546,16 +501,50 @@ fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
         .unwrap_or_else(|| panic!("ham not delivered\nmaillog:\n{}", pf.maillog()));
     assert!(msg.contains("X-Spam-Status: No"), "{msg}");
 
-    // ExecReload's SIGHUP: the daemon says it reloads, then that it is ready again.
-    let pid = daemon_pid(daemon.id());
-    run_ok(Command::new("kill").args(["-HUP", &pid.to_string()]));
-    notified(&notify, "RELOADING=1");
-    notified(&notify, "READY=1");
-    run_ok(Command::new("kill").args(["-TERM", &pid.to_string()]));
-    notified(&notify, "STOPPING=1");
-    let status = daemon.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    // systemctl reload: the same process reloads; a config that does not check is refused by
+    // ExecReload before the daemon is signalled, and the daemon goes on with what it had.
+    container.systemctl(&["reload", "repmilter"]);
+    assert_eq!(
+        container.state(),
+        ("active/running".to_string(), pid.clone())
+    );
+    let journal = container.journal();
+    assert!(journal.contains("config reloaded"), "{journal}");
+    container.write(
+        "/etc/repmilter/repmilter.toml",
+        &config.replace("[milter]", "[milter]\nlisten_typo = 1"),
+    );
+    let refused = container.try_systemctl(&["reload", "repmilter"]);
+    assert!(!refused.status.success(), "a broken config reloaded");
+    assert_eq!(
+        container.state(),
+        ("active/running".to_string(), pid.clone())
+    );
+    let (out, ok) = pf.swaks("gtube again", &format!("Hello\n{GTUBE}\n"), None);
+    assert!(!ok && out.contains("550 5.7.1"), "{out}");
+    container.write("/etc/repmilter/repmilter.toml", &config);
+
+    // systemctl stop: a clean exit, and the socket is gone.
+    container.systemctl(&["stop", "repmilter"]);
+    let result = container.run(&[
+        "systemctl",
+        "show",
+        "repmilter",
+        "-p",
+        "Result",
+        "-p",
+        "ExecMainStatus",
+    ]);
+    assert!(
+        result.contains("Result=success") && result.contains("ExecMainStatus=0"),
+        "{result}"
+    );
+    assert!(
+        !Path::new(socket).exists(),
+        "the socket outlived the daemon"
+    );
     drop(pf);
+    drop(container);
 
     // Purged, it leaves neither its files nor its user behind.
     run_ok(Command::new("dpkg").args(["--purge", "repmilter"]));
@@ -564,29 +553,113 @@ fn the_debian_package_installs_and_postfix_talks_to_it_over_a_unix_socket() {
     assert!(!user.status.success(), "the repmilter user is still there");
 }
 
-/// The daemon's own pid: runuser's child when runuser stays as its parent, else runuser's.
-fn daemon_pid(runuser: u32) -> u32 {
-    let start = Instant::now();
-    loop {
-        let comm = std::fs::read_to_string(format!("/proc/{runuser}/comm")).unwrap_or_default();
-        if comm.trim() == "repmilter" {
-            return runuser;
+/// systemd booted as PID 1 of a container made of this machine's files (testdata/systemd/
+/// container.sh): writes go to a tmpfs, so the host keeps its /etc and /tmp; killed on drop.
+struct Container {
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl Container {
+    fn boot(binds: &[&str]) -> Container {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/systemd/container.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).arg("start").arg(dir.path());
+        for b in binds {
+            cmd.args(["--bind", b]);
         }
-        let out = Command::new("pgrep")
-            .args(["-P", &runuser.to_string()])
+        let container = Container { dir, script };
+        run_ok(&mut cmd);
+        container
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(&self.script)
+            .arg("run")
+            .arg(self.dir.path())
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        run_ok(&mut self.command(args))
+    }
+
+    fn try_systemctl(&self, args: &[&str]) -> Output {
+        self.command(&["systemctl"]).args(args).output().unwrap()
+    }
+
+    /// `systemctl ARGS`; on failure, the panic carries systemctl's words and the journal.
+    fn systemctl(&self, args: &[&str]) {
+        let out = self.try_systemctl(args);
+        assert!(
+            out.status.success(),
+            "systemctl {args:?}: {}{}\njournal:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.journal()
+        );
+    }
+
+    /// ("ActiveState/SubState", MainPID) of repmilter.service.
+    fn state(&self) -> (String, String) {
+        let show = self.run(&[
+            "systemctl",
+            "show",
+            "repmilter",
+            "-p",
+            "ActiveState",
+            "-p",
+            "SubState",
+            "-p",
+            "MainPID",
+        ]);
+        let get = |k: &str| {
+            show.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_string()
+        };
+        (
+            format!("{}/{}", get("ActiveState"), get("SubState")),
+            get("MainPID"),
+        )
+    }
+
+    fn journal(&self) -> String {
+        let out = self
+            .command(&["journalctl", "--no-pager", "-o", "short-monotonic"])
             .output()
             .unwrap();
-        if let Some(pid) = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no daemon under runuser"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes a file inside the container (its overlay, not the host).
+    fn write(&self, path: &str, text: &str) {
+        use std::io::Write;
+        let mut child = self
+            .command(&["sh", "-c", "cat > \"$0\"", path])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "writing {path}");
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
     }
 }
