@@ -1,9 +1,10 @@
 //! The pipeline: which stages a message goes through, and how they run under its deadline.
 //!
-//! Compute stages run one after the other on a blocking thread, at most [`scan_slots`]
-//! messages at a time across the daemon; lookup stages are awaited on the runtime beside them,
-//! so a slow DNS server holds no thread. Both start from the MIME view, which the compute side
-//! builds first. What has not answered by the deadline counts as absent, with a zero-score
+//! Compute stages run one after the other: for a small message on the runtime thread that
+//! received it, for a larger one on a blocking thread, at most [`scan_slots`] of those at a
+//! time across the daemon. Lookup stages are awaited on the runtime beside them, so a slow
+//! DNS server holds no thread. Both start from the MIME view, which the compute side builds
+//! first. What has not answered by the deadline counts as absent, with a zero-score
 //! `<STAGE>_TIMEOUT` symbol.
 
 use std::sync::{Arc, OnceLock};
@@ -47,6 +48,11 @@ pub struct Pipeline {
 /// Extra time past the deadline before compute stages that ignore it are given up on (their
 /// thread finishes on its own; the message is judged without them).
 const COMPUTE_GRACE: Duration = Duration::from_secs(1);
+
+/// Messages up to this size are scanned on the runtime thread that received them (see
+/// `Pipeline::compute`). Most mail is smaller; the shipped rules scan a message of this size
+/// in well under a millisecond, about what tokio allows a task between two awaits.
+pub const INLINE_BYTES: usize = 64 * 1024;
 
 /// Messages whose compute stages may run at once, daemon-wide: twice the cores, so that a
 /// long scan does not hold the others back while the cores stay busy. More would only add
@@ -184,12 +190,30 @@ impl Pipeline {
     }
 
     /// The compute stages' symbols in stage order, or None if they did not run in time.
+    ///
+    /// A message of at most [`INLINE_BYTES`] is scanned on the runtime's own thread: for
+    /// such a message the hand-off to a blocking thread and back (two futex wake-ups, two
+    /// context switches) cost about as much CPU as the scan itself. Larger ones go to a
+    /// blocking thread, so that a long scan never holds a runtime thread (and the sessions
+    /// it serves), and can be given up on at the deadline.
     async fn compute(
         self: &Arc<Self>,
         input: Arc<ScanInput>,
         deadline: Instant,
         view_built: Option<oneshot::Sender<()>>,
     ) -> Option<Vec<Vec<Symbol>>> {
+        if input.message.size() <= INLINE_BYTES {
+            let metrics = crate::metrics::get();
+            if let Some(built) = view_built {
+                let started = std::time::Instant::now();
+                input.view();
+                metrics.stage_time("mime_view", started.elapsed().as_secs_f64());
+                let _ = built.send(());
+                // Lets the lookups send their queries before the scan holds this thread.
+                tokio::task::yield_now().await;
+            }
+            return Some(self.compute_stages(&input, deadline));
+        }
         let permit = match slots().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => tokio::time::timeout_at(deadline, slots().acquire_owned())
@@ -200,27 +224,13 @@ impl Pipeline {
         let me = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let metrics = crate::metrics::get();
             if let Some(built) = view_built {
                 let started = std::time::Instant::now();
                 input.view();
-                metrics.stage_time("mime_view", started.elapsed().as_secs_f64());
+                crate::metrics::get().stage_time("mime_view", started.elapsed().as_secs_f64());
                 let _ = built.send(());
             }
-            let mut earlier: Vec<Symbol> = Vec::new();
-            me.stages
-                .iter()
-                .filter_map(|s| match s {
-                    Stage::Compute(c) => {
-                        let started = std::time::Instant::now();
-                        let found = c.scan_after(&input, deadline.into_std(), &earlier);
-                        metrics.stage_time(c.name(), started.elapsed().as_secs_f64());
-                        earlier.extend(found.iter().cloned());
-                        Some(found)
-                    }
-                    Stage::Lookup(_) => None,
-                })
-                .collect()
+            me.compute_stages(&input, deadline)
         });
         match tokio::time::timeout_at(deadline + COMPUTE_GRACE, task).await {
             Ok(Ok(symbols)) => Some(symbols),
@@ -235,6 +245,25 @@ impl Pipeline {
                 None
             }
         }
+    }
+
+    /// Runs the compute stages one after the other, each seeing the symbols of those before.
+    fn compute_stages(&self, input: &ScanInput, deadline: Instant) -> Vec<Vec<Symbol>> {
+        let metrics = crate::metrics::get();
+        let mut earlier: Vec<Symbol> = Vec::new();
+        self.stages
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Compute(c) => {
+                    let started = std::time::Instant::now();
+                    let found = c.scan_after(input, deadline.into_std(), &earlier);
+                    metrics.stage_time(c.name(), started.elapsed().as_secs_f64());
+                    earlier.extend(found.iter().cloned());
+                    Some(found)
+                }
+                Stage::Lookup(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -329,5 +358,40 @@ mod tests {
             .await;
         assert!(v.has("TRUSTED_NETWORK") && v.has("AUTHENTICATED"));
         assert_eq!(v.score, -4.5);
+    }
+
+    /// Records the thread it ran on.
+    struct Where(Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>);
+    impl Compute for Where {
+        fn name(&self) -> &'static str {
+            "where"
+        }
+        fn scan(&self, _: &ScanInput, _: std::time::Instant) -> Vec<Symbol> {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn small_messages_are_scanned_in_place_large_ones_on_a_blocking_thread() {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let p = Arc::new(Pipeline::of(
+            Arc::new(Config::default()),
+            vec![Stage::Compute(Box::new(Where(seen.clone())))],
+        ));
+        let here = std::thread::current().id();
+        for (body, inline) in [(INLINE_BYTES - 100, true), (INLINE_BYTES + 1, false)] {
+            let input = ScanInput::new(
+                Envelope::default(),
+                Message::from_raw(
+                    format!("Subject: x\n\n{}", "a".repeat(body)).as_bytes(),
+                    1 << 20,
+                ),
+            );
+            p.run(Arc::new(input), Instant::now() + Duration::from_secs(5))
+                .await;
+            let ran = seen.lock().unwrap().take().expect("the stage ran");
+            assert_eq!(ran == here, inline, "body of {body} bytes");
+        }
     }
 }

@@ -118,6 +118,16 @@ pub struct Message {
 }
 
 impl Message {
+    /// Bytes kept: each header as it stands in the message (name, ": ", value, line end) and
+    /// the body.
+    pub fn size(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+            + self.body.len()
+    }
+
     /// Adds a header if it fits: a name of at most [`MAX_HEADER_NAME`] bytes, at most
     /// [`MAX_HEADERS`] headers, and `room` bytes for its name and value. Returns the bytes it
     /// took (0 when not kept).
