@@ -279,6 +279,12 @@ impl MimeView {
 /// Content-Type header past `parts`, or before the delimiter line past `2 * parts` (opening
 /// and closing lines), whichever comes first. Real mail with fewer parts is not cut.
 pub fn structure_cut(raw: &[u8], parts: usize) -> usize {
+    // Too short to hold more than `parts` Content-Type headers (12 bytes each) or `2 * parts`
+    // delimiter lines ("--x", each after a line end but the first: 8 * parts + 3 bytes at
+    // least): nothing to cut, and no scan.
+    if raw.len() < 8 * parts + 3 {
+        return raw.len();
+    }
     static NAMES: OnceLock<AhoCorasick> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
         AhoCorasick::builder()
@@ -611,6 +617,21 @@ mod tests {
         assert_eq!(cut, raw.len() - (1_200_000 - 2000) * "--x\n\n".len());
         let v = view(&m);
         assert!(v.anomalies.contains(&Anomaly::TooManyParts));
+        // The shortest text that must be cut is scanned: 2 * parts + 1 delimiter lines.
+        let parts = 3;
+        let m = format!("--x{}", "\n--x".repeat(2 * parts));
+        assert_eq!(m.len(), 8 * parts + 3);
+        let raw = [
+            b"Content-Type: multipart/mixed; boundary=x\n\n".as_slice(),
+            m.as_bytes(),
+        ]
+        .concat();
+        assert!(structure_cut(&raw, parts) < raw.len());
+        assert_eq!(
+            structure_cut(m.as_bytes(), parts),
+            m.len(),
+            "no boundary declared"
+        );
         // Real mail is not cut.
         let m = "Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n";
         let raw = Message::from_raw(m.as_bytes(), 1 << 20).to_raw();
