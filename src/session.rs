@@ -309,7 +309,7 @@ impl Session {
             }
             Command::Body(chunk) => {
                 let full = match &mut self.msg {
-                    Some(m) => m.add_body(&chunk),
+                    Some(m) => m.add_body(chunk),
                     None => false,
                 };
                 // SKIP spares the MTA sending the rest; only version 6 MTAs that offered it.
@@ -320,7 +320,7 @@ impl Session {
                 };
                 self.reply_if_expected(code, reply)
             }
-            Command::EndOfBody(chunk) => self.on_end_of_message(&chunk).await,
+            Command::EndOfBody(chunk) => self.on_end_of_message(chunk).await,
             Command::Abort => {
                 self.end_message();
                 Vec::new()
@@ -403,7 +403,7 @@ impl Session {
         }
     }
 
-    async fn on_end_of_message(&mut self, chunk: &[u8]) -> Vec<Reply> {
+    async fn on_end_of_message(&mut self, chunk: Vec<u8>) -> Vec<Reply> {
         let Some(mut m) = self.msg.take() else {
             // End of a message we never saw begin (MAIL accepted it, or the MTA skipped MAIL).
             self.end_message();
@@ -505,15 +505,20 @@ impl MessageState {
     }
 
     /// Keeps what fits under the size limit; returns true once the limit is reached.
-    fn add_body(&mut self, chunk: &[u8]) -> bool {
+    fn add_body(&mut self, chunk: Vec<u8>) -> bool {
         self.received += chunk.len();
         let room = self.limit().saturating_sub(self.kept);
         let take = chunk.len().min(room);
-        self.message.body.extend_from_slice(&chunk[..take]);
-        self.kept += take;
         if take < chunk.len() {
             self.message.truncated = true;
         }
+        if self.message.body.is_empty() && take == chunk.len() {
+            // Most bodies come in one chunk: keep it as it came, no copy.
+            self.message.body = chunk;
+        } else {
+            self.message.body.extend_from_slice(&chunk[..take]);
+        }
+        self.kept += take;
         self.kept >= self.limit()
     }
 }

@@ -118,15 +118,44 @@ pub struct PartHeader {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MimeView {
     pub headers: Vec<Header>,
-    /// The headers of every MIME part, the message itself first, in document order.
-    pub parts: Vec<Vec<PartHeader>>,
+    /// The headers of every MIME part, decoded on first use (see [`MimeView::parts`]).
+    #[serde(skip)]
+    parts: PartHeaders,
     pub texts: Vec<TextPart>,
     pub urls: Vec<Url>,
     pub attachments: Vec<Attachment>,
     pub anomalies: Vec<Anomaly>,
 }
 
+/// Where each part's headers are in the parsed text, and that text: decoding every header
+/// of every part cost about a fifth of the view, for the `mimeheader` rules alone (the
+/// shipped rules have none), so it waits until one asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PartHeaders {
+    text: Vec<u8>,
+    /// Per part, in document order: (name, start, end) of each header's value in `text`.
+    spans: Vec<Vec<(String, usize, usize)>>,
+    decoded: OnceLock<Vec<Vec<PartHeader>>>,
+}
+
 impl MimeView {
+    /// The headers of every MIME part, the message itself first, in document order.
+    pub fn parts(&self) -> &[Vec<PartHeader>] {
+        let p = &self.parts;
+        p.decoded.get_or_init(|| {
+            p.spans
+                .iter()
+                .map(|part| {
+                    part.iter()
+                        .filter_map(|(name, start, end)| {
+                            Some(part_header(name, p.text.get(*start..*end)?))
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
     pub fn build(message: &Message) -> MimeView {
         MimeView::build_with(message, &Limits::DEFAULT)
     }
@@ -166,7 +195,15 @@ impl MimeView {
             let Some(part) = parsed.part(id) else {
                 continue;
             };
-            view.parts.push(part_headers(part, &raw[..cut]));
+            view.parts.spans.push(
+                part.headers
+                    .iter()
+                    .map(|h| {
+                        let name = h.name.as_str().to_string();
+                        (name, h.offset_start as usize, h.offset_end as usize)
+                    })
+                    .collect(),
+            );
             if part.is_encoding_problem {
                 view.note(Anomaly::BadEncoding);
             }
@@ -233,6 +270,11 @@ impl MimeView {
                 }
             }
         }
+        // The parsed tree borrows the text; the view keeps the text for its part headers.
+        drop(parsed);
+        let mut text = raw;
+        text.truncate(cut);
+        view.parts.text = text;
         view
     }
 
@@ -364,23 +406,17 @@ fn parser() -> &'static MessageParser {
     PARSER.get_or_init(|| MessageParser::new().with_mime_headers())
 }
 
-fn part_headers(part: &mail_parser::MessagePart<'_>, raw: &[u8]) -> Vec<PartHeader> {
-    part.headers
-        .iter()
-        .filter_map(|h| {
-            let bytes = raw.get(h.offset_start as usize..h.offset_end as usize)?;
-            let text = String::from_utf8_lossy(bytes);
-            let raw = text
-                .trim_start_matches([' ', '\t'])
-                .trim_end_matches(['\r', '\n'])
-                .replace("\r\n", "\n");
-            Some(PartHeader {
-                name: h.name.as_str().to_string(),
-                value: decode_header_value(bytes),
-                raw,
-            })
-        })
-        .collect()
+fn part_header(name: &str, bytes: &[u8]) -> PartHeader {
+    let text = String::from_utf8_lossy(bytes);
+    let raw = text
+        .trim_start_matches([' ', '\t'])
+        .trim_end_matches(['\r', '\n'])
+        .replace("\r\n", "\n");
+    PartHeader {
+        name: name.to_string(),
+        value: decode_header_value(bytes),
+        raw,
+    }
 }
 
 fn cut_to_budget(mut text: String, budget: &mut usize, view: &mut MimeView) -> String {

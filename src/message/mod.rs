@@ -178,7 +178,13 @@ impl Message {
 
     /// The message reassembled as bytes with CRLF line ends, for MIME parsing.
     pub fn to_raw(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 64 * self.headers.len() + 2);
+        // Exactly what it will hold: a folded line's bare LF may become CRLF.
+        let folds: usize = self
+            .headers
+            .iter()
+            .map(|(_, v)| memchr::memchr_iter(b'\n', v).count())
+            .sum();
+        let mut out = Vec::with_capacity(self.size() + folds + 2);
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");

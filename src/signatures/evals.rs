@@ -594,7 +594,7 @@ fn mime_html(input: &ScanInput, only: bool) -> bool {
         return true;
     }
     let (mut html, mut text) = (0, 0);
-    for part in &input.view().parts {
+    for part in input.view().parts() {
         let ctype = part
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("Content-Type"))

@@ -71,7 +71,7 @@ impl RuleSet {
             }
         }
         if !self.mime_headers.is_empty() {
-            for part in &view.parts {
+            for part in view.parts() {
                 for (sel, ix) in &self.mime_headers {
                     match targets::part_header_text(part, sel) {
                         Some(text) => self.scan_index(ix, &text, &mut st),
