@@ -622,6 +622,10 @@ where
     let mut deadline = Instant::now() + handshake;
     loop {
         let command = tokio::select! {
+            // The read first: a command already buffered (most are: the MTA sends a message's
+            // commands in a burst) is taken without registering with the shutdown channel,
+            // whose waiter list every session shares.
+            biased;
             read = conn.read_command(deadline) => match read {
                 Ok(Some(command)) => command,
                 Ok(None) => return Ok(()),
