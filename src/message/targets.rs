@@ -109,13 +109,45 @@ fn part_scanned(text: &str) -> &str {
 /// holding two line ends or more, what lies from the first to the last line end becomes one
 /// line end, and what is before and after it one space each; any other run is one space.
 fn paragraphs(text: &str, out: &mut String) {
-    let mut rest = text;
-    while let Some(ws) = rest.find(char::is_whitespace) {
-        out.push_str(&rest[..ws]);
-        let run_len = rest[ws..]
-            .find(|c: char| !c.is_whitespace())
-            .unwrap_or(rest.len() - ws);
-        let run = &rest[ws..ws + run_len];
+    let bytes = text.as_bytes();
+    // The length of the white space character at `i` (a char boundary), 0 if it is none:
+    // Unicode white space, as `char::is_whitespace`, with ASCII decided from the byte alone.
+    let space_at = |i: usize| -> usize {
+        let b = bytes[i];
+        if b < 0x80 {
+            usize::from(matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '))
+        } else {
+            text[i..]
+                .chars()
+                .next()
+                .filter(|c| c.is_whitespace())
+                .map_or(0, char::len_utf8)
+        }
+    };
+    let (mut copied, mut i) = (0, 0);
+    while i < bytes.len() {
+        let n = space_at(i);
+        if n == 0 {
+            // The next char boundary: a leading byte tells its sequence's length.
+            i += match bytes[i] {
+                0..0x80 => 1,
+                0xc0..0xe0 => 2,
+                0xe0..0xf0 => 3,
+                _ => 4,
+            };
+            continue;
+        }
+        let start = i;
+        i += n;
+        while i < bytes.len() {
+            let n = space_at(i);
+            if n == 0 {
+                break;
+            }
+            i += n;
+        }
+        out.push_str(&text[copied..start]);
+        let run = &text[start..i];
         match (run.find('\n'), run.rfind('\n')) {
             // SpamAssassin reads line ends as `\n` (a CR before one is not there for it).
             (Some(first), Some(last)) if first != last => {
@@ -129,9 +161,9 @@ fn paragraphs(text: &str, out: &mut String) {
             }
             _ => out.push(' '),
         }
-        rest = &rest[ws + run_len..];
+        copied = i;
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
 }
 
 /// SpamAssassin's `split_into_array_of_short_lines`: a line longer than [`MAX_BODY_LINE`]
@@ -320,6 +352,59 @@ mod tests {
             "Hello there\nDear friend, this is one paragraph.\n Second \nthird "
         );
         assert_eq!(body_of("From: x\r\n\r\nno subject\r\n"), "\nno subject ");
+    }
+
+    /// The definition `paragraphs` follows, written the short way (char by char).
+    fn paragraphs_by_chars(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(ws) = rest.find(char::is_whitespace) {
+            out.push_str(&rest[..ws]);
+            let run_len = rest[ws..]
+                .find(|c: char| !c.is_whitespace())
+                .unwrap_or(rest.len() - ws);
+            let run = &rest[ws..ws + run_len];
+            match (run.find('\n'), run.rfind('\n')) {
+                (Some(first), Some(last)) if first != last => {
+                    if !run[..first].trim_matches('\r').is_empty() {
+                        out.push(' ');
+                    }
+                    out.push('\n');
+                    if !run[last + 1..].trim_matches('\r').is_empty() {
+                        out.push(' ');
+                    }
+                }
+                _ => out.push(' '),
+            }
+            rest = &rest[ws + run_len..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn paragraphs_read_unicode_white_space_as_the_definition_does() {
+        let pieces = [
+            "a", "é", "日本", "😀", " ", "\t", "\n", "\r\n", "\u{0b}", "\u{0c}", "\u{85}",
+            "\u{a0}", "\u{2003}", "\u{3000}", "\u{2028}", "\u{200b}", "x y",
+        ];
+        // Every sequence of up to four pieces, and a few long mixes.
+        let mut texts = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| pieces.iter().map(move |p| format!("{t}{p}")))
+                .collect();
+            texts.extend(longer);
+            texts.dedup();
+        }
+        assert!(texts.len() > 80_000, "{} texts", texts.len());
+        texts.push(pieces.concat().repeat(50));
+        for t in &texts {
+            let mut out = String::new();
+            paragraphs(t, &mut out);
+            assert_eq!(out, paragraphs_by_chars(t), "{t:?}");
+        }
     }
 
     #[test]
