@@ -111,42 +111,58 @@ fn part_scanned(text: &str) -> &str {
 fn paragraphs(text: &str, out: &mut String) {
     let bytes = text.as_bytes();
     // The length of the white space character at `i` (a char boundary), 0 if it is none:
-    // Unicode white space, as `char::is_whitespace`, with ASCII decided from the byte alone.
-    let space_at = |i: usize| -> usize {
-        let b = bytes[i];
-        if b < 0x80 {
-            usize::from(matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '))
-        } else {
-            text[i..]
-                .chars()
-                .next()
-                .filter(|c| c.is_whitespace())
-                .map_or(0, char::len_utf8)
-        }
+    // Unicode white space, as `char::is_whitespace`.
+    let wide_space_at = |i: usize| -> usize {
+        text[i..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+            .map_or(0, char::len_utf8)
     };
+    let ascii_space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
     let (mut copied, mut i) = (0, 0);
     while i < bytes.len() {
-        let n = space_at(i);
-        if n == 0 {
-            // The next char boundary: a leading byte tells its sequence's length.
-            i += match bytes[i] {
-                0..0x80 => 1,
-                0xc0..0xe0 => 2,
-                0xe0..0xf0 => 3,
-                _ => 4,
-            };
-            continue;
-        }
+        let b = bytes[i];
+        // Most bytes: ASCII, decided from the byte alone.
+        let n = if b < 0x80 {
+            if !ascii_space(b) {
+                i += 1;
+                continue;
+            }
+            1
+        } else {
+            match wide_space_at(i) {
+                0 => {
+                    // The next char boundary: a leading byte tells its sequence's length.
+                    i += match b {
+                        0xc0..0xe0 => 2,
+                        0xe0..0xf0 => 3,
+                        _ => 4,
+                    };
+                    continue;
+                }
+                n => n,
+            }
+        };
         let start = i;
         i += n;
         while i < bytes.len() {
-            let n = space_at(i);
+            let n = match bytes[i] {
+                b if b < 0x80 => usize::from(ascii_space(b)),
+                _ => wide_space_at(i),
+            };
             if n == 0 {
                 break;
             }
             i += n;
         }
         out.push_str(&text[copied..start]);
+        copied = i;
+        // The usual run, one character, is one space (a lone line end too).
+        if i - start == 1 {
+            out.push(' ');
+            continue;
+        }
         let run = &text[start..i];
         match (run.find('\n'), run.rfind('\n')) {
             // SpamAssassin reads line ends as `\n` (a CR before one is not there for it).
@@ -161,7 +177,6 @@ fn paragraphs(text: &str, out: &mut String) {
             }
             _ => out.push(' '),
         }
-        copied = i;
     }
     out.push_str(&text[copied..]);
 }
