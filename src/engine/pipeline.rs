@@ -50,8 +50,8 @@ pub struct Pipeline {
 const COMPUTE_GRACE: Duration = Duration::from_secs(1);
 
 /// Messages up to this size are scanned on the runtime thread that received them (see
-/// `Pipeline::compute`). Most mail is smaller; the shipped rules scan a message of this size
-/// in well under a millisecond, about what tokio allows a task between two awaits.
+/// `Pipeline::compute`). Most mail is smaller; a scan's time grows with its text, so larger
+/// messages go to a blocking thread rather than hold a runtime thread.
 pub const INLINE_BYTES: usize = 64 * 1024;
 
 /// Messages whose compute stages may run at once, daemon-wide: twice the cores, so that a
@@ -203,12 +203,8 @@ impl Pipeline {
         view_built: Option<oneshot::Sender<()>>,
     ) -> Option<Vec<Vec<Symbol>>> {
         if input.message.size() <= INLINE_BYTES {
-            let metrics = crate::metrics::get();
             if let Some(built) = view_built {
-                let started = std::time::Instant::now();
-                input.view();
-                metrics.stage_time("mime_view", started.elapsed().as_secs_f64());
-                let _ = built.send(());
+                build_view(&input, built);
                 // Lets the lookups send their queries before the scan holds this thread.
                 tokio::task::yield_now().await;
             }
@@ -225,10 +221,7 @@ impl Pipeline {
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             if let Some(built) = view_built {
-                let started = std::time::Instant::now();
-                input.view();
-                crate::metrics::get().stage_time("mime_view", started.elapsed().as_secs_f64());
-                let _ = built.send(());
+                build_view(&input, built);
             }
             me.compute_stages(&input, deadline)
         });
@@ -265,6 +258,15 @@ impl Pipeline {
             })
             .collect()
     }
+}
+
+/// Builds the message's MIME view (timed as its own stage) and tells the lookups waiting
+/// for it.
+fn build_view(input: &ScanInput, built: oneshot::Sender<()>) {
+    let started = std::time::Instant::now();
+    input.view();
+    crate::metrics::get().stage_time("mime_view", started.elapsed().as_secs_f64());
+    let _ = built.send(());
 }
 
 #[cfg(test)]
