@@ -35,14 +35,14 @@ start)
     # The child moves itself into the cgroup before unsharing, so the namespace's root is that cgroup.
     setsid bash -c 'echo $$ > "$1/cgroup.procs"; exec unshare --pid --fork --mount --cgroup --uts --ipc --propagation private "$2" inside "$3"' \
         _ "$cg" "$0" "$dir" </dev/null >"$dir/boot.log" 2>&1 &
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 600); do
         if [ -s "$dir/pid1" ] && [ -S "/proc/$(cat "$dir/pid1")/root/run/systemd/private" ]; then
             cat "$dir/pid1"
             exit 0
         fi
         sleep 0.1
     done
-    echo "container.sh: systemd did not come up in 20 s; boot log:" >&2
+    echo "container.sh: systemd did not come up in 60 s; boot log:" >&2
     cat "$dir/boot.log" >&2
     exit 1
     ;;
