@@ -125,6 +125,13 @@ pub trait Compute: Send + Sync {
     /// [`Symbol::timed_out`], so that it stops using the CPU when its answer no longer counts.
     fn scan(&self, input: &ScanInput, deadline: std::time::Instant) -> Vec<Symbol>;
 
+    /// True when one scan may take far longer than its text's size suggests (backtracking
+    /// rules, each with a time budget per text): the pipeline then never runs it on a runtime
+    /// thread, where it would hold the sessions that thread serves.
+    fn may_run_long(&self) -> bool {
+        false
+    }
+
     /// Scores a message given the symbols of the compute stages before this one (the
     /// learner reads which rules fired). Most stages ignore them.
     fn scan_after(

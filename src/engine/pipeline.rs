@@ -43,6 +43,8 @@ impl Stage {
 pub struct Pipeline {
     config: Arc<Config>,
     stages: Vec<Stage>,
+    /// No compute stage may run long: small messages are scanned in place.
+    inline: bool,
 }
 
 /// Extra time past the deadline before compute stages that ignore it are given up on (their
@@ -101,12 +103,19 @@ impl Pipeline {
         if let Some(learner) = learner {
             stages.push(Stage::Compute(Box::new(LearnStage { learner })));
         }
-        Pipeline { config, stages }
+        Pipeline::of(config, stages)
     }
 
-    /// A pipeline of the given stages, for tests.
+    /// A pipeline of the given stages (the standard one, or a test's).
     pub fn of(config: Arc<Config>, stages: Vec<Stage>) -> Pipeline {
-        Pipeline { config, stages }
+        let inline = !stages
+            .iter()
+            .any(|s| matches!(s, Stage::Compute(c) if c.may_run_long()));
+        Pipeline {
+            config,
+            stages,
+            inline,
+        }
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -193,16 +202,17 @@ impl Pipeline {
     ///
     /// A message of at most [`INLINE_BYTES`] is scanned on the runtime's own thread: for
     /// such a message the hand-off to a blocking thread and back (two futex wake-ups, two
-    /// context switches) cost about as much CPU as the scan itself. Larger ones go to a
-    /// blocking thread, so that a long scan never holds a runtime thread (and the sessions
-    /// it serves), and can be given up on at the deadline.
+    /// context switches) cost about as much CPU as the scan itself. Larger ones, and every
+    /// message when a stage may run long (backtracking rules: a crafted message can spend
+    /// each one's time budget), go to a blocking thread, so that a long scan never holds a
+    /// runtime thread (and the sessions it serves), and can be given up on at the deadline.
     async fn compute(
         self: &Arc<Self>,
         input: Arc<ScanInput>,
         deadline: Instant,
         view_built: Option<oneshot::Sender<()>>,
     ) -> Option<Vec<Vec<Symbol>>> {
-        if input.message.size() <= INLINE_BYTES {
+        if self.inline && input.message.size() <= INLINE_BYTES {
             if let Some(built) = view_built {
                 build_view(&input, built);
                 // Lets the lookups send their queries before the scan holds this thread.
@@ -372,6 +382,37 @@ mod tests {
             *self.0.lock().unwrap() = Some(std::thread::current().id());
             Vec::new()
         }
+    }
+
+    /// Like `Where`, but says it may run long.
+    struct Long(Where);
+    impl Compute for Long {
+        fn name(&self) -> &'static str {
+            "long"
+        }
+        fn may_run_long(&self) -> bool {
+            true
+        }
+        fn scan(&self, input: &ScanInput, deadline: std::time::Instant) -> Vec<Symbol> {
+            self.0.scan(input, deadline)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stage_that_may_run_long_never_runs_in_place() {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let p = Arc::new(Pipeline::of(
+            Arc::new(Config::default()),
+            vec![Stage::Compute(Box::new(Long(Where(seen.clone()))))],
+        ));
+        let input = ScanInput::new(
+            Envelope::default(),
+            Message::from_raw(b"Subject: x\n\nhi\n", 100),
+        );
+        p.run(Arc::new(input), Instant::now() + Duration::from_secs(5))
+            .await;
+        let ran = seen.lock().unwrap().take().expect("the stage ran");
+        assert_ne!(ran, std::thread::current().id());
     }
 
     #[tokio::test]

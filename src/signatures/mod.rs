@@ -50,6 +50,10 @@ impl Compute for SignatureStage {
         "signatures"
     }
 
+    fn may_run_long(&self) -> bool {
+        self.rules.stats.fancy > 0
+    }
+
     fn scan(&self, input: &ScanInput, deadline: Instant) -> Vec<Symbol> {
         let scan = match self.rules.scan_until(input, Some(deadline)) {
             Ok(scan) => scan,
