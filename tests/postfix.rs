@@ -372,7 +372,7 @@ fn run_ok(cmd: &mut Command) -> String {
     text
 }
 
-/// The value of `key=` in the unit's [Service] section.
+/// The value of `key=` in a unit file or in `systemctl show` output.
 fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
     unit.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
@@ -616,15 +616,13 @@ impl Container {
             "-p",
             "MainPID",
         ]);
-        let get = |k: &str| {
-            show.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-                .unwrap_or_default()
-                .to_string()
-        };
         (
-            format!("{}/{}", get("ActiveState"), get("SubState")),
-            get("MainPID"),
+            format!(
+                "{}/{}",
+                unit_value(&show, "ActiveState"),
+                unit_value(&show, "SubState")
+            ),
+            unit_value(&show, "MainPID").to_string(),
         )
     }
 
