@@ -6,7 +6,8 @@
 //! - [`conditional`]: which lines `if`/`ifplugin` blocks let take effect; [`replace`]:
 //!   SpamAssassin's ReplaceTags, written into rule patterns once every file is read.
 //! - [`perl`]: Perl regexes in the `regex` crate's syntax (Perl's byte semantics).
-//! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter.
+//! - [`literals`]: the literals a regex requires, for the Aho-Corasick prefilter; [`lines`]:
+//!   whether its matches stay within a line, so only the lines holding one need searching.
 //! - [`multi`]: many literals found at once (sampling for long ones, a DFA for short ones).
 //! - [`relax`]: a linear over-approximation of a backtracking regex, to skip it.
 //! - [`linear`]: linear regexes on long texts, zone by zone under the deadline.
@@ -21,6 +22,7 @@ pub mod evals;
 pub mod examples;
 pub mod gtube;
 pub mod linear;
+pub mod lines;
 pub mod literals;
 pub mod meta;
 pub mod multi;

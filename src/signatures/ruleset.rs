@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use super::backtrack::{self, Backtracking};
 use super::evals;
+use super::lines;
 use super::literals;
 use super::meta::{self, Compute};
 use super::multi;
@@ -57,6 +58,8 @@ pub(super) enum Kind {
         matcher: Matcher,
         negate: bool,
         if_unset: Option<String>,
+        /// No match spans a line end (see [`lines::within_one_line`]).
+        one_line: bool,
     },
     Exists(String),
     Meta(Expr),
@@ -111,6 +114,9 @@ pub(super) struct Index {
     /// The text is SpamAssassin's body, one paragraph per line, which its rules match line
     /// by line: a match must lie within one line (see `targets::body`).
     pub(super) per_line: bool,
+    /// Some rule found through its literals matches within one line (`Kind::Regex`'s
+    /// `one_line`): on a long text, such rules are searched only on their literals' lines.
+    pub(super) one_line: bool,
 }
 
 impl Index {
@@ -139,6 +145,10 @@ impl Index {
             })
             .chain(self.always.iter().copied())
             .collect();
+        self.one_line = self.owners.iter().flatten().any(|o| {
+            matches!(o, Owner::Rule(r)
+                if matches!(rules[*r].kind, Kind::Regex { one_line: true, .. }))
+        });
         ids.sort_unstable();
         ids.dedup();
         self.unset = ids
@@ -148,6 +158,7 @@ impl Index {
                     matcher,
                     negate,
                     if_unset,
+                    ..
                 } => {
                     let text = if_unset.as_deref().unwrap_or_default();
                     let matches = match matcher {
@@ -239,16 +250,22 @@ type Literals = Option<literals::Required>;
 struct Compiled {
     matcher: Matcher,
     literals: Literals,
+    /// No match spans a line end (only worked out for linear regexes).
+    one_line: bool,
 }
 
 /// `ascii_fold`: the regex has byte semantics, where case-insensitive means ASCII only.
 fn literals_of(src: &str, ci: bool, ascii_fold: bool) -> Literals {
+    parse_hir(src).and_then(|hir| literals::required(&hir, ci, ascii_fold))
+}
+
+/// A pattern as `regex::bytes` reads it.
+fn parse_hir(src: &str) -> Option<regex_syntax::hir::Hir> {
     regex_syntax::ParserBuilder::new()
         .utf8(false)
         .build()
         .parse(src)
         .ok()
-        .and_then(|hir| literals::required(&hir, ci, ascii_fold))
 }
 
 /// Most memory the compiled regexes of one rule set may take, counted as the size of their
@@ -301,6 +318,7 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
                 p.case_insensitive,
                 true,
             ),
+            one_line: parse_hir(&bytes).is_some_and(|hir| lines::within_one_line(&hir)),
             matcher: Matcher::Fast(re),
         }),
         Err(fast_err) => {
@@ -322,6 +340,7 @@ fn compile_regex(p: &Pattern) -> Result<Compiled, String> {
                     Ok(Compiled {
                         matcher: Matcher::Fancy(Backtracking::new(re, anchor)),
                         literals,
+                        one_line: false,
                     })
                 }
                 Err(_) => Err(match fast_err {
@@ -448,6 +467,7 @@ impl RuleSet {
                     Ok(Compiled {
                         matcher,
                         literals: lits,
+                        one_line,
                     }) => {
                         if matches!(matcher, Matcher::Fancy(_)) {
                             set.stats.fancy += 1;
@@ -464,6 +484,7 @@ impl RuleSet {
                                 matcher,
                                 negate,
                                 if_unset: if_unset.clone(),
+                                one_line,
                             },
                             Some(target.clone()),
                             lits,
@@ -1103,6 +1124,56 @@ score    META_COUNT   1
         // Enough literals on a line, not matching: still none.
         let msg = "Subject: name age phone\r\n\r\nname, phone and age, please\r\n";
         assert!(names(&s, msg).is_empty());
+    }
+
+    #[test]
+    fn line_local_rules_on_long_texts_run_on_their_literals_lines_and_find_the_same() {
+        let s = set(concat!(
+            "full ATT /^(?:Content-Type:|[ \\t])[^\\n]*\\bname=[ \\t]*\"?[^\"\\n;]*\\.exe(?:[\";\\s]|$)/mi\n",
+            "score ATT 1\n",
+            "full CROSS /name=\\s*\"?x\\.exe/i\nscore CROSS 1\n",
+            "rawbody RAWN /\\bpay\\b[^\\n]{0,9}now/i\ntflags RAWN multiple maxhits=5\nscore RAWN 1\n",
+            "full TWICE /(?:zz\\d[^\\n]*){2}/\nscore TWICE 1\n",
+        ));
+        let rule = |name: &str| &s.rules[s.by_name[name]].kind;
+        assert!(matches!(rule("ATT"), Kind::Regex { one_line: true, .. }));
+        assert!(matches!(
+            rule("CROSS"),
+            Kind::Regex {
+                one_line: false,
+                ..
+            }
+        ));
+        assert!(s.full.one_line && s.rawbody.one_line);
+        // Longer than LINES_FROM, the literals on a few of many lines.
+        let filler = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n".repeat(200);
+        let msg = |part: &str| {
+            format!(
+                "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                 Content-Type: text/plain\r\n\r\npay it now, pay them now\r\nzz1 zz2\r\n\
+                 zz3\r\n--b\r\n{part}\r\n\r\n{filler}--b--\r\n"
+            )
+        };
+        let exe = "Content-Type: application/octet-stream;\r\n\tname=\"x.exe\"";
+        assert_eq!(
+            fired(&s, &msg(exe)),
+            [
+                ("ATT".to_string(), 1),
+                ("CROSS".to_string(), 1),
+                ("RAWN".to_string(), 2),
+                ("TWICE".to_string(), 1)
+            ]
+        );
+        // "name=" on a line of its own, the file name folded onto the next: only the
+        // pattern that may cross lines sees it (searched over the whole text).
+        let folded = "Content-Type: application/octet-stream; name=\r\n \"x.exe\"";
+        assert_eq!(
+            names(&s, &msg(folded)),
+            ["CROSS", "RAWN", "TWICE"],
+            "the line-local ATT does not see a name folded away from its name="
+        );
+        let harmless = "Content-Type: application/pdf; name=\"x.pdf\"";
+        assert_eq!(names(&s, &msg(harmless)), ["RAWN", "TWICE"]);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::scan::ScanInput;
 /// Characters of context shown around a match by `check --explain`.
 const CONTEXT: usize = 40;
 
+/// Shortest text whose line-local rules are searched only on their literals' lines: on a
+/// shorter one, finding the lines costs about what it saves.
+const LINES_FROM: usize = 4096;
+
 impl RuleSet {
     /// Scans a message without a deadline, with each hit's evidence (the command-line
     /// tools).
@@ -143,20 +147,26 @@ impl RuleSet {
         // Distinct phrases found, and how many per rule.
         let mut phrases_seen: HashSet<(usize, usize)> = HashSet::new();
         let mut phrase_counts: BTreeMap<usize, u32> = BTreeMap::new();
-        // Where a match must lie within one line (SpamAssassin's body paragraphs), a rule
-        // can match only on the lines where one of its literals is: only those are searched
-        // (a 196 KB body has every literal somewhere, but each on few of its lines).
-        let line_ends: Vec<usize> = if ix.per_line {
+        // Where a match must lie within one line (SpamAssassin's body paragraphs, or a rule
+        // whose pattern cannot cross a line end), a rule can match only on the lines where
+        // one of its literals is: only those are searched (a 196 KB body has every literal
+        // somewhere, but each on few of its lines).
+        let by_lines = ix.per_line || (ix.one_line && text.len() >= LINES_FROM);
+        let line_ends: Vec<usize> = if by_lines {
             memchr::memchr_iter(b'\n', text.as_bytes()).collect()
         } else {
             Vec::new()
+        };
+        let one_line = |r: usize| {
+            ix.per_line
+                || (by_lines && matches!(self.rules[r].kind, Kind::Regex { one_line: true, .. }))
         };
         let mut rule_lines: Vec<(usize, usize)> = Vec::new();
         // Occurrences of their literals, for rules that need several (`Index::times`).
         let mut occurrences: HashMap<usize, u32> = HashMap::new();
         if let Some(lits) = &ix.literals_matcher {
             lits.for_each(text.as_bytes(), |m| {
-                let line = if ix.per_line {
+                let line = if by_lines {
                     line_ends.partition_point(|&e| e < m.start)
                 } else {
                     0
@@ -168,7 +178,7 @@ impl RuleSet {
                                 st.marked[r] = epoch;
                                 candidates.push(r);
                             }
-                            if ix.per_line {
+                            if one_line(r) {
                                 rule_lines.push((r, line));
                             } else if ix.times.contains_key(&r) {
                                 *occurrences.entry(r).or_default() += 1;
@@ -191,12 +201,12 @@ impl RuleSet {
         }
         candidates.sort_unstable();
         if !ix.times.is_empty() {
-            candidates.retain(|r| {
-                ix.per_line
+            candidates.retain(|&r| {
+                one_line(r)
                     || ix
                         .times
-                        .get(r)
-                        .is_none_or(|&n| occurrences.get(r).is_some_and(|&c| c >= n))
+                        .get(&r)
+                        .is_none_or(|&n| occurrences.get(&r).is_some_and(|&c| c >= n))
             });
         }
         rule_lines.sort_unstable();
@@ -216,7 +226,7 @@ impl RuleSet {
         let mut lines = Vec::new();
         let mut next = 0;
         for r in candidates {
-            if !ix.per_line {
+            if !one_line(r) {
                 self.run_regex(r, text, ix.per_line, None, st);
                 continue;
             }
