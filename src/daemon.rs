@@ -198,24 +198,39 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
 
     let limiter = Arc::new(WarnLimiter::default());
-    server::serve(listener, max_connections, stop_rx, drain, move |stream, peer, shutdown| {
-        let engines = engine_rx.clone();
-        let limiter = limiter.clone();
-        async move {
-            let metrics = crate::metrics::get();
-            metrics.connections.inc();
-            metrics.sessions_open.inc();
-            let ended = session::run(stream, engines, shutdown, peer.clone()).await;
-            metrics.sessions_open.dec();
-            if let Err(e) = ended {
-                metrics.error(e.kind());
-                if let Some(suppressed) = limiter.allow() {
-                    tracing::warn!(%peer, suppressed, "closing milter connection: {}", ErrorChain(&e));
+    // The accept loop runs as a task on a runtime worker, not on the thread that called
+    // `block_on`: there, every connection accepted was a session handed to a worker (a
+    // wake-up of another thread, and one of this thread for the next accept); on a worker the
+    // session goes to that worker's own queue.
+    let serving = server::serve(
+        listener,
+        max_connections,
+        stop_rx,
+        drain,
+        move |stream, peer, shutdown| {
+            let engines = engine_rx.clone();
+            let limiter = limiter.clone();
+            async move {
+                let metrics = crate::metrics::get();
+                metrics.connections.inc();
+                metrics.sessions_open.inc();
+                let ended = session::run(stream, engines, shutdown, peer.clone()).await;
+                metrics.sessions_open.dec();
+                if let Err(e) = ended {
+                    metrics.error(e.kind());
+                    if let Some(suppressed) = limiter.allow() {
+                        tracing::warn!(%peer, suppressed, "closing milter connection: {}", ErrorChain(&e));
+                    }
                 }
             }
-        }
-    })
-    .await;
+        },
+    );
+    if let Err(e) = tokio::spawn(serving).await
+        && e.is_panic()
+    {
+        // As if it had run here.
+        std::panic::resume_unwind(e.into_panic());
+    }
     // Mail is done; what is spooled is made durable, and sent if the hub answers at once
     // (the rest goes at the next start).
     let reporter = last_engine.borrow().reporter.clone();
