@@ -152,11 +152,9 @@ impl RuleSet {
         // one of its literals is: only those are searched (a 196 KB body has every literal
         // somewhere, but each on few of its lines).
         let by_lines = ix.per_line || (ix.one_line && text.len() >= LINES_FROM);
-        let line_ends: Vec<usize> = if by_lines {
-            memchr::memchr_iter(b'\n', text.as_bytes()).collect()
-        } else {
-            Vec::new()
-        };
+        // Lines are found from the literals' positions, not listed up front: a text of
+        // empty lines would list as many offsets as it has bytes, several times its size.
+        let mut lines_at = LineCursor::new(text.as_bytes());
         let one_line = |r: usize| {
             ix.per_line
                 || (by_lines && matches!(self.rules[r].kind, Kind::Regex { one_line: true, .. }))
@@ -167,7 +165,7 @@ impl RuleSet {
         if let Some(lits) = &ix.literals_matcher {
             lits.for_each(text.as_bytes(), |m| {
                 let line = if by_lines {
-                    line_ends.partition_point(|&e| e < m.start)
+                    lines_at.start_of(m.start)
                 } else {
                     0
                 };
@@ -214,13 +212,10 @@ impl RuleSet {
             enough_per_line(&mut rule_lines, &ix.times);
         }
         rule_lines.dedup();
-        let range = |line: usize| {
-            let start = if line == 0 {
-                0
-            } else {
-                line_ends[line - 1] + 1
-            };
-            let end = line_ends.get(line).map_or(text.len(), |e| e + 1);
+        // A line from its start: up to and with its line end.
+        let range = |start: usize| {
+            let end = memchr::memchr(b'\n', &text.as_bytes()[start..])
+                .map_or(text.len(), |i| start + i + 1);
             (start, end)
         };
         let mut lines = Vec::new();
@@ -441,6 +436,36 @@ fn in_lines(
     }
     found.truncate(room as usize);
     (found, cut)
+}
+
+/// Finds the line (its start offset) around positions given mostly in increasing order, as
+/// literal matches come: each byte is looked at about once, however long the lines.
+struct LineCursor<'a> {
+    text: &'a [u8],
+    /// The last line found: `start..end`, `end` past its line end.
+    start: usize,
+    end: usize,
+}
+
+impl<'a> LineCursor<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        LineCursor {
+            text,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn start_of(&mut self, at: usize) -> usize {
+        if (self.start..self.end).contains(&at) {
+            return self.start;
+        }
+        // Going forward, the line cannot start before the end of the last one.
+        let floor = if at >= self.end { self.end } else { 0 };
+        self.start = memchr::memrchr(b'\n', &self.text[floor..at]).map_or(floor, |i| floor + i + 1);
+        self.end = memchr::memchr(b'\n', &self.text[at..]).map_or(self.text.len(), |i| at + i + 1);
+        self.start
+    }
 }
 
 struct ScanState {
