@@ -140,21 +140,32 @@ fn start_server(rt: &tokio::runtime::Runtime) -> Server {
         let addr = listener.local().trim_start_matches("inet:").to_string();
         let (engine_tx, engines) = watch::channel(Arc::new(Engine::new(config)));
         let (stop, stop_rx) = watch::channel(false);
+        let threads = server::Threads {
+            runtimes: vec![
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap(),
+            ],
+            stack_size: 8 << 20,
+        };
+        let mut serving = server::serve(
+            listener,
+            threads,
+            1000,
+            stop_rx,
+            Duration::from_secs(1),
+            move |s, peer, shutdown| {
+                let engines = engines.clone();
+                async move {
+                    let _ = session::run(s, engines, shutdown, peer).await;
+                }
+            },
+        )
+        .unwrap();
         tokio::spawn(async move {
             let _keep_engine_channel_open = engine_tx;
-            server::serve(
-                listener,
-                1000,
-                stop_rx,
-                Duration::from_secs(1),
-                move |s, peer, shutdown| {
-                    let engines = engines.clone();
-                    async move {
-                        let _ = session::run(s, engines, shutdown, peer).await;
-                    }
-                },
-            )
-            .await;
+            serving.finished().await;
         });
         Server { addr, _stop: stop }
     })

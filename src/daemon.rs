@@ -20,6 +20,8 @@ use crate::warn::WarnLimiter;
 pub enum DaemonError {
     #[error("cannot start")]
     Bind(#[from] BindError),
+    #[error("cannot start the session threads")]
+    Threads(#[source] std::io::Error),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
     #[error("cannot open the feedback spool ([hub] spool)")]
@@ -60,6 +62,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .thread_stack_size(THREAD_STACK)
         .build()
         .expect("tokio runtime starts")
+}
+
+/// The runtimes of the session threads (see [`server::Threads`]): one per CPU the process
+/// may use. Single-threaded: a session's tasks never move between threads, and no thread
+/// wakes another to steal them (DESIGN.md "Load generator" has the figures).
+fn session_threads() -> std::io::Result<server::Threads> {
+    let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtimes = (0..count)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(MAX_BLOCKING_THREADS.max(scan_slots() + 4))
+                .thread_stack_size(THREAD_STACK)
+                .build()
+        })
+        .collect::<std::io::Result<_>>()?;
+    Ok(server::Threads {
+        runtimes,
+        stack_size: THREAD_STACK,
+    })
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `milter.shutdown_timeout`.
@@ -198,12 +220,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
 
     let limiter = Arc::new(WarnLimiter::default());
-    // The accept loop runs as a task on a runtime worker, not on the thread that called
-    // `block_on`: there, every connection accepted was a session handed to a worker (a
-    // wake-up of another thread, and one of this thread for the next accept); on a worker the
-    // session goes to that worker's own queue.
-    let serving = server::serve(
+    let mut serving = server::serve(
         listener,
+        session_threads().map_err(DaemonError::Threads)?,
         max_connections,
         stop_rx,
         drain,
@@ -224,13 +243,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 }
             }
         },
-    );
-    if let Err(e) = tokio::spawn(serving).await
-        && e.is_panic()
-    {
-        // As if it had run here.
-        std::panic::resume_unwind(e.into_panic());
-    }
+    )
+    .map_err(DaemonError::Threads)?;
+    serving.finished().await;
     // Mail is done; what is spooled is made durable, and sent if the hub answers at once
     // (the rest goes at the next start).
     let reporter = last_engine.borrow().reporter.clone();
@@ -241,6 +256,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(segments, bytes, "feedback spool left for the next start");
     }
     tracing::info!("stopped");
+    drop(serving);
     Ok(())
 }
 

@@ -45,6 +45,10 @@ pub struct Pipeline {
     stages: Vec<Stage>,
     /// No compute stage may run long: small messages are scanned in place.
     inline: bool,
+    /// The runtime whose blocking threads scan the larger messages: the one the pipeline was
+    /// built on (the daemon's main runtime), not each session thread's own, so the daemon has
+    /// one pool of them, bounded once. None outside a runtime: then the caller's.
+    pool: Option<tokio::runtime::Handle>,
 }
 
 /// Extra time past the deadline before compute stages that ignore it are given up on (their
@@ -115,6 +119,7 @@ impl Pipeline {
             config,
             stages,
             inline,
+            pool: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -228,13 +233,17 @@ impl Pipeline {
                 .ok()?,
         };
         let me = self.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        let work = move || {
             let _permit = permit;
             if let Some(built) = view_built {
                 build_view(&input, built);
             }
             me.compute_stages(&input, deadline)
-        });
+        };
+        let task = match &self.pool {
+            Some(pool) => pool.spawn_blocking(work),
+            None => tokio::task::spawn_blocking(work),
+        };
         match tokio::time::timeout_at(deadline + COMPUTE_GRACE, task).await {
             Ok(Ok(symbols)) => Some(symbols),
             Ok(Err(e)) => {

@@ -1,5 +1,6 @@
-//! Listeners (inet, inet6, unix), a permit per connection, and shutdown fan-out with a
-//! deadline to drain. Knows nothing of what a session does with its stream.
+//! Listeners (inet, inet6, unix), the session threads that accept on them, a permit per
+//! connection, and shutdown fan-out with a deadline to drain. Knows nothing of what a session
+//! does with its stream.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -41,12 +42,38 @@ impl<T: Stream + ?Sized> Stream for Box<T> {
     }
 }
 
-pub enum Listener {
+/// A bound listening socket. A unix socket's file is removed when the listener is dropped.
+pub struct Listener {
+    socket: Socket,
+    _file: Option<SocketFile>,
+}
+
+/// The listening socket itself, registered with a runtime.
+enum Socket {
     Tcp(TcpListener),
     Unix {
         listener: UnixListener,
         path: PathBuf,
     },
+}
+
+/// The same socket outside any runtime: each session thread registers a copy (a duplicated
+/// descriptor) with its own runtime.
+enum Shared {
+    Tcp(std::net::TcpListener),
+    Unix {
+        listener: std::os::unix::net::UnixListener,
+        path: PathBuf,
+    },
+}
+
+/// A unix socket's path, removed when the last listener of it goes.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,18 +105,25 @@ impl Listener {
             source,
         };
         match listen {
-            Listen::Inet(addr) => Ok(Listener::Tcp(TcpListener::bind(addr).await.map_err(err)?)),
+            Listen::Inet(addr) => Ok(Listener {
+                socket: Socket::Tcp(TcpListener::bind(addr).await.map_err(err)?),
+                _file: None,
+            }),
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path).map_err(err)?;
+                let file = SocketFile(path.clone());
                 if access.owner.is_some() || access.group.is_some() {
                     std::os::unix::fs::chown(path, access.owner, access.group).map_err(err)?;
                 }
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
                     .map_err(err)?;
-                Ok(Listener::Unix {
-                    listener,
-                    path: path.clone(),
+                Ok(Listener {
+                    socket: Socket::Unix {
+                        listener,
+                        path: path.clone(),
+                    },
+                    _file: Some(file),
                 })
             }
         }
@@ -97,35 +131,53 @@ impl Listener {
 
     /// The bound address in config spelling (with the real port when 0 was asked for).
     pub fn local(&self) -> String {
-        match self {
-            Listener::Tcp(l) => match l.local_addr() {
+        match &self.socket {
+            Socket::Tcp(l) => match l.local_addr() {
                 Ok(a) => Listen::Inet(a).to_string(),
                 Err(_) => "inet:?".into(),
             },
-            Listener::Unix { path, .. } => Listen::Unix(path.clone()).to_string(),
+            Socket::Unix { path, .. } => Listen::Unix(path.clone()).to_string(),
         }
     }
+}
 
+impl Socket {
     async fn accept(&self) -> std::io::Result<(Box<dyn Stream>, String)> {
         match self {
-            Listener::Tcp(l) => {
+            Socket::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 Ok((Box::new(s), peer.to_string()))
             }
-            Listener::Unix { listener, path } => {
+            Socket::Unix { listener, path } => {
                 let (s, _) = listener.accept().await?;
                 Ok((Box::new(s), format!("unix:{}", path.display())))
             }
         }
     }
+
+    /// Takes the socket off its runtime.
+    fn into_shared(self) -> std::io::Result<Shared> {
+        Ok(match self {
+            Socket::Tcp(l) => Shared::Tcp(l.into_std()?),
+            Socket::Unix { listener, path } => Shared::Unix {
+                listener: listener.into_std()?,
+                path,
+            },
+        })
+    }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix { path, .. } = self {
-            let _ = std::fs::remove_file(path);
-        }
+impl Shared {
+    /// A copy on the runtime this is called on (the descriptor duplicated: both stay open).
+    fn register(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Shared::Tcp(l) => Socket::Tcp(TcpListener::from_std(l.try_clone()?)?),
+            Shared::Unix { listener, path } => Socket::Unix {
+                listener: UnixListener::from_std(listener.try_clone()?)?,
+                path: path.clone(),
+            },
+        })
     }
 }
 
@@ -146,77 +198,175 @@ fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
 /// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections until `stop` turns true, running `handle` for each under a permit;
-/// then tells sessions to finish (through the receiver each one gets) and waits up to
-/// `drain` for them before cutting the rest off.
+/// The threads that serve sessions, each running its own single-threaded runtime (built by
+/// the caller) on a copy of the listening socket: a session lives on the thread that
+/// accepted it, with no wake-ups of other threads for its reads and writes, and the kernel
+/// hands each new connection to whichever thread calls accept first, the idler one.
+pub struct Threads {
+    pub runtimes: Vec<tokio::runtime::Runtime>,
+    /// Stack of each thread (sessions may scan a message in place).
+    pub stack_size: usize,
+}
+
+/// The session threads at work. [`Serving::finished`] returns once each has stopped
+/// accepting and drained its sessions; the threads then wait, their runtimes alive for what
+/// was registered on them (a pooled connection to the hub, say), until this is dropped.
+pub struct Serving {
+    done: tokio::sync::mpsc::Receiver<()>,
+    _release: watch::Sender<()>,
+}
+
+impl Serving {
+    pub async fn finished(&mut self) {
+        while self.done.recv().await.is_some() {}
+    }
+}
+
+/// Accepts connections on every thread of `threads` until `stop` turns true, running
+/// `handle` for each under one of `max_connections` permits (shared by all threads); then
+/// tells sessions to finish (through the receiver each one gets) and waits up to `drain` for
+/// them before cutting the rest off. Fails only when a thread or a copy of the socket cannot
+/// be had, before anything was accepted.
 ///
 /// A connection that finds every permit taken is closed at once, with a rate-limited warning:
 /// left in the listen backlog, it would make the MTA wait out its connect timeout before
 /// applying its default action, for every message, while the slots stay taken.
-pub async fn serve<F, Fut>(
+pub fn serve<F, Fut>(
     listener: Listener,
+    threads: Threads,
     max_connections: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     drain: Duration,
     handle: F,
-) where
-    F: Fn(Box<dyn Stream>, String, watch::Receiver<bool>) -> Fut,
+) -> std::io::Result<Serving>
+where
+    F: Fn(Box<dyn Stream>, String, watch::Receiver<bool>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let Listener {
+        socket,
+        _file: file,
+    } = listener;
+    let shared = socket.into_shared()?;
+    // The socket file goes when the last thread stops accepting.
+    let file = Arc::new(file);
     let permits = Arc::new(Semaphore::new(max_connections));
-    let (tell_sessions, sessions_hear) = watch::channel(false);
-    let mut sessions = JoinSet::new();
-    let refusals = WarnLimiter::default();
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        // A dropped stop sender means nobody can tell us to stop any more: stop now rather
-        // than spin on a channel that is always ready.
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            r = stop.changed() => if r.is_err() { break } else { continue },
+    let refusals = Arc::new(WarnLimiter::default());
+    let (done_tx, done) = tokio::sync::mpsc::channel(1);
+    let (release, released) = watch::channel(());
+    for (i, rt) in threads.runtimes.into_iter().enumerate() {
+        let socket = {
+            let _in = rt.enter();
+            shared.register()?
         };
-        // Reap finished sessions so the set does not grow with the connections served.
-        while sessions.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    crate::metrics::get().error("connection_limit");
-                    if let Some(suppressed) = refusals.allow() {
-                        tracing::warn!(%peer, suppressed, max_connections, "connection limit reached; closing the new connection");
-                    }
-                    drop(stream);
-                    continue;
-                };
-                let fut = handle(stream, peer, sessions_hear.clone());
-                sessions.spawn(async move {
-                    fut.await;
-                    drop(permit);
+        let accepting = Accepting {
+            socket,
+            file: file.clone(),
+            permits: permits.clone(),
+            refusals: refusals.clone(),
+            max_connections,
+        };
+        let (stop, handle, done_tx, mut released) = (
+            stop.clone(),
+            handle.clone(),
+            done_tx.clone(),
+            released.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("milter-{i}"))
+            .stack_size(threads.stack_size)
+            .spawn(move || {
+                rt.block_on(async move {
+                    accepting.run(stop, drain, handle).await;
+                    drop(done_tx);
+                    // Never sent: returns when the sender is dropped.
+                    let _ = released.changed().await;
                 });
+            })?;
+    }
+    Ok(Serving {
+        done,
+        _release: release,
+    })
+}
+
+/// One thread's share of the work.
+struct Accepting {
+    socket: Socket,
+    file: Arc<Option<SocketFile>>,
+    permits: Arc<Semaphore>,
+    refusals: Arc<WarnLimiter>,
+    max_connections: usize,
+}
+
+impl Accepting {
+    async fn run<F, Fut>(self, mut stop: watch::Receiver<bool>, drain: Duration, handle: F)
+    where
+        F: Fn(Box<dyn Stream>, String, watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Accepting {
+            socket,
+            file,
+            permits,
+            refusals,
+            max_connections,
+        } = self;
+        let (tell_sessions, sessions_hear) = watch::channel(false);
+        let mut sessions = JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            // A dropped stop sender means nobody can tell us to stop any more: stop now
+            // rather than spin on a channel that is always ready.
+            let accepted = tokio::select! {
+                a = socket.accept() => a,
+                r = stop.changed() => if r.is_err() { break } else { continue },
+            };
+            // Reap finished sessions so the set does not grow with the connections served.
+            while sessions.try_join_next().is_some() {}
+            match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        crate::metrics::get().error("connection_limit");
+                        if let Some(suppressed) = refusals.allow() {
+                            tracing::warn!(%peer, suppressed, max_connections, "connection limit reached; closing the new connection");
+                        }
+                        drop(stream);
+                        continue;
+                    };
+                    let fut = handle(stream, peer, sessions_hear.clone());
+                    sessions.spawn(async move {
+                        fut.await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
-    }
-    drop(listener);
-    let _ = tell_sessions.send(true);
-    while sessions.try_join_next().is_some() {}
-    let in_flight = sessions.len();
-    if in_flight > 0 {
-        tracing::info!(sessions = in_flight, deadline = ?drain, "draining sessions");
-    }
-    let drained = tokio::time::timeout(drain, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            sessions = sessions.len(),
-            "shutdown deadline passed; closing remaining sessions"
-        );
-        sessions.shutdown().await;
+        // Nothing more is accepted here; the last thread to stop removes a unix socket.
+        drop(socket);
+        drop(file);
+        let _ = tell_sessions.send(true);
+        while sessions.try_join_next().is_some() {}
+        let in_flight = sessions.len();
+        if in_flight > 0 {
+            tracing::info!(sessions = in_flight, deadline = ?drain, "draining sessions");
+        }
+        let drained = tokio::time::timeout(drain, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                sessions = sessions.len(),
+                "shutdown deadline passed; closing remaining sessions"
+            );
+            sessions.shutdown().await;
+        }
     }
 }
