@@ -59,6 +59,55 @@ fn sample(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 const INDEX: &str = "X-Parity-Index";
 
 /// SpamAssassin's score and rule hits for each message (None: no answer for it).
+/// Rules whose result SpamAssassin does not settle: those whose pattern holds a captured
+/// template (`%{NAME}`, 4.0's capture rules) match only if the rule capturing NAME ran
+/// before them, and the order changes from one run to the next (one run of this harness
+/// found `GB_CUSTOM_HTM_URI` on 4 messages, three runs of the same code on none). With the
+/// metas that use them, directly or not.
+fn unsettled(dir: &Path) -> BTreeSet<String> {
+    let mut lines = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "cf")
+                && let Ok(text) = std::fs::read_to_string(e.path())
+            {
+                lines.extend(text.lines().map(str::to_string));
+            }
+        }
+    }
+    let defs: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (kind, name) = (words.next()?, words.next()?);
+            Some((kind, name, l.as_str()))
+        })
+        .filter(|(kind, _, _)| !kind.starts_with('#'))
+        .collect();
+    let mut out: BTreeSet<String> = defs
+        .iter()
+        .filter(|(kind, _, line)| *kind != "meta" && line.contains("%{"))
+        .map(|(_, name, _)| name.to_string())
+        .collect();
+    loop {
+        let more: Vec<String> = defs
+            .iter()
+            .filter(|(kind, name, line)| {
+                *kind == "meta"
+                    && !out.contains(*name)
+                    && line
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .any(|w| out.contains(w))
+            })
+            .map(|(_, name, _)| name.to_string())
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
+}
+
 fn spamassassin(messages: &[(PathBuf, Vec<u8>)]) -> Vec<Option<(f64, BTreeSet<String>)>> {
     let mut mbox = Vec::new();
     for (_, m) in messages {
@@ -146,11 +195,18 @@ pub fn run(dir: &Path) -> Parity {
     let rules = RuleSet::load(&[PathBuf::from("/usr/share/spamassassin")]);
     // The rules compared: those repmilter runs itself.
     let runs = |target: &str| !matches!(target, "eval/plugin (not run)" | "disabled (score 0)");
+    let unsettled = unsettled(Path::new("/usr/share/spamassassin"));
     let compared: BTreeSet<String> = (0..rules.len())
         .map(|i| rules.rule(i))
-        .filter(|r| runs(r.target) && !r.name.starts_with("__"))
+        .filter(|r| runs(r.target) && !r.name.starts_with("__") && !unsettled.contains(&r.name))
         .map(|r| r.name.clone())
         .collect();
+    if !unsettled.is_empty() {
+        println!(
+            "left out on both sides (SpamAssassin's result varies from run to run): {}",
+            unsettled.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
     let mut by_rule: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut close = 0;
@@ -160,6 +216,13 @@ pub fn run(dir: &Path) -> Parity {
     // `PARITY_RULE=NAME` lists the messages where the two differ on that rule.
     let watch = std::env::var("PARITY_RULE").ok();
     for ((path, m), (their_score, their_hits)) in messages.iter().zip(&theirs) {
+        let unsettled_score: f64 = their_hits
+            .iter()
+            .filter(|r| unsettled.contains(*r))
+            .filter_map(|r| rules.id(r))
+            .map(|i| rules.rule(i).score)
+            .sum();
+        let their_score = their_score - unsettled_score;
         let input = ScanInput::new(Envelope::default(), Message::from_raw(m, 10 << 20));
         // As the daemon scans.
         let hits = rules.scan_until(&input, None).expect("no deadline").hits;
@@ -171,7 +234,7 @@ pub fn run(dir: &Path) -> Parity {
         let our_score: f64 = hits
             .iter()
             .map(|h| rules.rule(h.rule))
-            .filter(|r| !r.name.starts_with("__"))
+            .filter(|r| !r.name.starts_with("__") && !unsettled.contains(&r.name))
             .map(|r| r.score)
             .sum();
         if (our_score - their_score).abs() <= 1.0 {
