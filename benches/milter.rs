@@ -141,13 +141,13 @@ fn start_server(rt: &tokio::runtime::Runtime) -> Server {
         let (engine_tx, engines) = watch::channel(Arc::new(Engine::new(config)));
         let (stop, stop_rx) = watch::channel(false);
         let threads = server::Threads {
-            runtimes: vec![
+            count: 1,
+            stack_size: 8 << 20,
+            runtime: || {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .unwrap(),
-            ],
-            stack_size: 8 << 20,
+            },
         };
         let mut serving = server::serve(
             listener,

@@ -67,21 +67,18 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// The runtimes of the session threads (see [`server::Threads`]): one per CPU the process
 /// may use. Single-threaded: a session's tasks never move between threads, and no thread
 /// wakes another to steal them (DESIGN.md "Load generator" has the figures).
-fn session_threads() -> std::io::Result<server::Threads> {
-    let count = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtimes = (0..count)
-        .map(|_| {
+fn session_threads() -> server::Threads {
+    server::Threads {
+        count: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        stack_size: THREAD_STACK,
+        runtime: || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(MAX_BLOCKING_THREADS.max(scan_slots() + 4))
                 .thread_stack_size(THREAD_STACK)
                 .build()
-        })
-        .collect::<std::io::Result<_>>()?;
-    Ok(server::Threads {
-        runtimes,
-        stack_size: THREAD_STACK,
-    })
+        },
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains within `milter.shutdown_timeout`.
@@ -222,7 +219,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let limiter = Arc::new(WarnLimiter::default());
     let mut serving = server::serve(
         listener,
-        session_threads().map_err(DaemonError::Threads)?,
+        session_threads(),
         max_connections,
         stop_rx,
         drain,

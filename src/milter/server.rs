@@ -169,13 +169,24 @@ impl Socket {
 }
 
 impl Shared {
-    /// A copy on the runtime this is called on (the descriptor duplicated: both stay open).
-    fn register(&self) -> std::io::Result<Socket> {
+    /// A copy (the descriptor duplicated: both stay open).
+    fn try_clone(&self) -> std::io::Result<Shared> {
         Ok(match self {
-            Shared::Tcp(l) => Socket::Tcp(TcpListener::from_std(l.try_clone()?)?),
-            Shared::Unix { listener, path } => Socket::Unix {
-                listener: UnixListener::from_std(listener.try_clone()?)?,
+            Shared::Tcp(l) => Shared::Tcp(l.try_clone()?),
+            Shared::Unix { listener, path } => Shared::Unix {
+                listener: listener.try_clone()?,
                 path: path.clone(),
+            },
+        })
+    }
+
+    /// Registers the socket with the runtime this is called on.
+    fn into_socket(self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Shared::Tcp(l) => Socket::Tcp(TcpListener::from_std(l)?),
+            Shared::Unix { listener, path } => Socket::Unix {
+                listener: UnixListener::from_std(listener)?,
+                path,
             },
         })
     }
@@ -198,14 +209,17 @@ fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
 /// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The threads that serve sessions, each running its own single-threaded runtime (built by
-/// the caller) on a copy of the listening socket: a session lives on the thread that
-/// accepted it, with no wake-ups of other threads for its reads and writes, and the kernel
-/// hands each new connection to whichever thread calls accept first, the idler one.
+/// The threads that serve sessions, each running its own single-threaded runtime on a copy
+/// of the listening socket: a session lives on the thread that accepted it, with no wake-ups
+/// of other threads for its reads and writes, and the kernel hands each new connection to
+/// whichever thread calls accept first, the idler one.
 pub struct Threads {
-    pub runtimes: Vec<tokio::runtime::Runtime>,
+    pub count: usize,
     /// Stack of each thread (sessions may scan a message in place).
     pub stack_size: usize,
+    /// Builds a thread's runtime, on that thread: a runtime must not be dropped on another
+    /// runtime's thread, as it would be if one built there failed to start.
+    pub runtime: fn() -> std::io::Result<tokio::runtime::Runtime>,
 }
 
 /// The session threads at work. [`Serving::finished`] returns once each has stopped
@@ -225,8 +239,8 @@ impl Serving {
 /// Accepts connections on every thread of `threads` until `stop` turns true, running
 /// `handle` for each under one of `max_connections` permits (shared by all threads); then
 /// tells sessions to finish (through the receiver each one gets) and waits up to `drain` for
-/// them before cutting the rest off. Fails only when a thread or a copy of the socket cannot
-/// be had, before anything was accepted.
+/// them before cutting the rest off. Fails when a thread, its runtime or its copy of the
+/// socket cannot be had; the threads started before it then stop at once.
 ///
 /// A connection that finds every permit taken is closed at once, with a rate-limited warning:
 /// left in the listen backlog, it would make the MTA wait out its connect timeout before
@@ -254,35 +268,79 @@ where
     let refusals = Arc::new(WarnLimiter::default());
     let (done_tx, done) = tokio::sync::mpsc::channel(1);
     let (release, released) = watch::channel(());
-    for (i, rt) in threads.runtimes.into_iter().enumerate() {
-        let socket = {
-            let _in = rt.enter();
-            shared.register()?
-        };
-        let accepting = Accepting {
-            socket,
-            file: file.clone(),
-            permits: permits.clone(),
-            refusals: refusals.clone(),
-            max_connections,
-        };
-        let (stop, handle, done_tx, mut released) = (
+    // Threads started before a failure see `abort` and end without accepting.
+    let (abort, aborted) = watch::channel(false);
+    let fail = |e| {
+        let _ = abort.send(true);
+        e
+    };
+    for i in 0..threads.count.max(1) {
+        let copy = shared.try_clone().map_err(fail)?;
+        let (file, permits, refusals) = (file.clone(), permits.clone(), refusals.clone());
+        let (mut stop, handle, done_tx, mut released, mut aborted) = (
             stop.clone(),
             handle.clone(),
             done_tx.clone(),
             released.clone(),
+            aborted.clone(),
         );
+        let build = threads.runtime;
+        let (ready_tx, ready) = std::sync::mpsc::channel::<std::io::Result<()>>();
         std::thread::Builder::new()
             .name(format!("milter-{i}"))
             .stack_size(threads.stack_size)
             .spawn(move || {
+                let rt = match build() {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(ready_tx.send(Err(e))),
+                };
+                let socket = {
+                    let _in = rt.enter();
+                    match copy.into_socket() {
+                        Ok(s) => s,
+                        Err(e) => return drop(ready_tx.send(Err(e))),
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let accepting = Accepting {
+                    socket,
+                    file,
+                    permits,
+                    refusals,
+                    max_connections,
+                };
                 rt.block_on(async move {
-                    accepting.run(stop, drain, handle).await;
+                    // Accepting stops when told to (or when nobody can tell it any more: the
+                    // sender dropped), or when a thread started after this one failed to.
+                    let abort = async move {
+                        if aborted.wait_for(|a| *a).await.is_err() {
+                            // Started in full: no abort will come.
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    let stopped = async move {
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => {}
+                            _ = abort => {}
+                        }
+                    };
+                    accepting.run(stopped, drain, handle).await;
                     drop(done_tx);
                     // Never sent: returns when the sender is dropped.
                     let _ = released.changed().await;
                 });
-            })?;
+            })
+            .map_err(fail)?;
+        // The thread's runtime and socket, or why not (a moment: nothing is accepted yet).
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(fail(e)),
+            Err(_) => {
+                return Err(fail(std::io::Error::other(
+                    "a session thread ended at start",
+                )));
+            }
+        }
     }
     Ok(Serving {
         done,
@@ -300,7 +358,7 @@ struct Accepting {
 }
 
 impl Accepting {
-    async fn run<F, Fut>(self, mut stop: watch::Receiver<bool>, drain: Duration, handle: F)
+    async fn run<F, Fut>(self, stop: impl Future<Output = ()>, drain: Duration, handle: F)
     where
         F: Fn(Box<dyn Stream>, String, watch::Receiver<bool>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -314,15 +372,13 @@ impl Accepting {
         } = self;
         let (tell_sessions, sessions_hear) = watch::channel(false);
         let mut sessions = JoinSet::new();
+        let mut stop = std::pin::pin!(stop);
         loop {
-            if *stop.borrow() {
-                break;
-            }
-            // A dropped stop sender means nobody can tell us to stop any more: stop now
-            // rather than spin on a channel that is always ready.
+            // Stopping wins over a connection waiting at the same moment.
             let accepted = tokio::select! {
+                biased;
+                _ = &mut stop => break,
                 a = socket.accept() => a,
-                r = stop.changed() => if r.is_err() { break } else { continue },
             };
             // Reap finished sessions so the set does not grow with the connections served.
             while sessions.try_join_next().is_some() {}
