@@ -1174,6 +1174,20 @@ score    META_COUNT   1
         );
         let harmless = "Content-Type: application/pdf; name=\"x.pdf\"";
         assert_eq!(names(&s, &msg(harmless)), ["RAWN", "TWICE"]);
+        // More lines with the literal than are searched one by one: the whole text is, and
+        // finds what the lines would.
+        let many = format!("{}{exe}", " name=x.pdf\r\n".repeat(300));
+        assert_eq!(
+            fired(&s, &msg(&many)),
+            [
+                ("ATT".to_string(), 1),
+                ("CROSS".to_string(), 1),
+                ("RAWN".to_string(), 2),
+                ("TWICE".to_string(), 1)
+            ]
+        );
+        let many_harmless = format!("{}{harmless}", " name=x.pdf\r\n".repeat(300));
+        assert_eq!(names(&s, &msg(&many_harmless)), ["RAWN", "TWICE"]);
     }
 
     #[test]

@@ -159,7 +159,9 @@ impl RuleSet {
             ix.per_line
                 || (by_lines && matches!(self.rules[r].kind, Kind::Regex { one_line: true, .. }))
         };
-        let mut rule_lines: Vec<(usize, usize)> = Vec::new();
+        // (rule, line start, literals found there), and each rule's tally of them.
+        let mut rule_lines: Vec<(usize, usize, u32)> = Vec::new();
+        let mut tallies: HashMap<usize, LineTally> = HashMap::new();
         // Occurrences of their literals, for rules that need several (`Index::times`).
         let mut occurrences: HashMap<usize, u32> = HashMap::new();
         if let Some(lits) = &ix.literals_matcher {
@@ -177,7 +179,7 @@ impl RuleSet {
                                 candidates.push(r);
                             }
                             if one_line(r) {
-                                rule_lines.push((r, line));
+                                tallies.entry(r).or_default().add(r, line, &mut rule_lines);
                             } else if ix.times.contains_key(&r) {
                                 *occurrences.entry(r).or_default() += 1;
                             }
@@ -207,11 +209,10 @@ impl RuleSet {
                         .is_none_or(|&n| occurrences.get(&r).is_some_and(|&c| c >= n))
             });
         }
-        rule_lines.sort_unstable();
-        if !ix.times.is_empty() {
-            enough_per_line(&mut rule_lines, &ix.times);
-        }
-        rule_lines.dedup();
+        // A rule past MAX_RULE_LINES lines is searched over the whole text instead.
+        let whole = |r: usize| tallies.get(&r).is_some_and(|t| t.whole);
+        rule_lines.retain(|&(r, _, _)| !whole(r));
+        enough_per_line(&mut rule_lines, &ix.times);
         // A line from its start: up to and with its line end.
         let range = |start: usize| {
             let end = memchr::memchr(b'\n', &text.as_bytes()[start..])
@@ -221,7 +222,7 @@ impl RuleSet {
         let mut lines = Vec::new();
         let mut next = 0;
         for r in candidates {
-            if !one_line(r) {
+            if !one_line(r) || whole(r) {
                 self.run_regex(r, text, ix.per_line, None, st);
                 continue;
             }
@@ -388,17 +389,56 @@ impl RuleSet {
 
 /// Keeps, of sorted (rule, line) pairs (one per literal occurrence), the lines where each
 /// rule with a count in `times` has at least that many.
-fn enough_per_line(rule_lines: &mut Vec<(usize, usize)>, times: &HashMap<usize, u32>) {
-    let mut kept = Vec::with_capacity(rule_lines.len());
-    for run in rule_lines.chunk_by(|a, b| a == b) {
-        if times
-            .get(&run[0].0)
-            .is_none_or(|&n| run.len() >= n as usize)
-        {
-            kept.extend_from_slice(run);
+fn enough_per_line(rule_lines: &mut Vec<(usize, usize, u32)>, times: &HashMap<usize, u32>) {
+    // The same line may come twice, from the two passes of `multi::Literals` (short literals,
+    // then long ones): one entry each, their counts added.
+    rule_lines.sort_unstable_by_key(|&(r, line, _)| (r, line));
+    rule_lines.dedup_by(|later, kept| {
+        let same = (later.0, later.1) == (kept.0, kept.1);
+        if same {
+            kept.2 += later.2;
         }
+        same
+    });
+    rule_lines.retain(|&(r, _, n)| times.get(&r).is_none_or(|&want| n >= want));
+}
+
+/// Lines with one rule's literals at most searched one by one: past this many, its search
+/// over the whole text costs less than a search per line (and on a line-local rule finds the
+/// same; a body rule's match across paragraphs is then searched for line by line, see
+/// `run_regex`), and memory stays bounded by rules, not by literal hits.
+const MAX_RULE_LINES: u32 = 256;
+
+/// One rule's lines so far in a scan of one text.
+#[derive(Default)]
+struct LineTally {
+    /// Its last entry in the list of lines, if any.
+    last: Option<usize>,
+    lines: u32,
+    /// Past `MAX_RULE_LINES`: the whole text is searched.
+    whole: bool,
+}
+
+impl LineTally {
+    fn add(&mut self, rule: usize, line: usize, rule_lines: &mut Vec<(usize, usize, u32)>) {
+        if self.whole {
+            return;
+        }
+        // Hits come in text order: a repeated literal on one line adds to its count.
+        if let Some(i) = self.last
+            && rule_lines[i].1 == line
+        {
+            rule_lines[i].2 += 1;
+            return;
+        }
+        if self.lines >= MAX_RULE_LINES {
+            self.whole = true;
+            return;
+        }
+        rule_lines.push((rule, line, 1));
+        self.last = Some(rule_lines.len() - 1);
+        self.lines += 1;
     }
-    *rule_lines = kept;
 }
 
 /// Match spans and why a search stopped short, if it did.
