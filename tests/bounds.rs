@@ -433,6 +433,17 @@ async fn padding_does_not_switch_backtracking_rules_off() {
 }
 
 /// The daemon's peak resident memory (VmHWM) in KiB.
+/// Base64 in 76-character lines, as mail carries it.
+fn base64_lines(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    text.as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
 fn peak_kib(d: &Daemon) -> u64 {
     status_kib(d, "VmHWM:")
 }
@@ -445,7 +456,11 @@ async fn hostile_structures_cost_a_bounded_multiple_of_the_message() {
     // Warm up: the first message builds the rule set's caches.
     let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
     assert_eq!(r.last(), Some(&Reply::Accept));
-    let attacks: [(&str, String); 4] = [
+    let empty_parts = format!(
+        "Subject: y\nContent-Type: multipart/mixed; boundary=b\n\n{}",
+        "--b\n\n".repeat(600_000)
+    );
+    let attacks: [(&str, String); 6] = [
         // 50,000 nested messages: the parser's structure overflowed the stack when dropped,
         // killing the daemon and every session with it.
         (
@@ -458,6 +473,23 @@ async fn hostile_structures_cost_a_bounded_multiple_of_the_message() {
             format!(
                 "Content-Type: multipart/mixed; boundary=x\r\n\r\n{}",
                 "--x\n\n".repeat(600_000)
+            ),
+        ),
+        // The same, base64-encoded as an attached message (RFC 2046 forbids it): the parser
+        // decoded it and built every part, past the cut that bounds the text it is given.
+        (
+            "encoded empty parts",
+            format!(
+                "Subject: x\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+                base64_lines(empty_parts.as_bytes())
+            ),
+        ),
+        // And in a digest, where a part without a type is a message.
+        (
+            "encoded digest parts",
+            format!(
+                "Subject: x\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n--d\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--d--\r\n",
+                base64_lines(empty_parts.as_bytes())
             ),
         ),
         // One word a few shipped rules share, a million times: every overlapping hit of

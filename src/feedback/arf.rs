@@ -9,6 +9,7 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 use super::EventKind;
 use crate::message::mime::{Limits, structure_cut};
+use crate::message::opaque::{OPAQUE_SUBTYPE, make_nested_messages_opaque};
 
 /// A parsed report: what it says and about what.
 #[derive(Debug)]
@@ -62,8 +63,12 @@ fn clip(mut s: String) -> String {
 pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
     let raw = super::report::strip_mbox_line(raw);
     let cut = structure_cut(raw, Limits::DEFAULT.parts);
+    // The original comes back as its text (decoded if base64, which some abuse desks send
+    // though RFC 2046 forbids it), not parsed again past the cut.
+    let mut raw = raw[..cut].to_vec();
+    make_nested_messages_opaque(&mut raw).map_err(|_| ArfError::Unparseable)?;
     let parsed = MessageParser::default()
-        .parse(&raw[..cut])
+        .parse(&raw)
         .ok_or(ArfError::Unparseable)?;
     let root = parsed.parts.first().ok_or(ArfError::Unparseable)?;
     let ct = root.content_type();
@@ -112,7 +117,8 @@ pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
         let Some(body) = body else { continue };
         if t.eq_ignore_ascii_case("message") && s.eq_ignore_ascii_case("feedback-report") {
             fields.get_or_insert_with(|| body.to_vec());
-        } else if (t.eq_ignore_ascii_case("message") && s.eq_ignore_ascii_case("rfc822"))
+        } else if (t.eq_ignore_ascii_case("message")
+            && (s.eq_ignore_ascii_case("rfc822") || s == OPAQUE_SUBTYPE))
             || (t.eq_ignore_ascii_case("text") && s.eq_ignore_ascii_case("rfc822-headers"))
         {
             original.get_or_insert_with(|| body.to_vec());
@@ -190,6 +196,19 @@ mod tests {
         let original = String::from_utf8(arf.original).unwrap();
         assert!(original.starts_with("From: Prize"), "{original}");
         assert!(original.contains("prizes.example/claim"));
+    }
+
+    #[test]
+    fn a_base64_original_is_decoded() {
+        use base64::Engine;
+        let inner = "From: Prize <win@prizes.example>\r\nSubject: you won\r\n\r\nclaim\r\n";
+        let third = format!(
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            base64::engine::general_purpose::STANDARD.encode(inner)
+        );
+        let raw = report("Feedback-Type: abuse\r\nVersion: 1\r\n", &third);
+        let arf = parse(raw.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(arf.original).unwrap(), inner);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::Message;
 use super::html;
+use super::opaque::{OPAQUE_SUBTYPE, make_nested_messages_opaque};
 use super::urls::{self, Url};
 
 /// Parts looked at. Postfix has no such limit, but 100k tiny parts have stalled filters;
@@ -173,11 +174,17 @@ impl MimeView {
                 .collect(),
             ..MimeView::default()
         };
-        let raw = message.to_raw();
+        let mut raw = message.to_raw();
         let cut = structure_cut(&raw, limits.parts);
         if cut < raw.len() {
             view.note(Anomaly::TooManyParts);
         }
+        // Nested messages are parsed below, one level down under the same part limit, not
+        // by the parser (which decodes an encoded one and parses it past the cut above).
+        let Ok(renamed) = make_nested_messages_opaque(&mut raw[..cut]) else {
+            view.anomalies.push(Anomaly::Unparseable);
+            return view;
+        };
         let Some(parsed) = parser().parse(&raw[..cut]) else {
             view.anomalies.push(Anomaly::Unparseable);
             return view;
@@ -187,7 +194,7 @@ impl MimeView {
         let mut stack: Vec<(u32, usize)> = vec![(0, 0)];
         let mut visited = 0;
         while let Some((id, depth)) = stack.pop() {
-            if visited == limits.parts {
+            if visited >= limits.parts {
                 view.note(Anomaly::TooManyParts);
                 break;
             }
@@ -252,30 +259,80 @@ impl MimeView {
                         tags,
                     });
                 }
-                PartType::Binary(b) | PartType::InlineBinary(b) => view.attachment(part, b),
+                PartType::Binary(b) | PartType::InlineBinary(b) => {
+                    view.attachment(part, b);
+                    let nested = renamed > 0
+                        && part.content_type().is_some_and(|ct| {
+                            ct.ctype().eq_ignore_ascii_case("message")
+                                && ct.subtype() == Some(OPAQUE_SUBTYPE)
+                        });
+                    if nested {
+                        // An attached message (forwarded spam): its texts count as text,
+                        // parsed here under what is left of the part limit.
+                        if let Some(a) = view.attachments.last_mut() {
+                            a.declared_type = "message/rfc822".into();
+                        }
+                        if part.encoding != mail_parser::Encoding::None {
+                            // RFC 2046 5.2.1: 7bit, 8bit or binary only.
+                            view.note(Anomaly::BadEncoding);
+                        }
+                        let left = limits.parts.saturating_sub(visited);
+                        visited += view.nested_message(b, left, &mut text_budget);
+                    }
+                }
                 PartType::Message(inner) => {
                     // An attached message: its texts count as text (forwarded spam), its
                     // raw form as an attachment.
                     view.attachment(part, inner.raw_message());
-                    for t in inner.text_bodies().filter_map(|p| p.text_contents()) {
-                        let text = cut_to_budget(t.to_string(), &mut text_budget, &mut view);
-                        urls::find_in_text(&text, &mut view.urls);
-                        view.texts.push(TextPart {
-                            html: false,
-                            text,
-                            source: None,
-                            tags: Vec::new(),
-                        });
-                    }
+                    view.message_texts(inner, &mut text_budget);
                 }
             }
         }
-        // The parsed tree borrows the text; the view keeps the text for its part headers.
+        // The parsed tree borrows the text; the view keeps the text for its part headers, as
+        // the message has them.
         drop(parsed);
-        let mut text = raw;
+        let mut text = if renamed > 0 { message.to_raw() } else { raw };
         text.truncate(cut);
         view.parts.text = text;
         view
+    }
+
+    /// The texts of an attached message, as text (forwarded spam).
+    fn message_texts(&mut self, inner: &mail_parser::Message<'_>, text_budget: &mut usize) {
+        for t in inner.text_bodies().filter_map(|p| p.text_contents()) {
+            let text = cut_to_budget(t.to_string(), text_budget, self);
+            urls::find_in_text(&text, &mut self.urls);
+            self.texts.push(TextPart {
+                html: false,
+                text,
+                source: None,
+                tags: Vec::new(),
+            });
+        }
+    }
+
+    /// Parses the (decoded) text of an attached message, with at most about `parts` parts,
+    /// for its texts; the messages inside it stay opaque. Returns the parts it cost, at
+    /// least one.
+    fn nested_message(&mut self, decoded: &[u8], parts: usize, text_budget: &mut usize) -> usize {
+        if parts == 0 {
+            self.note(Anomaly::TooManyParts);
+            return 1;
+        }
+        let mut inner = decoded.to_vec();
+        let cut = structure_cut(&inner, parts);
+        if cut < inner.len() {
+            self.note(Anomaly::TooManyParts);
+        }
+        if make_nested_messages_opaque(&mut inner[..cut]).is_err() {
+            self.note(Anomaly::Unparseable);
+            return 1;
+        }
+        let Some(parsed) = parser().parse(&inner[..cut]) else {
+            return 1;
+        };
+        self.message_texts(&parsed, text_budget);
+        parsed.parts.len().max(1)
     }
 
     fn note(&mut self, a: Anomaly) {
@@ -638,6 +695,56 @@ mod tests {
         );
         let v = view(&m);
         assert!(v.urls.is_empty());
+    }
+
+    #[test]
+    fn an_encoded_message_part_is_read_once_under_the_part_limit() {
+        use base64::Engine;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        // Forwarded spam in base64 (RFC 2046 forbids it; it is sent): its text is read and it
+        // is listed as the message/rfc822 attachment it declared.
+        let inner =
+            "Subject: buy\nContent-Type: text/plain\n\ncheap pills at http://pills.example/\n";
+        let m = format!(
+            "Subject: fwd\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nsee attached\n--b\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n{}\n--b--\n",
+            b64(inner)
+        );
+        let v = view(&m);
+        assert!(
+            v.texts.iter().any(|t| t.text.contains("cheap pills")),
+            "{:?}",
+            v.texts
+        );
+        assert!(
+            v.urls.iter().any(|u| u.host == "pills.example"),
+            "{:?}",
+            v.urls
+        );
+        assert_eq!(v.attachments.len(), 1, "{:?}", v.attachments);
+        assert_eq!(v.attachments[0].declared_type, "message/rfc822");
+        assert!(v.anomalies.contains(&Anomaly::BadEncoding));
+        // Its parts count against the limit of the whole message: the parser would have
+        // built every one of these (and three levels of them).
+        let bomb = format!(
+            "Subject: y\nContent-Type: multipart/mixed; boundary=x\n\n{}",
+            "--x\n\n".repeat(20 * MAX_PARTS)
+        );
+        let m = format!(
+            "Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n{}\n",
+            b64(&bomb)
+        );
+        let v = view(&m);
+        assert!(
+            v.anomalies.contains(&Anomaly::TooManyParts),
+            "{:?}",
+            v.anomalies
+        );
+        let raw = Message::from_raw(m.as_bytes(), 1 << 24).to_raw();
+        assert_eq!(
+            structure_cut(&raw, MAX_PARTS),
+            raw.len(),
+            "the cut alone sees nothing"
+        );
     }
 
     #[test]

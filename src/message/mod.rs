@@ -7,6 +7,7 @@
 pub mod date;
 pub mod html;
 pub mod mime;
+pub mod opaque;
 pub mod received;
 pub mod targets;
 pub mod urls;
