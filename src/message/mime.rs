@@ -698,9 +698,29 @@ mod tests {
     }
 
     #[test]
-    fn an_encoded_message_part_is_read_once_under_the_part_limit() {
+    fn attached_messages_are_read_once_under_the_part_limit() {
         use base64::Engine;
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        // Forwarded as RFC 2046 says: its text is read, it is listed as an attachment, and
+        // its part headers read as the message has them.
+        let m = "Subject: fwd\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nsee attached\n--b\nContent-Type: message/rfc822\n\nSubject: buy\n\ncheap pills\n--b--\n";
+        let v = view(m);
+        assert!(
+            v.texts.iter().any(|t| t.text.contains("cheap pills")),
+            "{:?}",
+            v.texts
+        );
+        assert_eq!(v.attachments.len(), 1, "{:?}", v.attachments);
+        assert_eq!(v.attachments[0].declared_type, "message/rfc822");
+        assert!(v.anomalies.is_empty(), "{:?}", v.anomalies);
+        assert!(
+            v.parts()
+                .iter()
+                .flatten()
+                .any(|h| h.value.contains("message/rfc822")),
+            "{:?}",
+            v.parts()
+        );
         // Forwarded spam in base64 (RFC 2046 forbids it; it is sent): its text is read and it
         // is listed as the message/rfc822 attachment it declared.
         let inner =
