@@ -87,7 +87,19 @@ pub fn render(html: &str) -> Rendered {
         i = tag_end + 1;
         let (closing, name, attrs) = split_tag(inner);
         if !name.is_empty() && tags.len() < MAX_TAGS {
-            tags.insert(name.to_ascii_lowercase());
+            // Looked up before it is copied: most tags repeat ones already met.
+            let mut buf = [0u8; 16];
+            let known = match buf.get_mut(..name.len()) {
+                Some(b) => {
+                    b.copy_from_slice(name.as_bytes());
+                    b.make_ascii_lowercase();
+                    std::str::from_utf8(b).is_ok_and(|n| tags.contains(n))
+                }
+                None => false,
+            };
+            if !known {
+                tags.insert(name.to_ascii_lowercase());
+            }
         }
         if name.is_empty() {
             // "<" not followed by a tag name ("a < b") is text.
@@ -126,19 +138,33 @@ impl Text {
     fn push_text(&mut self, run: &str) {
         let decoded = html_escape::decode_html_entities(run);
         let start = self.text.len();
-        let mut in_space = false;
-        for c in decoded.chars() {
-            // SpamAssassin's `[ \t\n\r\f\x0b]+|\xc2\xa0`: ASCII white space and NBSP.
-            if matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c' | '\x0b' | '\u{a0}') {
-                if !in_space {
-                    self.text.push(' ');
-                    in_space = true;
-                }
-            } else {
-                self.text.push(c);
-                in_space = false;
+        // SpamAssassin's `[ \t\n\r\f\x0b]+|\xc2\xa0`: ASCII white space and NBSP, each run
+        // one space; what lies between is copied whole.
+        let bytes = decoded.as_bytes();
+        let is_space = |i: usize| match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b => 1,
+            0xc2 if bytes.get(i + 1) == Some(&0xa0) => 2,
+            _ => 0,
+        };
+        let (mut i, mut copied) = (0, 0);
+        while i < bytes.len() {
+            let n = is_space(i);
+            if n == 0 {
+                i += 1;
+                continue;
             }
+            self.text.push_str(&decoded[copied..i]);
+            self.text.push(' ');
+            i += n;
+            while i < bytes.len() {
+                match is_space(i) {
+                    0 => break,
+                    m => i += m,
+                }
+            }
+            copied = i;
         }
+        self.text.push_str(&decoded[copied..]);
         if self.after_whitespace && self.text[start..].starts_with(' ') {
             self.text.remove(start);
         }
@@ -265,6 +291,45 @@ fn collect_links(attrs: &str, links: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_runs_fold_white_space_as_char_by_char() {
+        // The reference: every character looked at, a run of white space one space.
+        fn reference(run: &str) -> String {
+            let mut out = String::new();
+            let mut in_space = false;
+            for c in html_escape::decode_html_entities(run).chars() {
+                if matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c' | '\x0b' | '\u{a0}') {
+                    if !in_space {
+                        out.push(' ');
+                        in_space = true;
+                    }
+                } else {
+                    out.push(c);
+                    in_space = false;
+                }
+            }
+            out
+        }
+        let pieces = [
+            "a", "é", " ", "\t", "\r\n", "\u{a0}", "&nbsp;", "&amp;", "\u{c2}", "x\u{a0}y", "\x0b",
+            "\x0c", "日本", "&#160;", "  ",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            let mut run = String::new();
+            for _ in 0..(seed % 9) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                run.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            seed = seed.wrapping_add(1);
+            let mut t = Text::default();
+            t.push_text(&run);
+            assert_eq!(t.text, reference(&run), "{run:?}");
+        }
+    }
 
     #[test]
     fn renders_text_and_collects_links() {

@@ -518,7 +518,10 @@ pub fn addresses(raw: &[u8]) -> Vec<(Option<String>, Option<String>)> {
 
 /// RFC 2047 decoding and unfolding of one raw header value.
 pub fn decode_header_value(raw: &[u8]) -> String {
-    if memchr::memmem::find(raw, b"=?").is_none() {
+    // (A `memmem::find` builds its searcher on every call: a third of this function's time
+    // on the corpus' short values.)
+    let encoded_word = memchr::memchr_iter(b'=', raw).any(|i| raw.get(i + 1) == Some(&b'?'));
+    if !encoded_word {
         return unfold(raw);
     }
     decode_with_parser(raw)
@@ -530,12 +533,22 @@ pub fn decode_header_value(raw: &[u8]) -> String {
 /// tabs and carriage returns, the non-empty ones joined by one space; the value ends at a
 /// line that does not start with a space or a tab.
 fn unfold(raw: &[u8]) -> String {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
+    // Most values are one line: trimmed and copied, valid UTF-8 checked once.
+    let single = match memchr::memchr(b'\n', raw) {
+        None => Some(raw),
+        Some(i) => (!matches!(raw.get(i + 1), Some(b' ' | b'\t'))).then(|| &raw[..i]),
+    };
+    if let Some(line) = single {
+        let start = line.iter().position(|b| !ws(b)).unwrap_or(line.len());
+        let end = line.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+        return String::from_utf8_lossy(&line[start..end]).into_owned();
+    }
     let mut out = String::new();
     for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
         if i > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
             break;
         }
-        let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
         let Some(start) = line.iter().position(|b| !ws(b)) else {
             continue;
         };
