@@ -66,7 +66,7 @@ pub fn parse(raw: &[u8]) -> Result<Arf, ArfError> {
     // The original comes back as its text (decoded if base64, which some abuse desks send
     // though RFC 2046 forbids it), not parsed again past the cut.
     let mut raw = raw[..cut].to_vec();
-    make_nested_messages_opaque(&mut raw).map_err(|_| ArfError::Unparseable)?;
+    make_nested_messages_opaque(&mut raw);
     let parsed = MessageParser::default()
         .parse(&raw)
         .ok_or(ArfError::Unparseable)?;

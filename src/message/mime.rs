@@ -181,10 +181,7 @@ impl MimeView {
         }
         // Nested messages are parsed below, one level down under the same part limit, not
         // by the parser (which decodes an encoded one and parses it past the cut above).
-        let Ok(renamed) = make_nested_messages_opaque(&mut raw[..cut]) else {
-            view.anomalies.push(Anomaly::Unparseable);
-            return view;
-        };
+        let renamed = make_nested_messages_opaque(&mut raw[..cut]);
         let Some(parsed) = parser().parse(&raw[..cut]) else {
             view.anomalies.push(Anomaly::Unparseable);
             return view;
@@ -324,10 +321,7 @@ impl MimeView {
         if cut < inner.len() {
             self.note(Anomaly::TooManyParts);
         }
-        if make_nested_messages_opaque(&mut inner[..cut]).is_err() {
-            self.note(Anomaly::Unparseable);
-            return 1;
-        }
+        make_nested_messages_opaque(&mut inner[..cut]);
         let Some(parsed) = parser().parse(&inner[..cut]) else {
             return 1;
         };
@@ -778,6 +772,22 @@ mod tests {
             raw.len(),
             "the cut alone sees nothing"
         );
+    }
+
+    #[test]
+    fn a_boundary_that_reads_like_a_type_still_parts_the_message() {
+        // Pieced together from RFC 2231 sections: the delimiter lines, not the header, read
+        // "message/rfc822"; renaming them would hide the part from every rule.
+        let m = "Subject: hello\nContent-Type: multipart/alternative;\n boundary*0=\"message\"; boundary*1=\"/rfc822\"\n\n--message/rfc822\nContent-Type: text/html\n\n<a href=\"http://spam.example/buy\">cheap pharmacy</a>\n--message/rfc822--\n";
+        let v = view(m);
+        assert!(
+            v.texts
+                .iter()
+                .any(|t| t.html && t.text.contains("cheap pharmacy")),
+            "{:?}",
+            v.texts
+        );
+        assert!(v.urls.iter().any(|u| u.host == "spam.example"));
     }
 
     #[test]

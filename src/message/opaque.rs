@@ -17,31 +17,30 @@
 //! default to text like any other multipart's.
 //!
 //! What the parser takes for a type is read from its Content-Type parser (mail-parser 0.11):
-//! the type is the contiguous run of bytes before the `/` (blanks, line folds, `"` and `\`
-//! around it are skipped, and comments in parentheses, which do not nest past a line end);
-//! so the search is for a `/` with `message` or `multipart` before it (or a comment, which
-//! could hide any type: renamed too) and `rfc822`, `global` or `digest` after it. Text that
-//! is not a header and happens to read so is renamed as well; only the parser's copy changes.
+//! the type is the token before the `/`, from the value's start, a blank or a comment (blanks,
+//! line folds, `"` and `\` around it are skipped, comments in parentheses end a token and
+//! cannot cross a line end); the subtype is the last token after the `/` and before the
+//! parameters, a comment ending the one before it. So the search is for a `/` with the token
+//! `message` or `multipart` before it (past comments; one too long to look past could hide
+//! any type) and `rfc822`, `global` or `digest` after it or after a later `)` on its line.
+//! Text that is not a header and happens to read so is renamed as well; only the parser's
+//! copy changes. `--message/rfc822` is not a type token, so a delimiter line whose boundary
+//! reads so keeps matching its boundary.
 
 /// What a nested message's or a digest's subtype becomes.
 pub const OPAQUE_SUBTYPE: &str = "opaque";
 
-/// A message whose comments cost more than this many bytes of reading, over its length,
-/// is not given to the parser (comment after comment on one long line, each read to the
-/// line's end from every `/` before it).
-const COMMENT_WORK_PER_BYTE: usize = 4;
-
-/// The text holds more nested comments than can be read in linear time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooComplex;
-
 /// Renames, in `raw`, the subtype of every Content-Type that could make the parser read a
 /// part as a message of its own; returns how many it renamed.
-pub fn make_nested_messages_opaque(raw: &mut [u8]) -> Result<usize, TooComplex> {
+///
+/// Each byte is looked at a bounded number of times: a `/` looks back over the blanks
+/// before it and forward over those after it, and a line's `)` are looked at once, from
+/// the first `/` on that line that could stand in a type.
+pub fn make_nested_messages_opaque(raw: &mut [u8]) -> usize {
     let mut renamed = 0;
-    let mut work = 0;
-    let budget = COMMENT_WORK_PER_BYTE * raw.len() + 4096;
     let mut from = 0;
+    // The line end up to which `)` have been looked at.
+    let mut parens_to = 0;
     while let Some(at) = memchr::memchr(b'/', &raw[from..]) {
         let slash = from + at;
         from = slash + 1;
@@ -49,22 +48,51 @@ pub fn make_nested_messages_opaque(raw: &mut [u8]) -> Result<usize, TooComplex> 
         if before == Before::Other {
             continue;
         }
-        let Some(start) = subtype_start(raw, slash + 1, &mut work) else {
-            if work > budget {
-                return Err(TooComplex);
-            }
-            continue;
-        };
-        let word = raw.get(start..start + 6).unwrap_or_default();
-        let message = (before != Before::Multipart)
-            && (word.eq_ignore_ascii_case(b"rfc822") || word.eq_ignore_ascii_case(b"global"));
-        let digest = (before != Before::Message) && word.eq_ignore_ascii_case(b"digest");
-        if message || digest {
-            raw[start..start + 6].copy_from_slice(OPAQUE_SUBTYPE.as_bytes());
+        let start = past_skipped(raw, slash + 1);
+        if rename_subtype(raw, start, before) {
             renamed += 1;
         }
+        // The parser's subtype is the last token before the parameters: a comment ends the
+        // one before it, and the token after its `)` replaces it. The subtype never runs
+        // past its line (a fold there starts the parameters).
+        if slash < parens_to {
+            continue;
+        }
+        let line_end = memchr::memchr(b'\n', &raw[slash..]).map_or(raw.len(), |n| slash + n);
+        let mut q = slash + 1;
+        while let Some(n) = memchr::memchr(b')', &raw[q..line_end]) {
+            let after = past_skipped(raw, q + n + 1);
+            if rename_subtype(raw, after, Before::Comment) {
+                renamed += 1;
+            }
+            q += n + 1;
+        }
+        parens_to = parens_to.max(line_end);
     }
-    Ok(renamed)
+    renamed
+}
+
+/// Renames the subtype at `start` if it is one that nests a message after `before`.
+fn rename_subtype(raw: &mut [u8], start: usize, before: Before) -> bool {
+    let Some(word) = raw.get(start..start + 6) else {
+        return false;
+    };
+    let message = before != Before::Multipart
+        && (word.eq_ignore_ascii_case(b"rfc822") || word.eq_ignore_ascii_case(b"global"));
+    let digest = before != Before::Message && word.eq_ignore_ascii_case(b"digest");
+    if message || digest {
+        raw[start..start + 6].copy_from_slice(OPAQUE_SUBTYPE.as_bytes());
+    }
+    message || digest
+}
+
+/// Past what the parser skips inside a type or subtype token's place: blanks, carriage
+/// returns, quotes and backslashes.
+fn past_skipped(raw: &[u8], mut i: usize) -> usize {
+    while matches!(raw.get(i), Some(b' ' | b'\t' | b'\r' | b'"' | b'\\')) {
+        i += 1;
+    }
+    i
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,52 +104,64 @@ enum Before {
     Other,
 }
 
-/// What stands before the `/` at `slash`, past what the parser skips there.
+/// How far back from a `)` its `(` is looked for; past that, any type may stand before it.
+const COMMENT_LOOKBACK: usize = 64;
+
+/// What stands before the `/` at `slash`, past what the parser skips there (and comments).
+/// A word counts only as a token of its own: the parser's type token runs from the value's
+/// start, a blank or a comment to the slash, so `--message/rfc822` (a delimiter line whose
+/// boundary reads so) is not a type; renaming it would part the delimiter lines from their
+/// boundary, which the parser may have pieced together (RFC 2231).
 fn type_before(raw: &[u8], slash: usize) -> Before {
-    let end = raw[..slash]
+    let skipped = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\\');
+    let mut end = raw[..slash]
         .iter()
-        .rposition(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\\'))
+        .rposition(|c| !skipped(c))
         .map_or(0, |i| i + 1);
+    // Comments before the slash, each back to its `(` (a backslash escapes nothing in the
+    // parser's comments), so that the token before them is the one judged.
+    while end > 0 && raw[end - 1] == b')' {
+        let floor = end.saturating_sub(COMMENT_LOOKBACK);
+        let mut depth = 0;
+        let mut open = None;
+        for i in (floor..end).rev() {
+            match raw[i] {
+                b')' => depth += 1,
+                b'(' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        open = Some(i);
+                        break;
+                    }
+                }
+                b'\n' => break,
+                _ => {}
+            }
+        }
+        let Some(open) = open else {
+            return Before::Comment;
+        };
+        end = raw[..open]
+            .iter()
+            .rposition(|c| !skipped(c))
+            .map_or(0, |i| i + 1);
+    }
     let head = &raw[..end];
-    let ends_with = |word: &[u8]| {
-        head.len() >= word.len() && head[head.len() - word.len()..].eq_ignore_ascii_case(word)
+    let token = |word: &[u8]| {
+        head.len() >= word.len()
+            && head[head.len() - word.len()..].eq_ignore_ascii_case(word)
+            && (head.len() == word.len()
+                || matches!(
+                    head[head.len() - word.len() - 1],
+                    b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\\' | b')' | b':'
+                ))
     };
-    if head.last() == Some(&b')') {
-        Before::Comment
-    } else if ends_with(b"message") {
+    if token(b"message") {
         Before::Message
-    } else if ends_with(b"multipart") {
+    } else if token(b"multipart") {
         Before::Multipart
     } else {
         Before::Other
-    }
-}
-
-/// Where the subtype after a `/` starts, past blanks, quotes, backslashes and comments, or
-/// `None` at a line end first (the parser would read no subtype). `work` counts the bytes of
-/// comment read.
-fn subtype_start(raw: &[u8], mut i: usize, work: &mut usize) -> Option<usize> {
-    loop {
-        match raw.get(i)? {
-            b' ' | b'\t' | b'\r' | b'"' | b'\\' => i += 1,
-            b'(' => {
-                // The parser's backslash inside a comment escapes nothing (its escape flag is
-                // cleared by the byte itself), and a line end ends the header.
-                let mut depth = 1;
-                i += 1;
-                while depth > 0 {
-                    *work += 1;
-                    match raw.get(i)? {
-                        b'(' => depth += 1,
-                        b')' => depth -= 1,
-                        b'\n' => return None,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-            }
-            _ => return Some(i),
-        }
     }
 }
 
@@ -131,7 +171,7 @@ mod tests {
 
     fn opaque(text: &str) -> (String, usize) {
         let mut raw = text.as_bytes().to_vec();
-        let n = make_nested_messages_opaque(&mut raw).unwrap();
+        let n = make_nested_messages_opaque(&mut raw);
         (String::from_utf8(raw).unwrap(), n)
     }
 
@@ -159,8 +199,25 @@ mod tests {
                 "C ontent-Type: \"message\"\n /\\ (a (b) c)rfc822\n",
                 "C ontent-Type: \"message\"\n /\\ (a (b) c)opaque\n",
             ),
-            // A comment before the slash could hide any type.
-            ("Content-Type: x(y)/global\n", "Content-Type: x(y)/opaque\n"),
+            // Comments before the slash are looked past; one too long to look past could
+            // hide any type.
+            (
+                "Content-Type: message (y) (z)/global\n",
+                "Content-Type: message (y) (z)/opaque\n",
+            ),
+            (
+                &format!("Content-Type: x({})/global\n", "y".repeat(100)),
+                &format!("Content-Type: x({})/opaque\n", "y".repeat(100)),
+            ),
+            // The subtype is the token after the last comment.
+            (
+                "Content-Type: message/x(y)rfc822\n",
+                "Content-Type: message/x(y)opaque\n",
+            ),
+            (
+                "Content-Type: multipart/x (y) digest; boundary=z\n",
+                "Content-Type: multipart/x (y) opaque; boundary=z\n",
+            ),
             // The middle of a line, a boundary line's tail: wherever it stands.
             (
                 "--bContent-Type: message/rfc822\n",
@@ -185,6 +242,11 @@ mod tests {
             "Content-Type: message/(x\n y)rfc822\n",
             // Another type before the slash.
             "Content-Type: message(x)foo/rfc822\n",
+            "Content-Type: x(y)/global\n",
+            // A delimiter line whose boundary reads like a type.
+            "--message/rfc822\n",
+            "--(c)/rfc822\n",
+            "x--multipart/digest--\n",
         ] {
             assert_eq!(opaque(text), (text.to_string(), 0), "{text:?}");
         }
@@ -193,7 +255,7 @@ mod tests {
     /// Whether the parser, given the renamed text, still reads a part as a message.
     fn parser_nests(text: &str) -> bool {
         let mut raw = text.as_bytes().to_vec();
-        make_nested_messages_opaque(&mut raw).unwrap();
+        make_nested_messages_opaque(&mut raw);
         let Some(parsed) = mail_parser::MessageParser::new().parse(&raw) else {
             return false;
         };
@@ -227,6 +289,11 @@ mod tests {
             format!(
                 "{mixed}--zz\nContent-Type: text/plain\n\nhello --\nFoo: --zz\n Content-Type: message/rfc822\n{enc}{B64}\n--zz--\n"
             ),
+            // A second review: a comment inside the subtype; the same for a digest.
+            format!("Subject: x\nContent-Type: message/x(y)rfc822\n{enc}{B64}\n"),
+            format!(
+                "Subject: x\nContent-Type: multipart/x (y) digest; boundary=zz\n\n--zz\n{enc}{B64}\n--zz--\n"
+            ),
             // An unencoded digest part whose own headers declare an encoded message.
             format!(
                 "{digest}--zz\nContent-Transfer-Encoding: x-foo\n\nContent-Type: message/rfc822\n{enc}{B64}\n--zz--\n"
@@ -255,6 +322,10 @@ mod tests {
             "Content-Type: message/rfc822\n",
             "Content-Type: Message/Global\n",
             "Content-Type: message (c) / (d) rfc822\n",
+            "Content-Type: message/x (y) global\n",
+            "Content-Type: multipart/(c)x(d)digest; boundary=zz\n",
+            "--message/rfc822\n",
+            "(c)",
             "Content-Type: \"message\"/\"rfc822\"\n",
             "Content-Type:\n message/rfc822\n",
             "Content-Type: multipart/digest; boundary=zz\n",
@@ -294,15 +365,19 @@ mod tests {
     }
 
     #[test]
-    fn comments_on_one_long_line_are_read_in_bounded_time() {
-        // Every slash opens a comment that runs to the line's end: read from each, that is
-        // quadratic; past the budget the text is refused instead.
-        let mut raw = "message/(".repeat(200_000).into_bytes();
-        assert_eq!(make_nested_messages_opaque(&mut raw), Err(TooComplex));
+    fn hostile_comments_and_slashes_are_read_once() {
+        // Every slash followed by a comment that runs to the line's end, every comment after
+        // a type: each read from every slash before it would be quadratic.
+        let mut raw = " message/(".repeat(200_000).into_bytes();
+        assert_eq!(make_nested_messages_opaque(&mut raw), 0);
+        let mut raw = " message/x(y)rfc822".repeat(200_000).into_bytes();
+        assert_eq!(make_nested_messages_opaque(&mut raw), 200_000);
+        let mut raw = format!("{}/rfc822", "(".repeat(100_000) + &")".repeat(100_000)).into_bytes();
+        assert_eq!(make_nested_messages_opaque(&mut raw), 1);
         // Real mail's comments are short.
         let mut raw = "Content-Type: message/(forwarded) rfc822\n"
             .repeat(10_000)
             .into_bytes();
-        assert_eq!(make_nested_messages_opaque(&mut raw), Ok(10_000));
+        assert_eq!(make_nested_messages_opaque(&mut raw), 10_000);
     }
 }
