@@ -134,6 +134,9 @@ pub struct MimeView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PartHeaders {
     text: Vec<u8>,
+    /// `text` is the whole message as `Message::to_raw` gives it (nothing cut): the `full`
+    /// rules read it instead of a copy of their own.
+    whole: bool,
     /// Per part, in document order: (name, start, end) of each header's value in `text`.
     spans: Vec<Vec<(String, usize, usize)>>,
     decoded: OnceLock<Vec<Vec<PartHeader>>>,
@@ -289,9 +292,15 @@ impl MimeView {
         // the message has them.
         drop(parsed);
         let mut text = if renamed > 0 { message.to_raw() } else { raw };
+        view.parts.whole = cut == text.len();
         text.truncate(cut);
         view.parts.text = text;
         view
+    }
+
+    /// The whole message as `Message::to_raw` gives it, when the view kept it uncut.
+    pub fn raw_message(&self) -> Option<&[u8]> {
+        self.parts.whole.then_some(self.parts.text.as_slice())
     }
 
     /// The texts of an attached message, as text (forwarded spam).

@@ -2,6 +2,8 @@
 //! each text part rendered), `rawbody` (text parts before HTML rendering), `full` (the message
 //! as received) and header selections.
 
+use std::borrow::Cow;
+
 use super::Message;
 use super::mime::{MimeView, PartHeader};
 use super::received::RelayHeaders;
@@ -156,9 +158,13 @@ fn paragraphs(text: &str, out: &mut String) {
             }
             i += n;
         }
+        // The usual run, one space, stays as it is: copied later with the words around it.
+        if i - start == 1 && b == b' ' {
+            continue;
+        }
         out.push_str(&text[copied..start]);
         copied = i;
-        // The usual run, one character, is one space (a lone line end too).
+        // Any other run of one character (a lone line end) is one space.
         if i - start == 1 {
             out.push(' ');
             continue;
@@ -220,10 +226,16 @@ pub fn rawbody(view: &MimeView) -> String {
 }
 
 /// The message as received (invalid UTF-8 replaced).
-pub fn full(message: &Message) -> String {
-    // Valid UTF-8 (most mail) is taken as it is, without a second copy.
-    String::from_utf8(message.to_raw())
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+pub fn full<'a>(message: &Message, view: &'a MimeView) -> Cow<'a, str> {
+    // Valid UTF-8 (most mail) is taken as it is, without a second copy: the view's own copy
+    // of the message when it kept one whole, else a new one.
+    match view.raw_message() {
+        Some(raw) => String::from_utf8_lossy(raw),
+        None => Cow::Owned(
+            String::from_utf8(message.to_raw())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+    }
 }
 
 /// The text a header rule reads, or None when the message has no such header. `relays` holds
@@ -320,12 +332,66 @@ fn values(message: &Message, view: &MimeView, name: &str, part: HeaderPart) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::mime::Limits;
 
     fn body_of(raw: &str) -> String {
         body(&MimeView::build(&Message::from_raw(
             raw.as_bytes(),
             1 << 20,
         )))
+    }
+
+    /// The `full` text is the message as `Message::to_raw` gives it, whether the view kept
+    /// its copy (borrowed) or not (cut at the part limit, nested messages renamed, bytes
+    /// that are not UTF-8).
+    #[test]
+    fn full_is_the_raw_message_whether_borrowed_or_not() {
+        let many: String = (0..20)
+            .map(|i| format!("--b\r\n\r\npart {i}\r\n"))
+            .collect();
+        let cases: Vec<(Vec<u8>, Limits, bool)> = vec![
+            (
+                b"Subject: hi\r\nX-A: a\r\n b\r\n\r\nhello\r\n".to_vec(),
+                Limits::DEFAULT,
+                true,
+            ),
+            (
+                format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n{many}--b--\r\n")
+                    .into_bytes(),
+                Limits {
+                    parts: 5,
+                    ..Limits::DEFAULT
+                },
+                false,
+            ),
+            (
+                b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                  Content-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\nx\r\n--b--\r\n"
+                    .to_vec(),
+                Limits::DEFAULT,
+                true,
+            ),
+            (
+                b"Subject: \xff\xfe\r\n\r\nbody \xe9t\xe9\r\n".to_vec(),
+                Limits::DEFAULT,
+                true,
+            ),
+            (b"no headers at all".to_vec(), Limits::DEFAULT, true),
+        ];
+        for (raw, limits, borrowed) in cases {
+            let message = Message::from_raw(&raw, 1 << 20);
+            let view = MimeView::build_with(&message, &limits);
+            let expected = String::from_utf8_lossy(&message.to_raw()).into_owned();
+            let text = full(&message, &view);
+            assert_eq!(text, expected, "{}", String::from_utf8_lossy(&raw));
+            let valid = std::str::from_utf8(&message.to_raw()).is_ok();
+            assert_eq!(
+                matches!(text, Cow::Borrowed(_)),
+                borrowed && valid,
+                "{}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl RuleSet {
             self.scan_index(&self.rawbody, &targets::rawbody(view), &mut st);
         }
         if self.full.wanted() {
-            self.scan_index(&self.full, &targets::full(&input.message), &mut st);
+            self.scan_index(&self.full, &targets::full(&input.message, view), &mut st);
         }
         for u in &view.urls {
             self.scan_index(&self.uri, &u.url, &mut st);
