@@ -547,7 +547,7 @@ fn unfold(raw: &[u8]) -> String {
         let end = line.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
         return String::from_utf8_lossy(&line[start..end]).into_owned();
     }
-    let mut out = String::new();
+    let mut out = String::with_capacity(raw.len());
     for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
         if i > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
             break;

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::Message;
-use super::mime::{MimeView, PartHeader};
+use super::mime::{MimeView, PartHeader, TextPart};
 use super::received::RelayHeaders;
 
 /// Which part of a header a rule reads.
@@ -64,13 +64,21 @@ pub const MAX_BODY_LINE: usize = 2048;
 /// match never spans two, `/^\s*\S/` with `tflags multiple` counts paragraphs. Lines longer
 /// than [`MAX_BODY_LINE`] are cut at a space, as there.
 pub fn body(view: &MimeView) -> String {
-    let mut text = String::with_capacity(view.texts.iter().map(|t| t.text.len() + 1).sum());
-    for t in &view.texts {
-        if !text.is_empty() {
-            text.push('\n');
+    // One text part (most mail) is read where it is; several are joined first, as a run of
+    // white space may span the line end between two.
+    let text = match view.texts.as_slice() {
+        [one] => Cow::Borrowed(part_scanned(&one.text)),
+        texts => {
+            let mut text = String::with_capacity(texts.iter().map(|t| t.text.len() + 1).sum());
+            for t in texts {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(part_scanned(&t.text));
+            }
+            Cow::Owned(text)
         }
-        text.push_str(part_scanned(&t.text));
-    }
+    };
     let mut body = String::with_capacity(text.len() + 256);
     match view.header_values("Subject").next() {
         Some(subject) => {
@@ -217,7 +225,8 @@ fn cut_long_lines(body: &mut String, from: usize) {
 
 /// Every text part decoded, HTML before rendering.
 pub fn rawbody(view: &MimeView) -> String {
-    let mut raw = String::new();
+    let source = |t: &TextPart| t.source.as_deref().unwrap_or(&t.text).len() + 1;
+    let mut raw = String::with_capacity(view.texts.iter().map(source).sum());
     for t in &view.texts {
         raw.push_str(t.source.as_deref().unwrap_or(&t.text));
         raw.push('\n');
