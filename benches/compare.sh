@@ -280,25 +280,36 @@ SAMPLE=$(find "$CORPUS/spam-2" -name '*.txt' | sort | sed -n 1p)
 sed '1{/^From /d}' "$SAMPLE" >"$WORK/sample.eml"
 
 SMTP=()
+# smtp_run LABEL MILTER [PID...]: the milter's CPU per message is that of the given process
+# trees over the run.
 smtp_run() {
     local label=$1 milter=$2
+    shift 2
     postconf -c "$PF/conf" -e "smtpd_milters = $milter"
     postfix -c "$PF/conf" reload >/dev/null 2>&1
     sleep 2
     log "Postfix + $label: $SMTP_MESSAGES messages"
-    local start end
+    local start end before=0 after=0 p cpu_us="-"
+    for p in "$@"; do before=$((before + $(cpu_ticks "$p"))); done
     start=$(date +%s.%N)
     smtp-source -s "$SMTP_SESSIONS" -m "$SMTP_MESSAGES" -f sender@bench.example.net \
         -t rcpt@example.org -F "$WORK/sample.eml" 127.0.0.1:2525
     end=$(date +%s.%N)
-    SMTP+=("$label|$(awk -v s="$start" -v e="$end" -v n="$SMTP_MESSAGES" 'BEGIN {printf "%.1f", n / (e - s)}')")
+    if [ $# -gt 0 ]; then
+        for p in "$@"; do after=$((after + $(cpu_ticks "$p"))); done
+        cpu_us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$SMTP_MESSAGES" \
+            'BEGIN {printf "%.1f µs", t / hz * 1e6 / n}')
+    fi
+    SMTP+=("$label|$(awk -v s="$start" -v e="$end" -v n="$SMTP_MESSAGES" 'BEGIN {printf "%.1f", n / (e - s)}')|$cpu_us")
 }
 smtp_run "no milter" ""
-smtp_run "repmilter (shipped rules)" "inet:127.0.0.1:11330"
-smtp_run "repmilter (+ SpamAssassin stock rules)" "inet:127.0.0.1:11340"
-smtp_run "rspamd" "inet:127.0.0.1:11332"
+smtp_run "repmilter (shipped rules)" "inet:127.0.0.1:11330" "$(cat "$WORK/repmilter/pid")"
+smtp_run "repmilter (+ SpamAssassin stock rules)" "inet:127.0.0.1:11340" \
+    "$(cat "$WORK/repmilter-sa/pid")"
+smtp_run "rspamd" "inet:127.0.0.1:11332" "$(cat "$WORK/rspamd/pid")"
 SMTP_MESSAGES_ALL=$SMTP_MESSAGES
-SMTP_MESSAGES=$SA_MESSAGES smtp_run "spamass-milter + spamd" "inet:127.0.0.1:7831"
+SMTP_MESSAGES=$SA_MESSAGES smtp_run "spamass-milter + spamd" "inet:127.0.0.1:7831" \
+    "$(cat "$WORK/spamd/milter.pid")" "$(cat "$WORK/spamd/spamd.pid")"
 SMTP_MESSAGES=$SMTP_MESSAGES_ALL
 
 echo
@@ -317,11 +328,12 @@ done
 echo
 echo "Through Postfix: smtp-source, $SMTP_SESSIONS sessions, one corpus message ($(wc -c <"$WORK/sample.eml") bytes)"
 echo
-echo "| milter | messages/s | share of no milter |"
-echo "| --- | --- | --- |"
+echo "| milter | messages/s | share of no milter | milter CPU per message |"
+echo "| --- | --- | --- | --- |"
 base=""
 for r in "${SMTP[@]}"; do
-    IFS='|' read -r label rate <<<"$r"
+    IFS='|' read -r label rate cpu <<<"$r"
     [ -z "$base" ] && base=$rate
-    printf '| %s | %s | %s%% |\n' "$label" "$rate" "$(awk -v a="$rate" -v b="$base" 'BEGIN {printf "%.1f", 100 * a / b}')"
+    printf '| %s | %s | %s%% | %s |\n' "$label" "$rate" \
+        "$(awk -v a="$rate" -v b="$base" 'BEGIN {printf "%.1f", 100 * a / b}')" "$cpu"
 done
