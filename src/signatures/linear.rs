@@ -13,7 +13,73 @@
 
 use std::time::Instant;
 
+use regex_automata::meta;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind};
+
 use super::backtrack::{Cut, TIME_LIMIT};
+
+/// A regex on octets, built as `regex::bytes::Regex` builds it (leftmost-first, empty
+/// matches anywhere, the same syntax), with or without its own literal prefilter. A rule
+/// that runs only on the lines where the rule set's Aho-Corasick pass found one of its
+/// literals does without: there the regex's prefilter found the same places again, and one
+/// whose literals are short and common (`i` of `i\s+am`) made the lazy DFA stop and
+/// restart at nearly every byte.
+#[derive(Clone, Debug)]
+pub struct Regex(meta::Regex);
+
+impl Regex {
+    /// `size_limit` bounds the compiled program, `cache` the lazy DFA's cache per thread.
+    pub fn build(
+        pattern: &str,
+        size_limit: usize,
+        cache: usize,
+        prefilter: bool,
+    ) -> Result<Regex, regex::Error> {
+        let config = meta::Config::new()
+            .match_kind(MatchKind::LeftmostFirst)
+            .utf8_empty(false)
+            .nfa_size_limit(Some(size_limit))
+            .hybrid_cache_capacity(cache)
+            .auto_prefilter(prefilter);
+        meta::Builder::new()
+            .configure(config)
+            .syntax(syntax::Config::new().utf8(false))
+            .build(pattern)
+            .map(Regex)
+            .map_err(|e| match (e.size_limit(), e.syntax_error()) {
+                // The errors `regex::bytes::RegexBuilder` reports, worded as it words them.
+                (Some(limit), _) => regex::Error::CompiledTooBig(limit),
+                (None, Some(syntax)) => regex::Error::Syntax(syntax.to_string()),
+                (None, None) => regex::Error::Syntax(e.to_string()),
+            })
+    }
+
+    #[cfg(test)]
+    pub fn new(pattern: &str) -> Regex {
+        Regex::build(pattern, 8 << 20, 2 << 20, true).expect("a test pattern compiles")
+    }
+
+    pub fn is_match(&self, haystack: &[u8]) -> bool {
+        self.0.is_match(haystack)
+    }
+
+    /// Leftmost-first matches, as (start, end).
+    pub fn find_iter<'h>(
+        &'h self,
+        haystack: &'h [u8],
+    ) -> impl Iterator<Item = (usize, usize)> + 'h {
+        self.0.find_iter(haystack).map(|m| (m.start(), m.end()))
+    }
+
+    /// The first match starting at `at` or later, with the text before `at` seen by
+    /// look-behind (`\b`, `^`), as `regex::bytes::Regex::find_at`.
+    pub fn find_at(&self, haystack: &[u8], at: usize) -> Option<(usize, usize)> {
+        self.0
+            .find(Input::new(haystack).range(at..))
+            .map(|m| (m.start(), m.end()))
+    }
+}
 
 /// Starting positions searched at a time on a long text.
 pub const ZONE: usize = 64 * 1024;
@@ -39,7 +105,7 @@ fn next_zone(zone: usize, took: std::time::Duration) -> usize {
 /// Up to `max` non-overlapping matches of `re`, leftmost first, and why the search stopped
 /// early, if it did.
 pub fn find(
-    re: &regex::bytes::Regex,
+    re: &Regex,
     text: &str,
     max: usize,
     deadline: Option<Instant>,
@@ -47,7 +113,7 @@ pub fn find(
     let mut out = Vec::new();
     let bytes = text.as_bytes();
     if text.len() <= ZONE {
-        out.extend(re.find_iter(bytes).take(max).map(|m| (m.start(), m.end())));
+        out.extend(re.find_iter(bytes).take(max));
         return (out, None);
     }
     let started = Instant::now();
@@ -73,19 +139,19 @@ pub fn find(
                 at = zone_end;
                 continue;
             }
-            Some(m) if m.start() >= zone_end && zone_end < n => {
+            Some((start, _)) if start >= zone_end && zone_end < n => {
                 at = zone_end;
                 continue;
             }
             Some(m) => m,
         };
-        let (start, mut end) = (m.start(), m.end());
+        let (start, mut end) = m;
         if end == hay_end && hay_end < n {
             // Touching the window's end: a zone further on says what the match really is
             // (`$`, `\b` and greedy repetitions see more text there).
             let wider = text.ceil_char_boundary((hay_end + ZONE).min(n));
             match re.find_at(&bytes[..wider], start) {
-                Some(w) if w.start() == start => end = w.end(),
+                Some((s, e)) if s == start => end = e,
                 _ => {
                     at = text.ceil_char_boundary(start + 1);
                     continue;
@@ -108,10 +174,59 @@ pub fn find(
 mod tests {
     use super::*;
 
-    fn whole(re: &regex::bytes::Regex, text: &str) -> Vec<(usize, usize)> {
-        re.find_iter(text.as_bytes())
-            .map(|m| (m.start(), m.end()))
-            .collect()
+    fn whole(re: &Regex, text: &str) -> Vec<(usize, usize)> {
+        re.find_iter(text.as_bytes()).collect()
+    }
+
+    /// With or without its prefilter, the regex finds what `regex::bytes::Regex` finds, at
+    /// every start offset (look-behind before it included).
+    #[test]
+    fn matches_as_the_regex_crate_with_or_without_prefilter() {
+        let texts = [
+            "I am contacting you to send 2 BTC to my bitcoin wallet, dear friend.\n",
+            "payment\npay  eth\nsomething together\n\nwith you\n",
+            "caf\u{e9} na\u{ef}ve \u{fffd} x\u{0}y\r\n",
+            "",
+            "aaa bbb aaa",
+        ];
+        let patterns = [
+            r"(?i)\bi\s+am\s+contacting\s+you\b",
+            r"(?i)\b(?:send|pay)\b[^\n]{0,40}\b(?:btc|eth)\b",
+            r"(?im)^\s*\S",
+            r"(?i)dear\s+friend|wallet",
+            r"(?-u:\xe9)",
+            r"\b",
+            r"x*",
+            r"(?i)with\s+you$",
+        ];
+        for pat in patterns {
+            let reference = regex::bytes::Regex::new(pat).unwrap();
+            for prefilter in [true, false] {
+                let re = Regex::build(pat, 8 << 20, 2 << 20, prefilter).unwrap();
+                for text in texts {
+                    let t = text.as_bytes();
+                    let want: Vec<_> = reference
+                        .find_iter(t)
+                        .map(|m| (m.start(), m.end()))
+                        .collect();
+                    assert_eq!(re.find_iter(t).collect::<Vec<_>>(), want, "{pat} {text:?}");
+                    assert_eq!(re.is_match(t), reference.is_match(t), "{pat} {text:?}");
+                    for at in 0..=t.len() {
+                        let want = reference.find_at(t, at).map(|m| (m.start(), m.end()));
+                        assert_eq!(re.find_at(t, at), want, "{pat} {text:?} at {at}");
+                    }
+                }
+            }
+        }
+        // Errors as the regex crate reports them.
+        assert!(matches!(
+            Regex::build("(", 8 << 20, 2 << 20, true),
+            Err(regex::Error::Syntax(_))
+        ));
+        assert!(matches!(
+            Regex::build(r"\w{500}", 1024, 2 << 20, false),
+            Err(regex::Error::CompiledTooBig(1024))
+        ));
     }
 
     #[test]
@@ -129,7 +244,7 @@ mod tests {
             r"^lorem",
             r"\d+",
         ] {
-            let re = regex::bytes::Regex::new(pat).unwrap();
+            let re = Regex::new(pat);
             let (got, cut) = find(&re, &text, usize::MAX, None);
             assert_eq!(cut, None);
             assert_eq!(got, whole(&re, &text), "{pat}");
@@ -140,18 +255,18 @@ mod tests {
     fn a_match_cut_at_a_window_end_is_confirmed_on_the_whole_text() {
         // `x$` would match at the end of a window; the text goes on, so it is no match.
         let text = format!("{}x{}", "a".repeat(ZONE + LOOKAHEAD - 1), "b".repeat(100));
-        let re = regex::bytes::Regex::new("x$").unwrap();
+        let re = Regex::new("x$");
         assert_eq!(find(&re, &text, 10, None).0, []);
         // A greedy repetition reaching past the window still gets its whole match.
         let text = format!("{}{}", "a".repeat(ZONE - 10), "b".repeat(2 * LOOKAHEAD));
-        let re = regex::bytes::Regex::new("ab+").unwrap();
+        let re = Regex::new("ab+");
         assert_eq!(find(&re, &text, 10, None).0, whole(&re, &text));
     }
 
     #[test]
     fn the_deadline_stops_a_long_search() {
         let text = "word ".repeat(100_000);
-        let re = regex::bytes::Regex::new(r"\bword\b").unwrap();
+        let re = Regex::new(r"\bword\b");
         let (_, cut) = find(&re, &text, usize::MAX, Some(Instant::now()));
         assert_eq!(cut, Some(Cut::Deadline));
     }
