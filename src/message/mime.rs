@@ -467,14 +467,20 @@ fn boundary_value(rest: &[u8]) -> Option<&[u8]> {
 /// The MIME parser: only the MIME headers parsed into values, which is all the view reads of
 /// them (the rest it reads raw, by offset). mail-parser's default parses every header it
 /// knows, the Received chain token by token among them: a tenth of the daemon's CPU per
-/// message with the shipped rules, for values nothing read.
+/// message with the shipped rules, for values nothing read. The other headers are skipped
+/// to their end, their offsets kept: kept as text, each was copied through the standard
+/// library's byte-by-byte UTF-8 check, 6% of the daemon's instructions per message.
 fn parser() -> &'static MessageParser {
     static PARSER: OnceLock<MessageParser> = OnceLock::new();
-    PARSER.get_or_init(|| MessageParser::new().with_mime_headers())
+    PARSER.get_or_init(|| {
+        MessageParser::new()
+            .with_mime_headers()
+            .default_header_ignore()
+    })
 }
 
 fn part_header(name: &str, bytes: &[u8]) -> PartHeader {
-    let text = String::from_utf8_lossy(bytes);
+    let text = super::lossy(bytes);
     let raw = text
         .trim_start_matches([' ', '\t'])
         .trim_end_matches(['\r', '\n'])
@@ -545,13 +551,18 @@ fn unfold(raw: &[u8]) -> String {
     if let Some(line) = single {
         let start = line.iter().position(|b| !ws(b)).unwrap_or(line.len());
         let end = line.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
-        return String::from_utf8_lossy(&line[start..end]).into_owned();
+        return super::lossy(&line[start..end]).into_owned();
     }
     let mut out = String::with_capacity(raw.len());
-    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
-        if i > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
+    // Line ends found by memchr (a split by a closure looked at every byte of the long,
+    // folded values: Received, DKIM-Signature).
+    let mut from = 0;
+    for end in memchr::memchr_iter(b'\n', raw).chain([raw.len()]) {
+        let line = &raw[from..end];
+        if from > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
             break;
         }
+        from = end + 1;
         let Some(start) = line.iter().position(|b| !ws(b)) else {
             continue;
         };
@@ -559,7 +570,7 @@ fn unfold(raw: &[u8]) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(&String::from_utf8_lossy(&line[start..end]));
+        out.push_str(&super::lossy(&line[start..end]));
     }
     out
 }

@@ -239,7 +239,7 @@ pub fn full<'a>(message: &Message, view: &'a MimeView) -> Cow<'a, str> {
     // Valid UTF-8 (most mail) is taken as it is, without a second copy: the view's own copy
     // of the message when it kept one whole, else a new one.
     match view.raw_message() {
-        Some(raw) => String::from_utf8_lossy(raw),
+        Some(raw) => super::lossy(raw),
         None => Cow::Owned(
             String::from_utf8(message.to_raw())
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -317,7 +317,7 @@ fn values(message: &Message, view: &MimeView, name: &str, part: HeaderPart) -> V
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .map(|(_, v)| super::lossy(v).into_owned())
             .collect(),
         HeaderPart::Decoded => view.header_values(name).map(str::to_string).collect(),
         HeaderPart::Addr | HeaderPart::Name => {

@@ -14,7 +14,10 @@ impl Gtube {
     /// Looks in the raw body first (the common case costs one memmem), then in the decoded
     /// text parts, so a base64 or quoted-printable GTUBE is found too.
     pub fn found(input: &ScanInput) -> bool {
-        let finder = memchr::memmem::Finder::new(GTUBE.as_bytes());
+        // Built once: building the searcher cost as much as the search of a typical body.
+        static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+            std::sync::OnceLock::new();
+        let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(GTUBE.as_bytes()));
         if finder.find(&input.message.body).is_some() {
             return true;
         }

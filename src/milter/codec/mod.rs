@@ -296,8 +296,11 @@ impl<'a> Fields<'a> {
     /// Protocol strings are bytes; non-UTF-8 is replaced rather than refused, since a sender's
     /// HELO or address in 8-bit garbage is the sender's problem, not a reason to drop the session.
     fn string(&mut self) -> Result<String, PayloadError> {
-        self.bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
+        // Valid text checked a word at a time first; the lossy conversion reads byte by byte.
+        self.bytes().map(|b| match std::str::from_utf8(b) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(b).into_owned(),
+        })
     }
 
     fn u32(&mut self) -> Result<u32, PayloadError> {
