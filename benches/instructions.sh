@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The daemon's user-space instructions per message, counted by callgrind: the same count
+# for the same binary, config and corpus whatever else the machine is doing, where the CPU
+# time per message (`repmilter bench --target-pid`) moves by 5-10% from one run to the next
+# on a shared 2-core VM. The kernel's share (TCP, about a third of the CPU time) and cache
+# misses are not in it: it tells whether a change does less work, not what a message costs.
+#
+#   bash benches/instructions.sh [CONFIG] [MESSAGES] [BINARY]
+#
+# CONFIG defaults to config/repmilter.toml (the shipped rules), MESSAGES to 1000 (measured
+# after 300 of warm-up, 4 sessions, one message per connection), BINARY to
+# target/release/repmilter (`cargo build --release` first). The daemon runs under valgrind
+# (Debian's valgrind) on the config's `listen` address, which must be free. The corpus comes
+# from benches/fetch-corpus.sh. About half a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config=$(realpath "${1:-config/repmilter.toml}")
+messages=${2:-1000}
+binary=$(realpath "${3:-target/release/repmilter}")
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+bash benches/fetch-corpus.sh >/dev/null
+corpus=$(realpath target/corpus/package/data)
+target=$(grep -m1 -o '^listen *= *"inet:[^"]*"' "$config" | sed 's/.*"\(inet:[^"]*\)"/\1/')
+[ -n "$target" ] || { echo "$config: no inet listen address" >&2; exit 2; }
+out=$(mktemp -d)
+trap 'kill "$daemon" 2>/dev/null || true; rm -rf "$out"' EXIT
+# Instrumentation starts after the warm-up: rule compilation and the first messages (lazy
+# DFA states, caches) are not what a message costs.
+(cd "$(dirname "$config")" && exec valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$out/cg.out" "$binary" serve --config "$(basename "$config")" \
+    >/dev/null 2>"$out/daemon.err") &
+daemon=$!
+for _ in $(seq 120); do
+    sleep 1
+    "$binary" bench --target "$target" --corpus "$corpus" --messages 1 --concurrency 1 \
+        >/dev/null 2>&1 && break
+done
+"$binary" bench --target "$target" --corpus "$corpus" --messages 300 --concurrency 4 \
+    --timeout 60 >/dev/null
+callgrind_control -i on "$daemon" >/dev/null 2>&1
+"$binary" bench --target "$target" --corpus "$corpus" --messages "$messages" --concurrency 4 \
+    --timeout 60 | grep -E '^(messages|errors)'
+callgrind_control -d "$daemon" >/dev/null 2>&1
+callgrind_control -i off "$daemon" >/dev/null 2>&1
+total=$(grep -h '^summary:' "$out"/cg.out.* | awk '{s += $2} END {print s}')
+echo "user-space instructions per message: $((total / messages)) ($binary, $config)"
