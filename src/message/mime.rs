@@ -139,6 +139,9 @@ struct PartHeaders {
     whole: bool,
     /// Per part, in document order: (name, start, end) of each header's value in `text`.
     spans: Vec<Vec<(String, usize, usize)>>,
+    /// The message's own headers are not in `spans`: the parser was given only its MIME
+    /// headers (see [`mime_skeleton`]), so they are found in `text` on first use.
+    root_later: bool,
     decoded: OnceLock<Vec<Vec<PartHeader>>>,
 }
 
@@ -147,8 +150,14 @@ impl MimeView {
     pub fn parts(&self) -> &[Vec<PartHeader>] {
         let p = &self.parts;
         p.decoded.get_or_init(|| {
-            p.spans
-                .iter()
+            let root = p.root_later.then(|| {
+                parser()
+                    .parse_headers(&p.text)
+                    .and_then(|m| m.parts.first().map(|root| spans_of(root, 0)))
+                    .unwrap_or_default()
+            });
+            root.iter()
+                .chain(&p.spans)
                 .map(|part| {
                     part.iter()
                         .filter_map(|(name, start, end)| {
@@ -166,6 +175,12 @@ impl MimeView {
 
     /// The view under other bounds than the default ones (the fuzz target varies them).
     pub fn build_with(message: &Message, limits: &Limits) -> MimeView {
+        MimeView::build_parsing(message, limits, true)
+    }
+
+    /// The view, the parser given the MIME skeleton of the message where `skeleton` and
+    /// possible, else the whole message (the tests hold the two to the same view).
+    fn build_parsing(message: &Message, limits: &Limits, skeleton: bool) -> MimeView {
         let mut view = MimeView {
             headers: message
                 .headers
@@ -182,13 +197,28 @@ impl MimeView {
         if cut < raw.len() {
             view.note(Anomaly::TooManyParts);
         }
+        // What the parser reads: the message's MIME headers and its body (see
+        // `mime_skeleton`), or the message itself when that cannot be had.
+        let (mut skeleton, shift) = match skeleton
+            .then(|| mime_skeleton(message, &raw, cut))
+            .flatten()
+        {
+            Some((text, shift)) => (Some(text), shift),
+            None => (None, 0),
+        };
+        let root_later = skeleton.is_some();
+        let parsed_text: &mut [u8] = match &mut skeleton {
+            Some(t) => t,
+            None => &mut raw[..cut],
+        };
         // Nested messages are parsed below, one level down under the same part limit, not
         // by the parser (which decodes an encoded one and parses it past the cut above).
-        let renamed = make_nested_messages_opaque(&mut raw[..cut]);
-        let Some(parsed) = parser().parse(&raw[..cut]) else {
+        let renamed = make_nested_messages_opaque(parsed_text);
+        let Some(parsed) = parser().parse(&*parsed_text) else {
             view.anomalies.push(Anomaly::Unparseable);
             return view;
         };
+        view.parts.root_later = root_later;
         let mut text_budget = limits.decoded_text;
         // Walk the part tree from the root without recursion, to bound depth and count.
         let mut stack: Vec<(u32, usize)> = vec![(0, 0)];
@@ -202,15 +232,9 @@ impl MimeView {
             let Some(part) = parsed.part(id) else {
                 continue;
             };
-            view.parts.spans.push(
-                part.headers
-                    .iter()
-                    .map(|h| {
-                        let name = h.name.as_str().to_string();
-                        (name, h.offset_start as usize, h.offset_end as usize)
-                    })
-                    .collect(),
-            );
+            if !(id == 0 && view.parts.root_later) {
+                view.parts.spans.push(spans_of(part, shift));
+            }
             if part.is_encoding_problem {
                 view.note(Anomaly::BadEncoding);
             }
@@ -291,7 +315,12 @@ impl MimeView {
         // The parsed tree borrows the text; the view keeps the text for its part headers, as
         // the message has them.
         drop(parsed);
-        let mut text = if renamed > 0 { message.to_raw() } else { raw };
+        // (The skeleton was renamed in, not the message.)
+        let mut text = if renamed > 0 && !root_later {
+            message.to_raw()
+        } else {
+            raw
+        };
         view.parts.whole = cut == text.len();
         text.truncate(cut);
         view.parts.text = text;
@@ -369,6 +398,53 @@ impl MimeView {
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str())
     }
+}
+
+/// (name, start, end) of each header value of `part`, `shift` bytes further on than in the
+/// text it was parsed from.
+fn spans_of(part: &mail_parser::MessagePart<'_>, shift: usize) -> Vec<(String, usize, usize)> {
+    part.headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_str().to_string();
+            (
+                name,
+                h.offset_start as usize + shift,
+                h.offset_end as usize + shift,
+            )
+        })
+        .collect()
+}
+
+/// The text the parser needs of `raw[..cut]` (`raw` the message as `Message::to_raw` gives
+/// it, `cut` from `structure_cut`): the message's MIME headers (`Content-*`, `MIME-Version`) and its
+/// first header (so that the parser sees a header block even without MIME headers), then
+/// the body as it stands in `raw`; and how far the body starts later in `raw` than in it.
+/// The parser looks at every header byte by byte even where it keeps nothing of it (the
+/// Received chain, DKIM signatures): a tenth of the view's instructions. None when the
+/// message has no headers or the cut falls among them.
+fn mime_skeleton(message: &Message, raw: &[u8], cut: usize) -> Option<(Vec<u8>, usize)> {
+    // `to_raw` ends with the body.
+    let body_start = raw.len().checked_sub(message.body.len())?;
+    if message.headers.is_empty() || cut < body_start {
+        return None;
+    }
+    let body = &raw[body_start..cut];
+    let mime = |name: &str| {
+        let b = name.as_bytes();
+        (b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"content-"))
+            || b.eq_ignore_ascii_case(b"mime-version")
+    };
+    let mut text = Vec::with_capacity(body.len() + 512);
+    for (i, (name, value)) in message.headers.iter().enumerate() {
+        if i == 0 || mime(name) {
+            super::push_header(&mut text, name, value);
+        }
+    }
+    text.extend_from_slice(b"\r\n");
+    let shift = body_start - text.len();
+    text.extend_from_slice(body);
+    Some((text, shift))
 }
 
 /// Where to end the text handed to mail-parser so that it builds at most about `parts` parts.
@@ -623,6 +699,67 @@ mod tests {
 
     fn view(raw: &str) -> MimeView {
         MimeView::build(&Message::from_raw(raw.as_bytes(), 1 << 24))
+    }
+
+    /// Everything a view holds, its part headers decoded.
+    fn seen(v: &MimeView) -> String {
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            v.headers,
+            v.texts,
+            v.urls,
+            v.attachments,
+            v.anomalies,
+            v.parts(),
+            v.raw_message()
+        )
+    }
+
+    #[test]
+    fn the_parser_given_the_mime_skeleton_sees_what_it_sees_in_the_whole_message() {
+        let many_types = "Content-Type: text/plain\n".repeat(12);
+        let messages = [
+            // Received chain and signatures around the MIME headers, folded ones among them.
+            "Received: from a (a [192.0.2.1])\n\tby mx; Mon, 1 Jan 2024 00:00:00 +0000\n\
+             Subject: =?utf-8?Q?caf=C3=A9?= deals\nMIME-Version: 1.0\nX-Mailer: m\n\
+             Content-Type: multipart/mixed;\n boundary=\"b1\"\nDKIM-Signature: v=1; a=x;\n\tb=abc\n\n\
+             preamble\n--b1\nContent-Type: text/html; charset=iso-8859-1\n\
+             Content-Transfer-Encoding: quoted-printable\n\n<p>Caf=E9 <a href=3D\"http://x.example/\">x</a></p>\n\
+             --b1\nContent-Type: application/octet-stream; name=\"a.exe\"\n\
+             Content-Disposition: attachment\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--b1--\n"
+                .to_string(),
+            // No MIME header at all; a first header the parser does not parse.
+            "X-First: 1\nSubject: plain\n\nJust text, see www.example.com\n".to_string(),
+            // Content-Transfer-Encoding at the top, after other headers; lower-case names.
+            "subject: b\nfrom: a@b.example\ncontent-transfer-encoding: base64\n\
+             content-type: text/plain; charset=utf-8\n\nR3LDvMOfZQ==\n"
+                .to_string(),
+            // A forwarded message (renamed opaque for the parser), and one named in a
+            // header the parser skips.
+            "Subject: fwd\nX-Note: message/rfc822 attached\n\
+             Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n\
+             see attached\n--b\nContent-Type: message/rfc822\n\nSubject: buy\n\ncheap pills\n--b--\n"
+                .to_string(),
+            // Headers but no body; a body but no headers.
+            "Subject: empty\nContent-Type: text/plain\n".to_string(),
+            "\nonly a body\n".to_string(),
+            // The part limit reached inside the headers: the whole message is parsed.
+            format!("Subject: x\n{many_types}\nbody\n"),
+        ];
+        let limits = Limits {
+            parts: 5,
+            ..Limits::DEFAULT
+        };
+        for raw in &messages {
+            let m = Message::from_raw(raw.as_bytes(), 1 << 20);
+            for limits in [Limits::DEFAULT, limits] {
+                assert_eq!(
+                    seen(&MimeView::build_parsing(&m, &limits, true)),
+                    seen(&MimeView::build_parsing(&m, &limits, false)),
+                    "{raw}"
+                );
+            }
+        }
     }
 
     #[test]

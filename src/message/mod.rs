@@ -196,25 +196,31 @@ impl Message {
             .sum();
         let mut out = Vec::with_capacity(self.size() + folds + 2);
         for (name, value) in &self.headers {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            // Line ends found by memchr: most values have none, and a split by a closure
-            // looked at every byte of every header.
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', value).chain([value.len()]) {
-                if start > 0 {
-                    out.extend_from_slice(b"\r\n");
-                }
-                let line = &value[start..end];
-                out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-                start = end + 1;
-            }
-            out.extend_from_slice(b"\r\n");
+            push_header(&mut out, name, value);
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// Appends one header as `Message::to_raw` writes it: `name: value`, every line ending in
+/// CRLF, folds kept.
+pub fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    // Line ends found by memchr: most values have none, and a split by a closure looked at
+    // every byte of every header.
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', value).chain([value.len()]) {
+        if start > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        let line = &value[start..end];
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        start = end + 1;
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
