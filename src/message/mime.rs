@@ -435,16 +435,102 @@ fn mime_skeleton(message: &Message, raw: &[u8], cut: usize) -> Option<(Vec<u8>, 
         (b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"content-"))
             || b.eq_ignore_ascii_case(b"mime-version")
     };
+    // A body of ASCII that nothing decodes is ASCII text whatever ASCII-compatible charset
+    // its header names; given none, the parser lends the text where it lies instead of
+    // decoding it a character at a time through a table (a tenth of a message's cost).
+    let encoded = message.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("content-transfer-encoding")
+            && !matches!(
+                super::lossy(value).trim().to_ascii_lowercase().as_str(),
+                "7bit" | "8bit" | "binary"
+            )
+    });
+    let ascii = !encoded && body.is_ascii();
     let mut text = Vec::with_capacity(body.len() + 512);
     for (i, (name, value)) in message.headers.iter().enumerate() {
         if i == 0 || mime(name) {
-            super::push_header(&mut text, name, value);
+            let hidden = (ascii && name.eq_ignore_ascii_case("content-type"))
+                .then(|| hide_ascii_charset(value))
+                .flatten();
+            super::push_header(&mut text, name, hidden.as_deref().unwrap_or(value));
         }
     }
     text.extend_from_slice(b"\r\n");
     let shift = body_start - text.len();
     text.extend_from_slice(body);
     Some((text, shift))
+}
+
+/// Charsets that mail-parser decodes through a table mapping the first 128 bytes to
+/// themselves. (It has no decoder for UTF-8: given `utf-8`, it reads the text as given none.)
+const ASCII_CHARSETS: [&str; 8] = [
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "iso8859-1",
+    "latin1",
+    "windows-1252",
+    "cp1252",
+    "ansi_x3.4-1968",
+];
+
+/// A Content-Type value with its `charset` parameter renamed (`xharset`: the same length, so
+/// that the skeleton is no longer than the headers it stands for), when every
+/// `charset` in it is such a parameter (outside quotes, after a `;`) naming one of
+/// [`ASCII_CHARSETS`]; otherwise None and the value stays as it is. Anything else spelled
+/// `charset` (`charset*`, a quoted one, a second parameter naming UTF-16) keeps the parser's
+/// decoding as the sender asked for it.
+fn hide_ascii_charset(value: &[u8]) -> Option<Vec<u8>> {
+    const NAME: &[u8] = b"charset";
+    let found = |at: usize| {
+        value.len() >= at + NAME.len() && value[at..at + NAME.len()].eq_ignore_ascii_case(NAME)
+    };
+    let (mut renamed, mut seen) = (Vec::new(), 0);
+    let (mut quoted, mut escaped, mut after_semicolon) = (false, false, false);
+    for (i, &b) in value.iter().enumerate() {
+        if found(i) {
+            seen += 1;
+            if !quoted && after_semicolon {
+                let rest = &value[i + NAME.len()..];
+                let rest = rest
+                    .trim_ascii_start()
+                    .strip_prefix(b"=")?
+                    .trim_ascii_start();
+                let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
+                let end = rest
+                    .iter()
+                    .position(|&c| matches!(c, b'"' | b';' | b'(') || c.is_ascii_whitespace())
+                    .unwrap_or(rest.len());
+                let charset = std::str::from_utf8(&rest[..end]).ok()?.to_ascii_lowercase();
+                if !ASCII_CHARSETS.contains(&charset.as_str()) {
+                    return None;
+                }
+                renamed.push(i);
+            }
+        }
+        if quoted {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => quoted = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            quoted = true;
+        } else if b == b';' {
+            after_semicolon = true;
+        } else if !b.is_ascii_whitespace() {
+            after_semicolon = false;
+        }
+    }
+    if renamed.is_empty() || renamed.len() != seen {
+        return None;
+    }
+    let mut out = value.to_vec();
+    for at in renamed {
+        out[at] = b'x';
+    }
+    Some(out)
 }
 
 /// Where to end the text handed to mail-parser so that it builds at most about `parts` parts.
@@ -745,6 +831,20 @@ mod tests {
             "\nonly a body\n".to_string(),
             // The part limit reached inside the headers: the whole message is parsed.
             format!("Subject: x\n{many_types}\nbody\n"),
+            // Charsets named over ASCII bodies: hidden from the parser where that changes
+            // nothing, kept where the body is not ASCII, is encoded, or the charset does not
+            // decode ASCII as ASCII.
+            "Subject: a\nContent-Type: text/plain; charset=\"us-ascii\"\n\nplain words\n".to_string(),
+            "Subject: a\nContent-Type: text/plain;\n\tCharset = ISO-8859-1\n\ncaf\u{e9}\n".to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=us-ascii\n\
+             Content-Transfer-Encoding: quoted-printable\n\ncaf=E9\n"
+                .to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=utf-16be\n\n\0h\0i\n".to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=utf-7\n\nA+ImIDkQ.\n".to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=us-ascii; charset=utf-7\n\nA+ImIDkQ.\n"
+                .to_string(),
+            "Subject: a\nContent-Type: text/html; charset=windows-1252\n\n<p>x &eacute; y</p>\n"
+                .to_string(),
         ];
         let limits = Limits {
             parts: 5,
@@ -759,6 +859,43 @@ mod tests {
                     "{raw}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_charset_is_hidden_from_the_parser_only_where_it_decodes_ascii_as_ascii() {
+        use mail_parser::decoders::charsets::map::charset_decoder;
+        let ascii: Vec<u8> = (0..128).collect();
+        for name in ASCII_CHARSETS {
+            let decode = charset_decoder(name.as_bytes()).expect(name);
+            assert_eq!(decode(&ascii).as_bytes(), ascii, "{name}");
+        }
+        let hidden =
+            |v: &str| hide_ascii_charset(v.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            hidden("text/plain; charset=\"US-ASCII\""),
+            Some("text/plain; xharset=\"US-ASCII\"".into())
+        );
+        assert_eq!(
+            hidden("text/html;\n\tCharSet = iso-8859-1 (latin)"),
+            Some("text/html;\n\txharSet = iso-8859-1 (latin)".into())
+        );
+        assert_eq!(
+            hidden("text/plain; format=flowed; charset=latin1"),
+            Some("text/plain; format=flowed; xharset=latin1".into())
+        );
+        for kept in [
+            "text/plain",
+            "text/plain; charset=utf-16",
+            "text/plain; charset=utf-7",
+            "text/plain; charset=utf-8",
+            "text/plain; charset=us-ascii; charset=utf-7",
+            "text/plain; charset*=us-ascii''x",
+            "text/plain; name=\"a; charset=us-ascii\"; charset=us-ascii",
+            "text/plain charset=us-ascii",
+            "text/plain; xcharset=us-ascii",
+        ] {
+            assert_eq!(hidden(kept), None, "{kept}");
         }
     }
 
