@@ -556,6 +556,15 @@ pub fn structure_cut(raw: &[u8], parts: usize) -> usize {
     if memchr::memchr_iter(b'-', raw).count() <= parts {
         return raw.len();
     }
+    // Tighter, still without the search: each Content-Type name holds a "-t" of its own (in
+    // some case), and each delimiter line but one follows a "\n--" of its own. Long mail with
+    // many dashes (rules, HTML, signatures) and no such structure stops here.
+    let dash_t = memchr::memchr_iter(b'-', raw)
+        .filter(|&i| matches!(raw.get(i + 1), Some(b't' | b'T')))
+        .count();
+    if dash_t <= parts && memchr::memmem::find_iter(raw, b"\n--").count() < 2 * parts {
+        return raw.len();
+    }
     static NAMES: OnceLock<AhoCorasick> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
         AhoCorasick::builder()
@@ -1119,6 +1128,21 @@ mod tests {
             m.len(),
             "no boundary declared"
         );
+        // Content-Type names past the limit, in any case, among many other dashes; at the
+        // limit nothing is cut.
+        let typed = |n: usize| {
+            format!(
+                "{}\n{}",
+                "-".repeat(100),
+                "content-TYPE: text/plain\n".repeat(n)
+            )
+        };
+        let four = typed(4);
+        assert_eq!(
+            structure_cut(four.as_bytes(), 3),
+            four.rfind("content").unwrap()
+        );
+        assert_eq!(structure_cut(typed(3).as_bytes(), 3), typed(3).len());
         // Real mail is not cut.
         let m = "Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n";
         let raw = Message::from_raw(m.as_bytes(), 1 << 20).to_raw();
