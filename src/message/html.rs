@@ -29,27 +29,17 @@ const HIDDEN: [&str; 3] = ["script", "style", "template"];
 /// The white space an element's start or end tag puts into the text, as SpamAssassin's
 /// renderer (`HTML.pm`, `html_whitespace`) has it: body rules see paragraphs where it makes
 /// them, so the same breaks matter. Other elements (`table`, `tr`, `center`...) put none.
+/// `name` is lower case.
 fn whitespace_of(name: &str) -> Option<&'static str> {
-    let is = |set: &[&str]| set.iter().any(|t| name.eq_ignore_ascii_case(t));
-    if is(&["br", "div"]) {
-        Some("\n")
-    } else if is(&[
-        "li", "th", "td", "dt", "dd", "embed", "h1", "h2", "h3", "h4", "h5", "h6",
-    ]) {
-        Some(" ")
-    } else if is(&[
-        "p",
-        "hr",
-        "blockquote",
-        "pre",
-        "listing",
-        "plaintext",
-        "xmp",
-        "title",
-    ]) {
-        Some("\n\n")
-    } else {
-        None
+    match name {
+        "br" | "div" => Some("\n"),
+        "li" | "th" | "td" | "dt" | "dd" | "embed" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
+            Some(" ")
+        }
+        "p" | "hr" | "blockquote" | "pre" | "listing" | "plaintext" | "xmp" | "title" => {
+            Some("\n\n")
+        }
+        _ => None,
     }
 }
 
@@ -86,18 +76,17 @@ pub fn render(html: &str) -> Rendered {
         let inner = &html[i + 1..tag_end];
         i = tag_end + 1;
         let (closing, name, attrs) = split_tag(inner);
+        // The name in lower case, without a copy on the heap: every element this renderer
+        // knows has a short name (a longer one is None here, and none of them).
+        let mut buf = [0u8; 16];
+        let lower = buf.get_mut(..name.len()).and_then(|b| {
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).ok()
+        });
         if !name.is_empty() && tags.len() < MAX_TAGS {
             // Looked up before it is copied: most tags repeat ones already met.
-            let mut buf = [0u8; 16];
-            let known = match buf.get_mut(..name.len()) {
-                Some(b) => {
-                    b.copy_from_slice(name.as_bytes());
-                    b.make_ascii_lowercase();
-                    std::str::from_utf8(b).is_ok_and(|n| tags.contains(n))
-                }
-                None => false,
-            };
-            if !known {
+            if !lower.is_some_and(|n| tags.contains(n)) {
                 tags.insert(name.to_ascii_lowercase());
             }
         }
@@ -108,11 +97,12 @@ pub fn render(html: &str) -> Rendered {
             text.push_text(">");
             continue;
         }
-        if !closing && HIDDEN.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        let lower = lower.unwrap_or_default();
+        if !closing && HIDDEN.contains(&lower) {
             i = skip_element_content(bytes, i, name);
             continue;
         }
-        if let Some(ws) = whitespace_of(name) {
+        if let Some(ws) = whitespace_of(lower) {
             text.push_whitespace(ws);
         }
         if !closing {
@@ -148,6 +138,10 @@ impl Text {
         };
         let (mut i, mut copied) = (0, 0);
         while i < bytes.len() {
+            i = super::skip_printable(bytes, i);
+            if i >= bytes.len() {
+                break;
+            }
             let n = is_space(i);
             if n == 0 {
                 i += 1;
@@ -188,21 +182,18 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 
 /// The `>` that ends a tag starting at `from`, skipping quoted attribute values.
 fn tag_end(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut quote: Option<u8> = None;
-    for (k, &b) in bytes.iter().enumerate().skip(from) {
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'"' || b == b'\'' => quote = Some(b),
-            None if b == b'>' => return Some(k),
-            None => {}
+    let mut at = from;
+    loop {
+        let k = at + memchr::memchr3(b'>', b'"', b'\'', &bytes[at..])?;
+        if bytes[k] == b'>' {
+            return Some(k);
+        }
+        match memchr::memchr(bytes[k], &bytes[k + 1..]) {
+            Some(n) => at = k + 1 + n + 1,
+            // An unclosed quote: browsers end the tag at the next '>' anyway.
+            None => return memchr::memchr(b'>', &bytes[from..]).map(|n| from + n),
         }
     }
-    // An unclosed quote: browsers end the tag at the next '>' anyway.
-    if quote.is_some() {
-        return memchr::memchr(b'>', &bytes[from..]).map(|n| from + n);
-    }
-    None
 }
 
 /// Splits `/name attrs` into (closing, name, attrs).
@@ -312,13 +303,34 @@ mod tests {
             out
         }
         let pieces = [
-            "a", "é", " ", "\t", "\r\n", "\u{a0}", "&nbsp;", "&amp;", "\u{c2}", "x\u{a0}y", "\x0b",
-            "\x0c", "日本", "&#160;", "  ",
+            "a",
+            "é",
+            " ",
+            "\t",
+            "\r\n",
+            "\u{a0}",
+            "&nbsp;",
+            "&amp;",
+            "\u{c2}",
+            "x\u{a0}y",
+            "\x0b",
+            "\x0c",
+            "日本",
+            "&#160;",
+            "  ",
+            // Printable runs, skipped eight bytes at a time, and the bytes at that test's
+            // edges.
+            "abcdefghijk",
+            "0123456789",
+            "\u{1}",
+            "!",
+            "\u{7f}",
+            "~",
         ];
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         for _ in 0..5_000 {
             let mut run = String::new();
-            for _ in 0..(seed % 9) {
+            for _ in 0..(seed % 30) {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
@@ -328,6 +340,50 @@ mod tests {
             let mut t = Text::default();
             t.push_text(&run);
             assert_eq!(t.text, reference(&run), "{run:?}");
+        }
+    }
+
+    #[test]
+    fn a_tag_ends_at_its_first_unquoted_close_as_byte_by_byte() {
+        // The reference: every byte looked at, a quote open until its twin.
+        fn reference(bytes: &[u8], from: usize) -> Option<usize> {
+            let mut quote: Option<u8> = None;
+            for (k, &b) in bytes.iter().enumerate().skip(from) {
+                match quote {
+                    Some(q) if b == q => quote = None,
+                    Some(_) => {}
+                    None if b == b'"' || b == b'\'' => quote = Some(b),
+                    None if b == b'>' => return Some(k),
+                    None => {}
+                }
+            }
+            if quote.is_some() {
+                return bytes[from..]
+                    .iter()
+                    .position(|&b| b == b'>')
+                    .map(|n| from + n);
+            }
+            None
+        }
+        let pieces: [&[u8]; 7] = [b">", b"\"", b"'", b"a", b"href=x ", b"=", b"<"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut tag = Vec::new();
+            for _ in 0..(seed % 12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                tag.extend_from_slice(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            seed = seed.wrapping_add(1);
+            for from in 0..=tag.len() {
+                assert_eq!(
+                    tag_end(&tag, from),
+                    reference(&tag, from),
+                    "{:?} from {from}",
+                    String::from_utf8_lossy(&tag)
+                );
+            }
         }
     }
 

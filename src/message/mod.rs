@@ -30,6 +30,27 @@ pub const MAX_HEADER_NAME: usize = 998;
 /// headers still reach the recipient but are not scanned (`TOO_MANY_HEADERS`).
 pub const MAX_HEADERS: usize = 1000;
 
+/// The first position from `i` of a byte below `!` or past ASCII (white space, a control
+/// character, UTF-8), eight bytes at a time; or the position of a shorter tail, which the
+/// caller reads byte by byte. Text is mostly printable ASCII, and looking at each byte for
+/// white space was the body's biggest cost (and the HTML renderer's).
+pub fn skip_printable(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        // High bits of the bytes past ASCII, and of the bytes below `!` (subtracting 0x21
+        // borrows into the high bit only there; a borrow can mark bytes after a marked one,
+        // never before it, so the lowest mark is exact).
+        let marks = (x | (x.wrapping_sub(ONES * 0x21) & !x)) & HIGH;
+        if marks != 0 {
+            return i + (marks.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i
+}
+
 /// The bytes as text, invalid UTF-8 replaced: `String::from_utf8_lossy`, but checked first
 /// by `str::from_utf8`, which reads valid text (nearly all mail) a word at a time where the
 /// lossy conversion reads it byte by byte: 0.77 against 9.5 µs for 10 KB of ASCII here.

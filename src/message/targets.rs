@@ -132,7 +132,7 @@ fn paragraphs(text: &str, out: &mut String) {
     let ascii_space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
     let (mut copied, mut i) = (0, 0);
     while i < bytes.len() {
-        i = skip_printable(bytes, i);
+        i = super::skip_printable(bytes, i);
         let Some(&b) = bytes.get(i) else {
             break;
         };
@@ -201,27 +201,6 @@ fn paragraphs(text: &str, out: &mut String) {
         }
     }
     out.push_str(&text[copied..]);
-}
-
-/// The first position from `i` of a byte below `!` or past ASCII (white space, a control
-/// character, UTF-8), eight bytes at a time; or the position of a shorter tail, which the
-/// caller reads byte by byte. Text is mostly printable ASCII, and looking at each byte for
-/// white space was the body's biggest cost.
-fn skip_printable(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES * 0x80;
-    while let Some(word) = bytes.get(i..i + 8) {
-        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        // High bits of the bytes past ASCII, and of the bytes below `!` (subtracting 0x21
-        // borrows into the high bit only there; a borrow can mark bytes after a marked one,
-        // never before it, so the lowest mark is exact).
-        let marks = (x | (x.wrapping_sub(ONES * 0x21) & !x)) & HIGH;
-        if marks != 0 {
-            return i + (marks.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    i
 }
 
 /// SpamAssassin's `split_into_array_of_short_lines`: a line longer than [`MAX_BODY_LINE`]
