@@ -106,7 +106,7 @@ pub(super) struct Index {
     pub(super) always: Vec<usize>,
     /// Rules that run only where their literals occur this many times (in one line, where
     /// `per_line`): every match holds that many (see [`literals::Required`]).
-    pub(super) times: HashMap<usize, u32>,
+    pub(super) times: super::multi::FastMap<usize, u32>,
     /// The regex rules that fire when their header is absent, each on its `if-unset` text or
     /// the empty string (a negated rule that does not match it, most often): the same for
     /// every message, so worked out once.

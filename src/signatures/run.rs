@@ -1,12 +1,13 @@
 //! Running a compiled rule set over a message: every target text scanned once for literals,
 //! the candidate regexes run, metas evaluated, all under the scan's deadline.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::backtrack::Cut;
 use super::linear;
 use super::meta::eval;
+use super::multi::{FastMap, FastSet};
 use super::ruleset::{Evidence, Hit, Index, Kind, Matcher, Owner, RuleSet};
 use crate::message::targets;
 use crate::scan::ScanInput;
@@ -145,7 +146,7 @@ impl RuleSet {
         let epoch = st.epoch;
         let mut candidates: Vec<usize> = Vec::new();
         // Distinct phrases found, and how many per rule.
-        let mut phrases_seen: HashSet<(usize, usize)> = HashSet::new();
+        let mut phrases_seen: FastSet<(usize, usize)> = FastSet::default();
         let mut phrase_counts: BTreeMap<usize, u32> = BTreeMap::new();
         // Where a match must lie within one line (SpamAssassin's body paragraphs, or a rule
         // whose pattern cannot cross a line end), a rule can match only on the lines where
@@ -161,9 +162,9 @@ impl RuleSet {
         };
         // (rule, line start, literals found there), and each rule's tally of them.
         let mut rule_lines: Vec<(usize, usize, u32)> = Vec::new();
-        let mut tallies: HashMap<usize, LineTally> = HashMap::new();
+        let mut tallies: FastMap<usize, LineTally> = FastMap::default();
         // Occurrences of their literals, for rules that need several (`Index::times`).
-        let mut occurrences: HashMap<usize, u32> = HashMap::new();
+        let mut occurrences: FastMap<usize, u32> = FastMap::default();
         if let Some(lits) = &ix.literals_matcher {
             lits.for_each(text.as_bytes(), |m| {
                 let line = if by_lines {
@@ -389,7 +390,7 @@ impl RuleSet {
 
 /// Keeps, of sorted (rule, line) pairs (one per literal occurrence), the lines where each
 /// rule with a count in `times` has at least that many.
-fn enough_per_line(rule_lines: &mut Vec<(usize, usize, u32)>, times: &HashMap<usize, u32>) {
+fn enough_per_line(rule_lines: &mut Vec<(usize, usize, u32)>, times: &FastMap<usize, u32>) {
     // The same line may come twice, from the two passes of `multi::Literals` (short literals,
     // then long ones): one entry each, their counts added.
     rule_lines.sort_unstable_by_key(|&(r, line, _)| (r, line));
