@@ -199,12 +199,12 @@ impl MimeView {
         }
         // What the parser reads: the message's MIME headers and its body (see
         // `mime_skeleton`), or the message itself when that cannot be had.
-        let (mut skeleton, shift) = match skeleton
+        let (mut skeleton, shift, latin_root) = match skeleton
             .then(|| mime_skeleton(message, &raw, cut))
             .flatten()
         {
-            Some((text, shift)) => (Some(text), shift),
-            None => (None, 0),
+            Some(s) => (Some(s.text), s.shift, s.latin_root),
+            None => (None, 0, false),
         };
         let root_later = skeleton.is_some();
         let parsed_text: &mut [u8] = match &mut skeleton {
@@ -214,7 +214,8 @@ impl MimeView {
         // Nested messages are parsed below, one level down under the same part limit, not
         // by the parser (which decodes an encoded one and parses it past the cut above).
         let renamed = make_nested_messages_opaque(parsed_text);
-        let Some(parsed) = parser().parse(&*parsed_text) else {
+        let parsed_text: &[u8] = parsed_text;
+        let Some(parsed) = parser().parse(parsed_text) else {
             view.anomalies.push(Anomaly::Unparseable);
             return view;
         };
@@ -248,6 +249,14 @@ impl MimeView {
                     stack.extend(children.iter().rev().map(|&c| (c, depth + 1)));
                 }
                 PartType::Text(t) | PartType::Html(t) => {
+                    let latin;
+                    let t: &str = if id == 0 && latin_root {
+                        let (start, end) = (part.offset_body as usize, part.offset_end as usize);
+                        latin = decode_latin(parsed_text.get(start..end).unwrap_or_default());
+                        &latin
+                    } else {
+                        t
+                    };
                     let is_html = matches!(part.body, PartType::Html(_));
                     let is_attachment = part.attachment_name().is_some()
                         || part
@@ -423,7 +432,7 @@ fn spans_of(part: &mail_parser::MessagePart<'_>, shift: usize) -> Vec<(String, u
 /// The parser looks at every header byte by byte even where it keeps nothing of it (the
 /// Received chain, DKIM signatures): a tenth of the view's instructions. None when the
 /// message has no headers or the cut falls among them.
-fn mime_skeleton(message: &Message, raw: &[u8], cut: usize) -> Option<(Vec<u8>, usize)> {
+fn mime_skeleton(message: &Message, raw: &[u8], cut: usize) -> Option<Skeleton> {
     // `to_raw` ends with the body.
     let body_start = raw.len().checked_sub(message.body.len())?;
     if message.headers.is_empty() || cut < body_start {
@@ -435,30 +444,103 @@ fn mime_skeleton(message: &Message, raw: &[u8], cut: usize) -> Option<(Vec<u8>, 
         (b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"content-"))
             || b.eq_ignore_ascii_case(b"mime-version")
     };
-    // A body of ASCII that nothing decodes is ASCII text whatever ASCII-compatible charset
-    // its header names; given none, the parser lends the text where it lies instead of
-    // decoding it a character at a time through a table (a tenth of a message's cost).
-    let encoded = message.headers.iter().any(|(name, value)| {
-        name.eq_ignore_ascii_case("content-transfer-encoding")
-            && !matches!(
-                super::lossy(value).trim().to_ascii_lowercase().as_str(),
-                "7bit" | "8bit" | "binary"
+    // A body of ASCII that decodes to ASCII is ASCII text whatever ASCII-compatible charset
+    // its header names; given none, the parser lends the text where it lies (or checks its
+    // decoded copy a word at a time) instead of decoding it a character at a time through a
+    // table (a tenth of a message's cost). Quoted-printable decodes to ASCII unless an
+    // escape names a byte past it (`=E9`); base64, or an encoding the parser does not know,
+    // is left alone.
+    let (mut plain, mut quoted) = (true, false);
+    for (name, value) in &message.headers {
+        if name.eq_ignore_ascii_case("content-transfer-encoding") {
+            match super::lossy(value).trim().to_ascii_lowercase().as_str() {
+                "7bit" | "8bit" | "binary" => {}
+                "quoted-printable" => quoted = true,
+                _ => plain = false,
+            }
+        }
+    }
+    let past_ascii_escape = || {
+        memchr::memchr_iter(b'=', body).any(|i| {
+            matches!(
+                body.get(i + 1),
+                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
             )
-    });
-    let ascii = !encoded && body.is_ascii();
+        })
+    };
+    let ascii_body = body.is_ascii();
+    let ascii = plain && ascii_body && !(quoted && past_ascii_escape());
+    // An 8-bit body that nothing encodes is the root part's text as it stands: its charset
+    // is hidden too, and the text decoded by `decode_latin` (the same table, ASCII copied
+    // in runs). Only under one Content-Type, so that the one hidden is the one that counts.
+    let content_types = || {
+        message
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .count()
+    };
+    let eight_bit = plain && !quoted && !ascii_body && content_types() == 1;
+    let mut latin_root = false;
     let mut text = Vec::with_capacity(body.len() + 512);
     for (i, (name, value)) in message.headers.iter().enumerate() {
         if i == 0 || mime(name) {
-            let hidden = (ascii && name.eq_ignore_ascii_case("content-type"))
+            let hidden = ((ascii || eight_bit) && name.eq_ignore_ascii_case("content-type"))
                 .then(|| hide_ascii_charset(value))
                 .flatten();
+            latin_root |= eight_bit && hidden.is_some();
             super::push_header(&mut text, name, hidden.as_deref().unwrap_or(value));
         }
     }
     text.extend_from_slice(b"\r\n");
     let shift = body_start - text.len();
     text.extend_from_slice(body);
-    Some((text, shift))
+    Some(Skeleton {
+        text,
+        shift,
+        latin_root,
+    })
+}
+
+/// What [`mime_skeleton`] gives the parser.
+struct Skeleton {
+    text: Vec<u8>,
+    /// How much later the body starts in the message than in `text`.
+    shift: usize,
+    /// The root part's charset, one of [`ASCII_CHARSETS`], was hidden over 8-bit text: the
+    /// parser read it as UTF-8, and its text is to be decoded from the bytes.
+    latin_root: bool,
+}
+
+/// Text in any of [`ASCII_CHARSETS`] decoded as mail-parser decodes it, with runs of ASCII
+/// copied whole instead of mapped a character at a time.
+fn decode_latin(bytes: &[u8]) -> String {
+    static HIGH: OnceLock<Vec<char>> = OnceLock::new();
+    let high = HIGH.get_or_init(|| {
+        let decode =
+            mail_parser::decoders::charsets::map::charset_decoder(ASCII_CHARSETS[0].as_bytes())
+                .expect("mail-parser decodes us-ascii");
+        decode(&(0x80..=0xff).collect::<Vec<u8>>())
+            .chars()
+            .collect()
+    });
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let run = rest.iter().position(|&b| b >= 0x80).unwrap_or(rest.len());
+        out.push_str(std::str::from_utf8(&rest[..run]).expect("ASCII is UTF-8"));
+        if let Some(&b) = rest.get(run) {
+            out.push(
+                high.get(usize::from(b - 0x80))
+                    .copied()
+                    .unwrap_or('\u{fffd}'),
+            );
+            rest = &rest[run + 1..];
+        } else {
+            rest = &[];
+        }
+    }
+    out
 }
 
 /// Charsets that mail-parser decodes through a table mapping the first 128 bytes to
@@ -848,6 +930,15 @@ mod tests {
             "Subject: a\nContent-Type: text/plain; charset=us-ascii\n\
              Content-Transfer-Encoding: quoted-printable\n\ncaf=E9\n"
                 .to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=iso-8859-1\n\
+             Content-Transfer-Encoding: Quoted-Printable\n\na=3Db =\nsoft, =7E, =3d\n"
+                .to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=iso-8859-1\n\
+             Content-Transfer-Encoding: quoted-printable\n\nlower =e9 only\n"
+                .to_string(),
+            "Subject: a\nContent-Type: text/plain; charset=us-ascii\n\
+             Content-Transfer-Encoding: base64\n\nY2Fm6Q==\n"
+                .to_string(),
             "Subject: a\nContent-Type: text/plain; charset=utf-16be\n\n\0h\0i\n".to_string(),
             "Subject: a\nContent-Type: text/plain; charset=utf-7\n\nA+ImIDkQ.\n".to_string(),
             "Subject: a\nContent-Type: text/plain; charset=us-ascii; charset=utf-7\n\nA+ImIDkQ.\n"
@@ -855,20 +946,54 @@ mod tests {
             "Subject: a\nContent-Type: text/html; charset=windows-1252\n\n<p>x &eacute; y</p>\n"
                 .to_string(),
         ];
+        // 8-bit text under an ASCII-compatible charset, decoded here rather than by the
+        // parser where the root is text, and left to the parser anywhere else.
+        let latin: [&[u8]; 7] = [
+            b"Subject: a\nContent-Type: text/plain; charset=iso-8859-1\n\
+              Content-Transfer-Encoding: 8bit\n\ncaf\xe9 cr\xe8me \x80\x81\x9f\xff end\n",
+            b"Subject: a\nContent-Type: text/html; charset=windows-1252\n\n\
+              <p>caf\xe9 &amp; <a href=\"http://x.example/\xe9\">\x93x\x94</a></p>\n",
+            b"Subject: a\nContent-Type: text/plain; charset=latin1\n\
+              Content-Type: text/plain; charset=utf-16\n\n\xe9t\xe9\n",
+            b"Subject: a\nContent-Type: text/plain; charset=latin1\n\ncaf\xc3\xa9\n",
+            b"Subject: a\nContent-Type: text/plain; charset=latin1\n\
+              Content-Disposition: attachment; filename=\"a.txt\"\n\n\xe9t\xe9\n",
+            b"Subject: a\nContent-Type: multipart/mixed; boundary=b; charset=latin1\n\n\
+              --b\nContent-Type: text/plain; charset=koi8-r\n\n\xe9\xf4\n--b--\n",
+            b"Subject: a\nContent-Type: multipart/mixed; charset=latin1\n\n\xe9\n",
+        ];
+        let messages = messages
+            .into_iter()
+            .map(String::into_bytes)
+            .chain(latin.map(<[u8]>::to_vec));
         let limits = Limits {
             parts: 5,
             ..Limits::DEFAULT
         };
-        for raw in &messages {
-            let m = Message::from_raw(raw.as_bytes(), 1 << 20);
+        for raw in messages {
+            let m = Message::from_raw(&raw, 1 << 20);
             for limits in [Limits::DEFAULT, limits] {
                 assert_eq!(
                     seen(&MimeView::build_parsing(&m, &limits, true)),
                     seen(&MimeView::build_parsing(&m, &limits, false)),
-                    "{raw}"
+                    "{}",
+                    String::from_utf8_lossy(&raw)
                 );
             }
         }
+    }
+
+    #[test]
+    fn latin_text_is_decoded_as_the_parser_decodes_it() {
+        use mail_parser::decoders::charsets::map::charset_decoder;
+        let every: Vec<u8> = (0..=255)
+            .chain(b"plain ascii run \xe9".iter().copied())
+            .collect();
+        for name in ASCII_CHARSETS {
+            let decode = charset_decoder(name.as_bytes()).expect(name);
+            assert_eq!(decode_latin(&every), decode(&every), "{name}");
+        }
+        assert_eq!(decode_latin(b""), "");
     }
 
     #[test]
