@@ -51,13 +51,33 @@ pub fn skip_printable(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The bytes as text, invalid UTF-8 replaced: `String::from_utf8_lossy`, but checked first
-/// by `str::from_utf8`, which reads valid text (nearly all mail) a word at a time where the
+/// The bytes as text, invalid UTF-8 replaced: `String::from_utf8_lossy`, but validated by
+/// `str::from_utf8`, which reads valid text (nearly all mail) a word at a time where the
 /// lossy conversion reads it byte by byte: 0.77 against 9.5 µs for 10 KB of ASCII here.
+/// Invalid text (Latin-1 mail) is taken valid run by valid run, each invalid sequence
+/// replaced as the standard library replaces it (the error's length is its maximal subpart).
 pub fn lossy(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
+    let mut rest = match std::str::from_utf8(bytes) {
+        Ok(text) => return Cow::Borrowed(text),
+        Err(_) => bytes,
+    };
+    let mut out = String::with_capacity(bytes.len() + 16);
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                out.push_str(text);
+                return Cow::Owned(out);
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).expect("valid up to here"));
+                out.push(char::REPLACEMENT_CHARACTER);
+                match e.error_len() {
+                    Some(n) => rest = &after[n..],
+                    None => return Cow::Owned(out),
+                }
+            }
+        }
     }
 }
 
@@ -280,12 +300,40 @@ mod tests {
             b"cut \xe2\x82",
             b"\xf0\x9f\x98\x80 ok \xc3",
         ];
-        for bytes in cases {
-            let got = lossy(bytes);
-            assert_eq!(got, String::from_utf8_lossy(bytes), "{bytes:?}");
+        // And generated ones: valid text, lone continuation bytes, overlong and surrogate
+        // forms, sequences cut short, at every place.
+        let pieces: [&[u8]; 12] = [
+            b"ab",
+            "\u{e9}".as_bytes(),
+            "\u{20ac}".as_bytes(),
+            "\u{1f600}".as_bytes(),
+            b"\x80",
+            b"\xc3",
+            b"\xe2\x82",
+            b"\xf0\x9f\x98",
+            b"\xc0\xaf",
+            b"\xed\xa0\x80",
+            b"\xff",
+            b"\xf5\x80",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let generated = (0..5000).map(|_| {
+            let mut bytes = Vec::new();
+            for _ in 0..seed % 12 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                bytes.extend_from_slice(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            seed = seed.wrapping_add(1);
+            bytes
+        });
+        for bytes in cases.map(<[u8]>::to_vec).into_iter().chain(generated) {
+            let got = lossy(&bytes);
+            assert_eq!(got, String::from_utf8_lossy(&bytes), "{bytes:?}");
             assert_eq!(
                 matches!(got, Cow::Borrowed(_)),
-                std::str::from_utf8(bytes).is_ok(),
+                std::str::from_utf8(&bytes).is_ok(),
                 "{bytes:?}"
             );
         }
