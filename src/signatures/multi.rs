@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
@@ -66,6 +67,7 @@ enum Short {
         searcher: aho_corasick::packed::Searcher,
         patterns: Vec<Vec<u8>>,
         ids: Vec<usize>,
+        linear: Linear,
     },
 }
 
@@ -111,10 +113,11 @@ impl Short {
             searcher: builder.build()?,
             patterns: patterns.iter().map(|p| p.to_vec()).collect(),
             ids: ids.to_vec(),
+            linear: Linear::default(),
         })
     }
 
-    fn for_each(&self, text: &[u8], f: &mut impl FnMut(Found)) {
+    fn for_each(&self, text: &[u8], budget: &mut Budget, f: &mut impl FnMut(Found)) {
         match self {
             Short::Dfa(ac, ids) => {
                 for m in ac.find_overlapping_iter(text) {
@@ -129,23 +132,20 @@ impl Short {
                 searcher,
                 patterns,
                 ids,
+                linear,
             } => {
+                let total: usize = patterns.iter().map(Vec::len).sum();
                 let mut at = 0;
                 while let Some(m) = searcher.find_in(text, aho_corasick::Span::from(at..text.len()))
                 {
                     let start = m.start();
+                    // Every occurrence that starts before `start` has been reported.
+                    if budget.spent() && linear.finish(patterns, ids, text, start, f) {
+                        return;
+                    }
+                    budget.charge(total);
                     for (p, &id) in patterns.iter().zip(ids) {
-                        let end = start + p.len();
-                        if text
-                            .get(start..end)
-                            .is_some_and(|t| t.eq_ignore_ascii_case(p))
-                        {
-                            f(Found {
-                                end,
-                                start,
-                                pattern: id,
-                            });
-                        }
+                        report_at(text, start, p, id, f);
                     }
                     at = start + 1;
                 }
@@ -176,6 +176,111 @@ fn case_spellings(p: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Reports `pattern` if it occurs at `start`, ASCII case-insensitively.
+#[inline]
+fn report_at(text: &[u8], start: usize, pattern: &[u8], id: usize, f: &mut impl FnMut(Found)) {
+    let end = start + pattern.len();
+    if text
+        .get(start..end)
+        .is_some_and(|t| t.eq_ignore_ascii_case(pattern))
+    {
+        f(Found {
+            end,
+            start,
+            pattern: id,
+        });
+    }
+}
+
+/// Bytes of literal comparisons the packed searcher and the sampler may make, per byte of
+/// text, and once per text. Ordinary mail makes a small fraction of this. A rule file whose
+/// literals share long prefixes, given mail that repeats them, would make positions x
+/// literals x length; past the budget the search finishes in [`Linear`]'s automaton.
+const WORK_PER_BYTE: usize = 16;
+const WORK_BASE: usize = 1 << 16;
+
+/// What is left of a search's comparison budget. Spending is checked before each position
+/// is compared, so the work done is at most the budget plus one position's comparisons,
+/// which the rule set bounds.
+struct Budget {
+    left: usize,
+    used: usize,
+    /// The automaton has reported every occurrence left.
+    finished: bool,
+}
+
+impl Budget {
+    fn new(text_len: usize) -> Budget {
+        Budget::of(
+            text_len
+                .saturating_mul(WORK_PER_BYTE)
+                .saturating_add(WORK_BASE),
+        )
+    }
+
+    fn of(left: usize) -> Budget {
+        Budget {
+            left,
+            used: 0,
+            finished: false,
+        }
+    }
+
+    fn charge(&mut self, bytes: usize) {
+        self.left = self.left.saturating_sub(bytes);
+        self.used = self.used.saturating_add(bytes);
+    }
+
+    fn spent(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// Where the sampler reports occurrences, and the budget it spends finding them: one
+/// pointer through its sampling loop, as the reporting closure alone was (a second one cost
+/// 5K instructions a message).
+struct Sink<'a, F> {
+    report: &'a mut F,
+    budget: &'a mut Budget,
+}
+
+/// The automaton a search finishes with once its budget is spent: linear in the text
+/// whatever the literals. Built on first need, which ordinary mail never is.
+#[derive(Default)]
+struct Linear(OnceLock<Option<AhoCorasick>>);
+
+impl Linear {
+    /// Reports every occurrence that starts at `from` or later; false, having reported
+    /// nothing, if the automaton could not be built (the caller then goes on comparing).
+    fn finish(
+        &self,
+        patterns: &[Vec<u8>],
+        ids: &[usize],
+        text: &[u8],
+        from: usize,
+        f: &mut impl FnMut(Found),
+    ) -> bool {
+        let built = self.0.get_or_init(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .build(patterns)
+                .ok()
+        });
+        let Some(ac) = built else {
+            return false;
+        };
+        for m in ac.find_overlapping_iter(&text[from..]) {
+            f(Found {
+                end: from + m.end(),
+                start: from + m.start(),
+                pattern: ids[m.pattern().as_usize()],
+            });
+        }
+        true
+    }
 }
 
 impl Literals {
@@ -213,13 +318,31 @@ impl Literals {
     /// Calls `f` with every occurrence (overlapping ones included), without collecting them:
     /// a text of one short literal repeated has millions. Short literals' occurrences come in
     /// text order, then long ones' in text order.
-    pub fn for_each(&self, text: &[u8], mut f: impl FnMut(Found)) {
+    pub fn for_each(&self, text: &[u8], f: impl FnMut(Found)) {
+        self.search(text, || Budget::new(text.len()), f);
+    }
+
+    /// Searches with a fresh budget for each of the two searchers; returns the comparison
+    /// bytes charged.
+    fn search(&self, text: &[u8], budget: impl Fn() -> Budget, mut f: impl FnMut(Found)) -> usize {
+        let mut used = 0;
         if let Some(short) = &self.short {
-            short.for_each(text, &mut f);
+            let mut b = budget();
+            short.for_each(text, &mut b, &mut f);
+            used += b.used;
         }
         if let Some(s) = &self.long {
-            s.for_each(text, &mut f);
+            let mut b = budget();
+            s.for_each(
+                text,
+                &mut Sink {
+                    report: &mut f,
+                    budget: &mut b,
+                },
+            );
+            used += b.used;
         }
+        used
     }
 
     #[cfg(test)]
@@ -281,6 +404,7 @@ struct Sampler {
     offsets: FastMap<u64, u64>,
     /// Hash of a pattern's first `prefix` bytes to the patterns that begin so.
     by_prefix: FastMap<u64, Vec<u32>>,
+    linear: Linear,
 }
 
 impl Sampler {
@@ -331,41 +455,59 @@ impl Sampler {
             filter_shift,
             offsets,
             by_prefix,
+            linear: Linear::default(),
         }
     }
 
-    fn for_each(&self, text: &[u8], out: &mut impl FnMut(Found)) {
+    fn for_each<F: FnMut(Found)>(&self, text: &[u8], sink: &mut Sink<F>) {
         if text.len() < self.block {
             return;
         }
         let last = text.len() - self.block;
         let mut p = 0;
-        // Whole words while eight bytes remain, then the padded tail.
+        // Whole words while eight bytes remain, then the padded tail. Once the budget is
+        // spent and the automaton has finished the search, the samples find nothing more
+        // to do (checking for that in this loop would cost every sample).
         while p + 8 <= text.len() {
             let word = u64::from_le_bytes(text[p..p + 8].try_into().expect("8 bytes"));
-            self.sample(text, p, word & self.block_mask, out);
+            self.sample(text, p, word & self.block_mask, sink);
             p += self.stride;
         }
         while p <= last {
-            self.sample(text, p, load(text, p, self.block_mask), out);
+            self.sample(text, p, load(text, p, self.block_mask), sink);
             p += self.stride;
         }
     }
 
     #[inline(always)]
-    fn sample(&self, text: &[u8], p: usize, block: u64, out: &mut impl FnMut(Found)) {
+    fn sample<F: FnMut(Found)>(&self, text: &[u8], p: usize, block: u64, sink: &mut Sink<F>) {
         let h = filter_index(block, self.filter_shift);
         // h has 64 - filter_shift bits: always inside the filter.
         if self.filter[h / 64] & (1 << (h % 64)) != 0 {
-            self.verify(text, p, block, out);
+            self.verify(text, p, block, sink);
         }
     }
 
     #[cold]
-    fn verify(&self, text: &[u8], p: usize, block: u64, out: &mut impl FnMut(Found)) {
+    fn verify<F: FnMut(Found)>(&self, text: &[u8], p: usize, block: u64, sink: &mut Sink<F>) {
+        if sink.budget.finished {
+            return;
+        }
         let Some(&mask) = self.offsets.get(&block) else {
             return;
         };
+        // Each occurrence is reported at the one sample `p` at most `stride - 1` bytes past
+        // its start: those that start `stride - 1` bytes before `p` or later are not yet.
+        if sink.budget.spent() {
+            let from = (p + 1).saturating_sub(self.stride);
+            if self
+                .linear
+                .finish(&self.patterns, &self.ids, text, from, sink.report)
+            {
+                sink.budget.finished = true;
+                return;
+            }
+        }
         let mut mask = mask;
         while mask != 0 {
             let j = mask.trailing_zeros() as usize;
@@ -381,17 +523,8 @@ impl Sampler {
             };
             for &c in cands {
                 let pat = &self.patterns[c as usize];
-                let end = start + pat.len();
-                if text
-                    .get(start..end)
-                    .is_some_and(|t| t.eq_ignore_ascii_case(pat))
-                {
-                    out(Found {
-                        end,
-                        start,
-                        pattern: self.ids[c as usize],
-                    });
-                }
+                sink.budget.charge(pat.len());
+                report_at(text, start, pat, self.ids[c as usize], sink.report);
             }
         }
     }
@@ -462,6 +595,15 @@ mod tests {
             "patterns {patterns:?} in {text:?}"
         );
         literals.packed()
+    }
+
+    /// The occurrences found with a comparison budget of `budget` bytes, sorted, and the
+    /// bytes charged.
+    fn within(literals: &Literals, text: &[u8], budget: usize) -> (Vec<Found>, usize) {
+        let mut out = Vec::new();
+        let used = literals.search(text, || Budget::of(budget), |m| out.push(m));
+        out.sort_unstable();
+        (out, used)
     }
 
     #[test]
@@ -546,9 +688,38 @@ mod tests {
                     word(n, &mut next)
                 })
                 .collect();
-            let text = word(300, &mut next);
+            // Random bytes, and the literals themselves (case changed at random) among them.
+            let mut text = String::new();
+            while text.len() < 300 {
+                if next() % 2 == 0 {
+                    text += &word(1 + (next() % 5) as usize, &mut next);
+                } else {
+                    let p = &patterns[(next() % count as u64) as usize];
+                    let flip = next();
+                    text.extend(p.chars().enumerate().map(|(i, c)| {
+                        if flip >> (i % 64) & 1 == 1 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    }));
+                }
+            }
             let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
             packed += usize::from(check(&refs, &text));
+            // A budget spent anywhere in the text: the automaton finishes the search with
+            // every occurrence not yet reported, and none twice.
+            let lits: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let literals = Literals::new(&lits).unwrap();
+            let want = naive(&refs, &text);
+            let (_, work) = within(&literals, text.as_bytes(), usize::MAX);
+            for budget in (0..=work).step_by(work / 40 + 1) {
+                assert_eq!(
+                    within(&literals, text.as_bytes(), budget).0,
+                    want,
+                    "budget {budget}, patterns {refs:?} in {text:?}"
+                );
+            }
         }
         // Every round of the first kind, and most of the second, take the packed searcher
         // for their short literals; the rest the DFA.
@@ -556,5 +727,43 @@ mod tests {
             (200..=290).contains(&packed),
             "{packed} of 300 rounds packed"
         );
+    }
+
+    #[test]
+    fn literals_sharing_a_long_prefix_cost_a_bounded_number_of_comparisons() {
+        // A hostile rule file: literals that share 60 bytes, in mail that repeats their
+        // first bytes. Compared at every start, they would cost positions x literals x
+        // length: 64 x 62 bytes at each of 60,000 starts here. 64 literals take the packed
+        // searcher, 100 the sampler.
+        let suffixes = b"bcdefghijk";
+        for count in [64, 100] {
+            let patterns: Vec<String> = (0..count)
+                .map(|i| {
+                    let (c, d) = (suffixes[i / 10] as char, suffixes[i % 10] as char);
+                    format!("{}{c}{d}", "a".repeat(60))
+                })
+                .collect();
+            let lits: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let literals = Literals::new(&lits).unwrap();
+            assert_eq!(literals.packed(), count <= 64);
+            let text = format!("{}BC{}ee", "A".repeat(30_000), "a".repeat(30_000));
+            let mut found = Vec::new();
+            let used = literals.search(
+                text.as_bytes(),
+                || Budget::new(text.len()),
+                |m| found.push(m),
+            );
+            found.sort_unstable();
+            let at = |start: usize, pattern: usize| Found {
+                end: start + 62,
+                start,
+                pattern,
+            };
+            assert_eq!(found, [at(30_000 - 60, 1), at(60_002 - 60, 33)]);
+            // The budget, and at most one position's comparisons past it.
+            let one_position = 64 * patterns.iter().map(String::len).sum::<usize>();
+            let bound = text.len() * WORK_PER_BYTE + WORK_BASE + one_position;
+            assert!(used <= bound, "{count} literals: {used} bytes compared");
+        }
     }
 }
