@@ -266,17 +266,28 @@ fn collect_links(attrs: &str, links: &mut Vec<String>) {
             &attrs[start..i]
         };
         if LINK_ATTRS.iter().any(|a| name.eq_ignore_ascii_case(a)) && value.len() <= MAX_LINK_LEN {
-            // Spammers break URLs across lines inside the attribute to dodge filters.
-            let cleaned: String = html_escape::decode_html_entities(value)
-                .chars()
-                .filter(|c| !matches!(c, '\r' | '\n' | '\t'))
-                .collect();
-            let cleaned = cleaned.trim();
+            let cleaned = link_value(value);
             if !cleaned.is_empty() {
-                links.push(cleaned.to_string());
+                links.push(cleaned);
             }
         }
     }
+}
+
+/// A link attribute's value: entities decoded, line breaks and tabs taken out (spammers break
+/// URLs across lines inside the attribute to dodge filters), trimmed. Most values have none
+/// to take out, and are copied once instead of char by char (a twentieth of an HTML part's
+/// cost).
+fn link_value(value: &str) -> String {
+    let decoded = html_escape::decode_html_entities(value);
+    if memchr::memchr3(b'\r', b'\n', b'\t', decoded.as_bytes()).is_none() {
+        return decoded.trim().to_string();
+    }
+    let kept: String = decoded
+        .chars()
+        .filter(|c| !matches!(c, '\r' | '\n' | '\t'))
+        .collect();
+    kept.trim().to_string()
 }
 
 #[cfg(test)]
@@ -384,6 +395,30 @@ mod tests {
                     String::from_utf8_lossy(&tag)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn link_values_lose_line_breaks_and_tabs_as_char_by_char() {
+        let reference = |v: &str| -> String {
+            let kept: String = html_escape::decode_html_entities(v)
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n' | '\t'))
+                .collect();
+            kept.trim().to_string()
+        };
+        for v in [
+            "http://example.com/a",
+            "  http://example.com/a  ",
+            "http://exa\r\nmple.com/\tpath",
+            "http://exa&#10;mple.com/&#x9;x&amp;y",
+            " \n\t http://ex\u{e9}mple.com/caf\u{e9}\n ",
+            "\u{a0}http://example.com/\u{a0}",
+            "&nbsp;http://example.com/ ",
+            "\r\n\t",
+            "",
+        ] {
+            assert_eq!(link_value(v), reference(v), "{v:?}");
         }
     }
 
