@@ -203,7 +203,11 @@ const WORK_BASE: usize = 1 << 16;
 
 /// What is left of a search's comparison budget. Spending is checked before each position
 /// is compared, so the work done is at most the budget plus one position's comparisons,
-/// which the rule set bounds.
+/// which the rule set bounds (if [`Linear`]'s automaton can be built: it fails only past
+/// aho-corasick's state limits, and then the comparisons go on as before the budget). The
+/// charge is an upper bound (every candidate's whole length), so a rule set of many long
+/// literals with common first bytes may reach it on ordinary mail: then the automaton, built
+/// once per rule set, finishes the search, with the same occurrences.
 struct Budget {
     left: usize,
     used: usize,
@@ -316,8 +320,8 @@ impl Literals {
     }
 
     /// Calls `f` with every occurrence (overlapping ones included), without collecting them:
-    /// a text of one short literal repeated has millions. Short literals' occurrences come in
-    /// text order, then long ones' in text order.
+    /// a text of one short literal repeated has millions. Short literals' occurrences come
+    /// first, then long ones'; neither in text order (the caller does not need it).
     pub fn for_each(&self, text: &[u8], f: impl FnMut(Found)) {
         self.search(text, || Budget::new(text.len()), f);
     }
@@ -764,6 +768,54 @@ mod tests {
             let one_position = 64 * patterns.iter().map(String::len).sum::<usize>();
             let bound = text.len() * WORK_PER_BYTE + WORK_BASE + one_position;
             assert!(used <= bound, "{count} literals: {used} bytes compared");
+        }
+    }
+
+    #[test]
+    fn long_literals_sampled_at_the_widest_stride_survive_a_budget_spent_anywhere() {
+        // Literals of 130 bytes and more: the stride is capped at 64, the block 8 bytes.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20 {
+            let word = |n: usize, next: &mut dyn FnMut() -> u64| -> String {
+                (0..n)
+                    .map(|_| b"ab c"[(next() % 4) as usize] as char)
+                    .collect()
+            };
+            let patterns: Vec<String> = (0..70)
+                .map(|_| {
+                    let n = 130 + (next() % 70) as usize;
+                    word(n, &mut next)
+                })
+                .collect();
+            let mut text = String::new();
+            while text.len() < 3000 {
+                if next() % 3 == 0 {
+                    text += &patterns[(next() % 70) as usize].to_ascii_uppercase();
+                } else {
+                    text += &word(1 + (next() % 90) as usize, &mut next);
+                }
+            }
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let lits: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let literals = Literals::new(&lits).unwrap();
+            assert!(!literals.packed());
+            assert_eq!(literals.long.as_ref().map(|l| l.stride), Some(MAX_STRIDE));
+            let want = naive(&refs, &text);
+            assert!(!want.is_empty());
+            let (_, work) = within(&literals, text.as_bytes(), usize::MAX);
+            for budget in (0..=work).step_by(work / 40 + 1) {
+                assert_eq!(
+                    within(&literals, text.as_bytes(), budget).0,
+                    want,
+                    "budget {budget}"
+                );
+            }
         }
     }
 }
