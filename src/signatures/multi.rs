@@ -588,6 +588,23 @@ mod tests {
         out
     }
 
+    /// A xorshift generator: the same numbers on every run.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
+    /// `n` characters drawn from `alphabet`.
+    fn word(alphabet: &[u8], n: usize, next: &mut dyn FnMut() -> u64) -> String {
+        (0..n)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+            .collect()
+    }
+
     /// Checks the search against the naive one; tells whether the short literals were
     /// searched by the packed searcher.
     fn check(patterns: &[&str], text: &str) -> bool {
@@ -664,21 +681,10 @@ mod tests {
 
     #[test]
     fn same_matches_as_a_naive_search_on_generated_text() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let mut packed = 0;
         for round in 0..300 {
-            let alphabet = b"abAB c";
-            let word = |n: usize, next: &mut dyn FnMut() -> u64| -> String {
-                (0..n)
-                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
-                    .collect()
-            };
+            let word = |n: usize, next: &mut dyn FnMut() -> u64| word(b"abAB c", n, next);
             // A few literals in two rounds of three (the packed searcher); in the third, more
             // than it takes, long ones among them (the DFA and the sampler).
             let (count, longest) = if round % 3 == 0 {
@@ -695,7 +701,7 @@ mod tests {
             // Random bytes, and the literals themselves (case changed at random) among them.
             let mut text = String::new();
             while text.len() < 300 {
-                if next() % 2 == 0 {
+                if next().is_multiple_of(2) {
                     text += &word(1 + (next() % 5) as usize, &mut next);
                 } else {
                     let p = &patterns[(next() % count as u64) as usize];
@@ -774,19 +780,9 @@ mod tests {
     #[test]
     fn long_literals_sampled_at_the_widest_stride_survive_a_budget_spent_anywhere() {
         // Literals of 130 bytes and more: the stride is capped at 64, the block 8 bytes.
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20 {
-            let word = |n: usize, next: &mut dyn FnMut() -> u64| -> String {
-                (0..n)
-                    .map(|_| b"ab c"[(next() % 4) as usize] as char)
-                    .collect()
-            };
+            let word = |n: usize, next: &mut dyn FnMut() -> u64| word(b"ab c", n, next);
             let patterns: Vec<String> = (0..70)
                 .map(|_| {
                     let n = 130 + (next() % 70) as usize;
@@ -795,7 +791,7 @@ mod tests {
                 .collect();
             let mut text = String::new();
             while text.len() < 3000 {
-                if next() % 3 == 0 {
+                if next().is_multiple_of(3) {
                     text += &patterns[(next() % 70) as usize].to_ascii_uppercase();
                 } else {
                     text += &word(1 + (next() % 90) as usize, &mut next);
