@@ -605,6 +605,19 @@ mod tests {
             .collect()
     }
 
+    /// The search with its budget spent at about 40 points of `text`, from none to all of
+    /// the work it needs, finds `want` each time: nothing lost, nothing twice.
+    fn budgets_spent_anywhere(literals: &Literals, text: &str, want: &[Found]) {
+        let (_, work) = within(literals, text.as_bytes(), usize::MAX);
+        for budget in (0..=work).step_by(work / 40 + 1) {
+            assert_eq!(
+                within(literals, text.as_bytes(), budget).0,
+                want,
+                "budget {budget} in {text:?}"
+            );
+        }
+    }
+
     /// Checks the search against the naive one; tells whether the short literals were
     /// searched by the packed searcher.
     fn check(patterns: &[&str], text: &str) -> bool {
@@ -722,14 +735,7 @@ mod tests {
             let lits: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
             let literals = Literals::new(&lits).unwrap();
             let want = naive(&refs, &text);
-            let (_, work) = within(&literals, text.as_bytes(), usize::MAX);
-            for budget in (0..=work).step_by(work / 40 + 1) {
-                assert_eq!(
-                    within(&literals, text.as_bytes(), budget).0,
-                    want,
-                    "budget {budget}, patterns {refs:?} in {text:?}"
-                );
-            }
+            budgets_spent_anywhere(&literals, &text, &want);
         }
         // Every round of the first kind, and most of the second, take the packed searcher
         // for their short literals; the rest the DFA.
@@ -804,14 +810,7 @@ mod tests {
             assert_eq!(literals.long.as_ref().map(|l| l.stride), Some(MAX_STRIDE));
             let want = naive(&refs, &text);
             assert!(!want.is_empty());
-            let (_, work) = within(&literals, text.as_bytes(), usize::MAX);
-            for budget in (0..=work).step_by(work / 40 + 1) {
-                assert_eq!(
-                    within(&literals, text.as_bytes(), budget).0,
-                    want,
-                    "budget {budget}"
-                );
-            }
+            budgets_spent_anywhere(&literals, &text, &want);
         }
     }
 }
