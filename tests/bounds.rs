@@ -584,6 +584,28 @@ async fn a_slow_linear_rule_on_a_long_body_stops_at_the_deadline() {
     cut_at_the_deadline(&d, &mut c, &msg, "slow rules").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_occurring_everywhere_stop_at_the_deadline() {
+    let d = Daemon::start(
+        "message_timeout = \"2s\"",
+        "[rules]\npaths = [\"$DIR/rules\"]\n",
+    );
+    // A hostile rule file: literals of 3 to 70 `a`s, in a message of lines of `a`. Each
+    // occurs at nearly every position: about 2,700 occurrences a line, 140 million in
+    // 4 MB, each one looked up and tallied. Their comparisons are bounded, their number is
+    // not: the literal pass must look at the clock as the regexes do.
+    let rules: String = (3..=70)
+        .map(|n| format!("rawbody AS{n} /{}/\nscore AS{n} 0.01\n", "a".repeat(n)))
+        .collect();
+    write_rules(&d, &rules);
+    let mut c = client(&d).await;
+    let msg = format!(
+        "Subject: x\r\n\r\n{}",
+        format!("{}\r\n", "a".repeat(76)).repeat(52_000)
+    );
+    cut_at_the_deadline(&d, &mut c, &msg, "literals everywhere").await;
+}
+
 /// Sends a message the daemon's rules cannot finish by the deadline: it must be judged
 /// without them (fail open) at the deadline, not minutes later, and no scan thread may go on
 /// computing after the verdict.

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -117,7 +118,12 @@ impl Short {
         })
     }
 
-    fn for_each(&self, text: &[u8], budget: &mut Budget, f: &mut impl FnMut(Found)) {
+    fn for_each(
+        &self,
+        text: &[u8],
+        budget: &mut Budget,
+        f: &mut impl FnMut(Found) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         match self {
             Short::Dfa(ac, ids) => {
                 for m in ac.find_overlapping_iter(text) {
@@ -125,7 +131,7 @@ impl Short {
                         end: m.end(),
                         start: m.start(),
                         pattern: ids[m.pattern().as_usize()],
-                    });
+                    })?;
                 }
             }
             Short::Packed {
@@ -140,17 +146,20 @@ impl Short {
                 {
                     let start = m.start();
                     // Every occurrence that starts before `start` has been reported.
-                    if budget.spent() && linear.finish(patterns, ids, text, start, f) {
-                        return;
+                    if budget.spent()
+                        && let Some(flow) = linear.finish(patterns, ids, text, start, f)
+                    {
+                        return flow;
                     }
                     budget.charge(total);
                     for (p, &id) in patterns.iter().zip(ids) {
-                        report_at(text, start, p, id, f);
+                        report_at(text, start, p, id, f)?;
                     }
                     at = start + 1;
                 }
             }
         }
+        ControlFlow::Continue(())
     }
 }
 
@@ -178,20 +187,28 @@ fn case_spellings(p: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Reports `pattern` if it occurs at `start`, ASCII case-insensitively.
+/// Reports `pattern` if it occurs at `start`, ASCII case-insensitively; breaks if the
+/// caller asks to stop.
 #[inline]
-fn report_at(text: &[u8], start: usize, pattern: &[u8], id: usize, f: &mut impl FnMut(Found)) {
+fn report_at(
+    text: &[u8],
+    start: usize,
+    pattern: &[u8],
+    id: usize,
+    f: &mut impl FnMut(Found) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     let end = start + pattern.len();
     if text
         .get(start..end)
         .is_some_and(|t| t.eq_ignore_ascii_case(pattern))
     {
-        f(Found {
+        return f(Found {
             end,
             start,
             pattern: id,
         });
     }
+    ControlFlow::Continue(())
 }
 
 /// Bytes of literal comparisons the packed searcher and the sampler may make, per byte of
@@ -211,8 +228,11 @@ const WORK_BASE: usize = 1 << 16;
 struct Budget {
     left: usize,
     used: usize,
-    /// The automaton has reported every occurrence left.
+    /// Nothing is left to report: the automaton has reported every occurrence left, or the
+    /// caller asked to stop (`stopped`).
     finished: bool,
+    /// The caller asked to stop (its deadline passed).
+    stopped: bool,
 }
 
 impl Budget {
@@ -229,6 +249,7 @@ impl Budget {
             left,
             used: 0,
             finished: false,
+            stopped: false,
         }
     }
 
@@ -239,6 +260,12 @@ impl Budget {
 
     fn spent(&self) -> bool {
         self.left == 0
+    }
+
+    /// Records the end of the search; `flow` tells whether the caller asked for it.
+    fn finish(&mut self, flow: ControlFlow<()>) {
+        self.finished = true;
+        self.stopped |= flow.is_break();
     }
 }
 
@@ -256,16 +283,17 @@ struct Sink<'a, F> {
 struct Linear(OnceLock<Option<AhoCorasick>>);
 
 impl Linear {
-    /// Reports every occurrence that starts at `from` or later; false, having reported
-    /// nothing, if the automaton could not be built (the caller then goes on comparing).
+    /// Reports every occurrence that starts at `from` or later (until the caller asks to
+    /// stop); `None`, having reported nothing, if the automaton could not be built (the
+    /// caller then goes on comparing).
     fn finish(
         &self,
         patterns: &[Vec<u8>],
         ids: &[usize],
         text: &[u8],
         from: usize,
-        f: &mut impl FnMut(Found),
-    ) -> bool {
+        f: &mut impl FnMut(Found) -> ControlFlow<()>,
+    ) -> Option<ControlFlow<()>> {
         let built = self.0.get_or_init(|| {
             AhoCorasick::builder()
                 .ascii_case_insensitive(true)
@@ -273,17 +301,18 @@ impl Linear {
                 .build(patterns)
                 .ok()
         });
-        let Some(ac) = built else {
-            return false;
-        };
+        let ac = built.as_ref()?;
         for m in ac.find_overlapping_iter(&text[from..]) {
-            f(Found {
+            let flow = f(Found {
                 end: from + m.end(),
                 start: from + m.start(),
                 pattern: ids[m.pattern().as_usize()],
             });
+            if flow.is_break() {
+                return Some(flow);
+            }
         }
-        true
+        Some(ControlFlow::Continue(()))
     }
 }
 
@@ -321,19 +350,32 @@ impl Literals {
 
     /// Calls `f` with every occurrence (overlapping ones included), without collecting them:
     /// a text of one short literal repeated has millions. Short literals' occurrences come
-    /// first, then long ones'; neither in text order (the caller does not need it).
-    pub fn for_each(&self, text: &[u8], f: impl FnMut(Found)) {
-        self.search(text, || Budget::new(text.len()), f);
+    /// first, then long ones'; neither in text order (the caller does not need it). When `f`
+    /// breaks (a deadline), the search reports nothing more and breaks.
+    pub fn for_each(
+        &self,
+        text: &[u8],
+        f: impl FnMut(Found) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        self.search(text, || Budget::new(text.len()), f).1
     }
 
     /// Searches with a fresh budget for each of the two searchers; returns the comparison
-    /// bytes charged.
-    fn search(&self, text: &[u8], budget: impl Fn() -> Budget, mut f: impl FnMut(Found)) -> usize {
+    /// bytes charged, and whether `f` broke.
+    fn search(
+        &self,
+        text: &[u8],
+        budget: impl Fn() -> Budget,
+        mut f: impl FnMut(Found) -> ControlFlow<()>,
+    ) -> (usize, ControlFlow<()>) {
         let mut used = 0;
         if let Some(short) = &self.short {
             let mut b = budget();
-            short.for_each(text, &mut b, &mut f);
+            let flow = short.for_each(text, &mut b, &mut f);
             used += b.used;
+            if flow.is_break() {
+                return (used, flow);
+            }
         }
         if let Some(s) = &self.long {
             let mut b = budget();
@@ -345,8 +387,11 @@ impl Literals {
                 },
             );
             used += b.used;
+            if b.stopped {
+                return (used, ControlFlow::Break(()));
+            }
         }
-        used
+        (used, ControlFlow::Continue(()))
     }
 
     #[cfg(test)]
@@ -357,7 +402,10 @@ impl Literals {
     /// All occurrences, ordered by end, then start, then pattern.
     pub fn find_all(&self, text: &[u8]) -> Vec<Found> {
         let mut out = Vec::new();
-        self.for_each(text, |m| out.push(m));
+        let _ = self.for_each(text, |m| {
+            out.push(m);
+            ControlFlow::Continue(())
+        });
         out.sort_unstable();
         out
     }
@@ -463,15 +511,16 @@ impl Sampler {
         }
     }
 
-    fn for_each<F: FnMut(Found)>(&self, text: &[u8], sink: &mut Sink<F>) {
+    fn for_each<F: FnMut(Found) -> ControlFlow<()>>(&self, text: &[u8], sink: &mut Sink<F>) {
         if text.len() < self.block {
             return;
         }
         let last = text.len() - self.block;
         let mut p = 0;
-        // Whole words while eight bytes remain, then the padded tail. Once the budget is
-        // spent and the automaton has finished the search, the samples find nothing more
-        // to do (checking for that in this loop would cost every sample).
+        // Whole words while eight bytes remain, then the padded tail. Once the search is
+        // finished (the budget spent and the automaton done, or the caller asking to stop),
+        // the samples find nothing more to do: checking for that in this loop would cost
+        // every sample, and the rest of the loop is a filter lookup every `stride` bytes.
         while p + 8 <= text.len() {
             let word = u64::from_le_bytes(text[p..p + 8].try_into().expect("8 bytes"));
             self.sample(text, p, word & self.block_mask, sink);
@@ -484,7 +533,13 @@ impl Sampler {
     }
 
     #[inline(always)]
-    fn sample<F: FnMut(Found)>(&self, text: &[u8], p: usize, block: u64, sink: &mut Sink<F>) {
+    fn sample<F: FnMut(Found) -> ControlFlow<()>>(
+        &self,
+        text: &[u8],
+        p: usize,
+        block: u64,
+        sink: &mut Sink<F>,
+    ) {
         let h = filter_index(block, self.filter_shift);
         // h has 64 - filter_shift bits: always inside the filter.
         if self.filter[h / 64] & (1 << (h % 64)) != 0 {
@@ -493,7 +548,13 @@ impl Sampler {
     }
 
     #[cold]
-    fn verify<F: FnMut(Found)>(&self, text: &[u8], p: usize, block: u64, sink: &mut Sink<F>) {
+    fn verify<F: FnMut(Found) -> ControlFlow<()>>(
+        &self,
+        text: &[u8],
+        p: usize,
+        block: u64,
+        sink: &mut Sink<F>,
+    ) {
         if sink.budget.finished {
             return;
         }
@@ -504,11 +565,11 @@ impl Sampler {
         // its start: those that start `stride - 1` bytes before `p` or later are not yet.
         if sink.budget.spent() {
             let from = (p + 1).saturating_sub(self.stride);
-            if self
-                .linear
-                .finish(&self.patterns, &self.ids, text, from, sink.report)
+            if let Some(flow) =
+                self.linear
+                    .finish(&self.patterns, &self.ids, text, from, sink.report)
             {
-                sink.budget.finished = true;
+                sink.budget.finish(flow);
                 return;
             }
         }
@@ -528,7 +589,11 @@ impl Sampler {
             for &c in cands {
                 let pat = &self.patterns[c as usize];
                 sink.budget.charge(pat.len());
-                report_at(text, start, pat, self.ids[c as usize], sink.report);
+                let flow = report_at(text, start, pat, self.ids[c as usize], sink.report);
+                if flow.is_break() {
+                    sink.budget.finish(flow);
+                    return;
+                }
             }
         }
     }
@@ -635,7 +700,14 @@ mod tests {
     /// bytes charged.
     fn within(literals: &Literals, text: &[u8], budget: usize) -> (Vec<Found>, usize) {
         let mut out = Vec::new();
-        let used = literals.search(text, || Budget::of(budget), |m| out.push(m));
+        let (used, _) = literals.search(
+            text,
+            || Budget::of(budget),
+            |m| {
+                out.push(m);
+                ControlFlow::Continue(())
+            },
+        );
         out.sort_unstable();
         (out, used)
     }
@@ -764,10 +836,13 @@ mod tests {
             assert_eq!(literals.packed(), count <= 64);
             let text = format!("{}BC{}ee", "A".repeat(30_000), "a".repeat(30_000));
             let mut found = Vec::new();
-            let used = literals.search(
+            let (used, _) = literals.search(
                 text.as_bytes(),
                 || Budget::new(text.len()),
-                |m| found.push(m),
+                |m| {
+                    found.push(m);
+                    ControlFlow::Continue(())
+                },
             );
             found.sort_unstable();
             let at = |start: usize, pattern: usize| Found {
@@ -780,6 +855,63 @@ mod tests {
             let one_position = 64 * patterns.iter().map(String::len).sum::<usize>();
             let bound = text.len() * WORK_PER_BYTE + WORK_BASE + one_position;
             assert!(used <= bound, "{count} literals: {used} bytes compared");
+        }
+    }
+
+    #[test]
+    fn a_search_stops_when_its_caller_breaks() {
+        // Literals that occur at every position of a text of `a` (millions of occurrences
+        // in a long text): each searcher stops at the occurrence where the caller breaks,
+        // and reports none after it. A budget of 0 sends every search to the automaton.
+        let text = "a".repeat(20_000);
+        let runs: [(Vec<String>, usize); 4] = [
+            // The packed searcher (few short literals), then the DFA (more than it takes).
+            ((3..7).map(|n| "a".repeat(n)).collect(), usize::MAX),
+            (
+                (0..70)
+                    .map(|i| "a".repeat(3 + i % 5))
+                    .chain(["b".into()])
+                    .collect(),
+                usize::MAX,
+            ),
+            // The sampler, with and without its budget.
+            ((8..90).map(|n| "a".repeat(n)).collect(), usize::MAX),
+            ((8..90).map(|n| "a".repeat(n)).collect(), 0),
+        ];
+        for (i, (patterns, budget)) in runs.iter().enumerate() {
+            let lits: Vec<Vec<u8>> = patterns.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let literals = Literals::new(&lits).unwrap();
+            assert_eq!(literals.packed(), i == 0);
+            assert_eq!(literals.long.is_some(), i >= 2);
+            for stop_after in [1, 999, 30_000] {
+                let mut reported = 0;
+                let (_, flow) = literals.search(
+                    text.as_bytes(),
+                    || Budget::of(*budget),
+                    |_| {
+                        reported += 1;
+                        if reported == stop_after {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    },
+                );
+                assert_eq!(flow, ControlFlow::Break(()), "run {i}");
+                assert_eq!(reported, stop_after, "run {i}");
+            }
+            // Without a break, every occurrence.
+            let mut reported = 0;
+            let (_, flow) = literals.search(
+                text.as_bytes(),
+                || Budget::of(*budget),
+                |_| {
+                    reported += 1;
+                    ControlFlow::Continue(())
+                },
+            );
+            assert_eq!(flow, ControlFlow::Continue(()), "run {i}");
+            assert!(reported > 30_000, "run {i}: {reported}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! the candidate regexes run, metas evaluated, all under the scan's deadline.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use super::backtrack::Cut;
@@ -18,6 +19,11 @@ const CONTEXT: usize = 40;
 /// Shortest text whose line-local rules are searched only on their literals' lines: on a
 /// shorter one, finding the lines costs about what it saves.
 const LINES_FROM: usize = 4096;
+
+/// Literal occurrences reported between two looks at the clock. Ordinary mail has a few
+/// hundred a text; a rule file of literals that all occur at every position has billions
+/// in a long message, and the pass must stop at the deadline like the regexes.
+const OCCURRENCES_PER_CLOCK: u32 = 4096;
 
 impl RuleSet {
     /// Scans a message without a deadline, with each hit's evidence (the command-line
@@ -52,6 +58,7 @@ impl RuleSet {
             cut: Vec::new(),
             deadline,
             expired: false,
+            until_clock: OCCURRENCES_PER_CLOCK,
             marked: vec![0; self.rules.len()],
             epoch: 0,
         };
@@ -142,6 +149,9 @@ pub struct Expired;
 
 impl RuleSet {
     fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
+        if st.expired {
+            return;
+        }
         st.epoch += 1;
         let epoch = st.epoch;
         let mut candidates: Vec<usize> = Vec::new();
@@ -166,7 +176,14 @@ impl RuleSet {
         // Occurrences of their literals, for rules that need several (`Index::times`).
         let mut occurrences: FastMap<usize, u32> = FastMap::default();
         if let Some(lits) = &ix.literals_matcher {
-            lits.for_each(text.as_bytes(), |m| {
+            let flow = lits.for_each(text.as_bytes(), |m| {
+                st.until_clock -= 1;
+                if st.until_clock == 0 {
+                    st.until_clock = OCCURRENCES_PER_CLOCK;
+                    if st.deadline.is_some_and(|d| Instant::now() >= d) {
+                        return ControlFlow::Break(());
+                    }
+                }
                 let line = if by_lines {
                     lines_at.start_of(m.start)
                 } else {
@@ -198,7 +215,12 @@ impl RuleSet {
                         }
                     }
                 }
+                ControlFlow::Continue(())
             });
+            if flow.is_break() {
+                st.expired = true;
+                return;
+            }
         }
         candidates.sort_unstable();
         if !ix.times.is_empty() {
@@ -518,6 +540,8 @@ struct ScanState {
     deadline: Option<Instant>,
     /// The deadline passed: every rule from here on is skipped and the scan gives up.
     expired: bool,
+    /// Literal occurrences left to report before the clock is looked at again.
+    until_clock: u32,
     /// Rules made candidates by a literal in the text being scanned: `marked[r] == epoch`,
     /// with one epoch per text, so nothing needs clearing between texts.
     marked: Vec<u32>,
