@@ -8,6 +8,7 @@ pub mod date;
 pub mod html;
 pub mod mime;
 pub mod opaque;
+pub mod qp;
 pub mod received;
 pub mod targets;
 pub mod urls;
