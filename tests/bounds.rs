@@ -532,7 +532,12 @@ async fn hostile_structures_cost_a_bounded_multiple_of_the_message() {
     // Still serving.
     let r = c.message(&ENV, ham().as_bytes()).await.unwrap();
     assert_eq!(r.last(), Some(&Reply::Accept));
-    assert!(d.log().contains("HEADER_NAME_TOO_LONG"), "{}", d.log());
+    // The log arrives through a pipe and a reader thread, behind the replies.
+    assert!(
+        d.wait_log("HEADER_NAME_TOO_LONG", Duration::from_secs(30)),
+        "{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
