@@ -239,7 +239,10 @@ impl MimeView {
             {
                 Some(texts) => qp_texts = texts,
                 None => {
+                    // Nothing of this parse is kept: freed before the next one.
                     drop(parsed);
+                    drop(skeleton);
+                    drop(raw);
                     return MimeView::build_hiding(message, limits, true, false);
                 }
             }
@@ -572,8 +575,10 @@ const MAX_HIDDEN_QP: usize = 64;
 /// The media type a hidden quoted-printable part's `text` is renamed to.
 const HIDDEN_TEXT: &str = "xext";
 
-/// Lines looked at around a hidden encoding for its part's Content-Type.
-const MAX_BLOCK_LINES: usize = 64;
+/// Bytes looked at on each side of a hidden encoding for its part's Content-Type: a part's
+/// header block is far smaller, and a hostile message repeating the line 64 times next to
+/// megabyte lines costs at most this much a time.
+const MAX_BLOCK_BYTES: usize = 8192;
 
 /// Where [`hide_quoted_printable`] renamed.
 #[derive(Debug, Default)]
@@ -647,6 +652,8 @@ fn hide_quoted_printable(text: &mut [u8]) -> QpRenames {
 /// empty line), if the block has one such line and no other Content-Type.
 fn text_type_in_block(text: &[u8], line: usize) -> Option<usize> {
     const NAME: &[u8] = b"content-type:";
+    let lo = line.saturating_sub(MAX_BLOCK_BYTES);
+    let text = &text[..text.len().min(line + MAX_BLOCK_BYTES)];
     let mut found = None;
     let mut types = 0;
     let mut look = |start: usize| {
@@ -663,15 +670,14 @@ fn text_type_in_block(text: &[u8], line: usize) -> Option<usize> {
                 (v.len() >= 5 && v[..5].eq_ignore_ascii_case(b"text/")).then_some(value + blanks);
         }
     };
-    // Back, line by line.
+    // Back, line by line, within the window.
     let mut start = line;
-    let mut lines = 0;
     while start > 0 {
-        lines += 1;
-        if lines > MAX_BLOCK_LINES {
-            return None;
-        }
-        let prev = memchr::memrchr(b'\n', &text[..start - 1]).map_or(0, |n| n + 1);
+        let prev = match memchr::memrchr(b'\n', &text[lo..start - 1]) {
+            Some(n) => lo + n + 1,
+            None if lo == 0 => 0,
+            None => return None,
+        };
         let l = &text[prev..start - 1];
         if l.is_empty() || l == b"\r" || l.starts_with(b"--") {
             break;
@@ -679,18 +685,13 @@ fn text_type_in_block(text: &[u8], line: usize) -> Option<usize> {
         look(prev);
         start = prev;
     }
-    // On, line by line, from the encoding's own line.
+    // On, line by line, from the encoding's own line, within the window.
     let mut at = line;
-    lines = 0;
     loop {
         let end = memchr::memchr(b'\n', &text[at..]).map(|n| at + n)?;
         let l = &text[at..end];
         if l.is_empty() || l == b"\r" {
             break;
-        }
-        lines += 1;
-        if lines > MAX_BLOCK_LINES {
-            return None;
         }
         if at != line {
             look(at);
@@ -1376,6 +1377,29 @@ mod tests {
         assert_eq!((renamed.encodings.len(), renamed.types.len()), (2, 2));
         let parsed = parser().parse(&skeleton).unwrap();
         assert_eq!(hidden_qp_parts(&parsed, &renamed).map(|p| p.len()), Some(2));
+    }
+
+    #[test]
+    fn a_text_type_is_looked_for_only_near_the_encoding() {
+        let block =
+            b"--b\nContent-Type: text/html\nContent-Transfer-Encoding: quoted-printable\n\nx\n";
+        let line = 4 + 24;
+        assert_eq!(&block[line..line + 9], b"Content-T");
+        assert_eq!(text_type_in_block(block, line), Some(18));
+        // A header block longer than the window on either side: not looked through.
+        let long = format!("X-Pad: {}\n", "p".repeat(MAX_BLOCK_BYTES));
+        let before = [
+            &b"--b\nContent-Type: text/html\n"[..],
+            long.as_bytes(),
+            &block[28..],
+        ]
+        .concat();
+        assert_eq!(
+            text_type_in_block(&before, before.len() - (block.len() - 28)),
+            None
+        );
+        let after = [&block[..28 + 44], long.as_bytes(), b"\nx\n"].concat();
+        assert_eq!(text_type_in_block(&after, line), None);
     }
 
     /// Generated quoted-printable bodies (escapes valid and not, soft breaks, blanks, line
