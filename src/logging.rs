@@ -15,6 +15,10 @@ use std::sync::Arc;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
+mod text;
+
+pub use text::{Quoted, TextFields, TextLine, write_timestamp};
+
 /// How log events are written (`[log] format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -57,8 +61,16 @@ pub fn init(level: &str, format: LogFormat, syslog: bool) {
         .with_env_filter(filter)
         .with_ansi(false);
     match (format, syslog) {
-        (LogFormat::Text, None) => builder.with_writer(stderr).init(),
-        (LogFormat::Text, Some(s)) => builder.with_writer(stderr.and(s)).init(),
+        (LogFormat::Text, None) => builder
+            .event_format(TextLine::default())
+            .fmt_fields(TextFields)
+            .with_writer(stderr)
+            .init(),
+        (LogFormat::Text, Some(s)) => builder
+            .event_format(TextLine::default())
+            .fmt_fields(TextFields)
+            .with_writer(stderr.and(s))
+            .init(),
         // One object per event: fields as keys, the message under "fields.message".
         (LogFormat::Json, None) => builder
             .json()

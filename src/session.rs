@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::TrustMode;
 use crate::engine::Engine;
+use crate::logging::Quoted;
 use crate::message::{Envelope, MAX_HEADER_DELETIONS, MAX_HEADER_NAME, Message, is_spam_header};
 use crate::milter::codec::{self, Command, ConnectAddr, MacroStage, Reply, action, cmd, proto};
 use crate::milter::connection::{Connection, ConnectionError};
@@ -429,22 +430,17 @@ impl Session {
         let (verdict, decision) = m.engine.judge(Arc::new(input)).await;
         let replies = eom_replies(&self.negotiated, &m, &decision);
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let symbols: Vec<String> = verdict
-            .symbols
-            .iter()
-            .map(|s| format!("{}({:.1})", s.name, s.score))
-            .collect();
         let client = client.map_or("-".to_string(), |ip| ip.to_string());
         // The sender and queue id are the peer's words: quoted and escaped.
         tracing::info!(
-            queue_id = ?queue_id.as_deref().unwrap_or("-"),
+            queue_id = ?Quoted(queue_id.as_deref().unwrap_or("-")),
             client = %client,
-            from = ?from,
+            from = ?Quoted(&from),
             rcpts,
             size = m.received,
             score = format_args!("{:.1}", verdict.score),
             action = %decision.action,
-            symbols = %symbols.join(","),
+            symbols = %SymbolList(&verdict.symbols),
             elapsed_ms = format_args!("{:.2}", elapsed_ms),
             "message scored"
         );
@@ -466,6 +462,21 @@ impl Session {
         });
         self.end_message();
         replies
+    }
+}
+
+/// A verdict's symbols as the log line lists them: `NAME(1.0),OTHER(-0.5)`.
+struct SymbolList<'a>(&'a [crate::scan::Symbol]);
+
+impl std::fmt::Display for SymbolList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}({:.1})", s.name, s.score)?;
+        }
+        Ok(())
     }
 }
 
