@@ -1569,13 +1569,7 @@ mod tests {
             "word", "w", " ", "  ", "\t", "\x0c", "=3D", "=E9", "=e9", "=C3=A9", "=\n", "= \n",
             "=\r\n", "=4", "=zz", "=", "\n", "\n", "\r\n", "\r", "-", "<p>", "\u{e9}", "==",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut decoded_here = 0;
         for n in 0..400 {
             let body = |next: &mut dyn FnMut() -> u64| {
@@ -1624,6 +1618,16 @@ mod tests {
         assert!(decoded_here > 380, "{decoded_here} of 400");
     }
 
+    /// A repeatable stream of pseudo-random numbers for the generated tests.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn assert_same_view_both_ways(raw: &[u8]) {
         let m = Message::from_raw(raw, 1 << 20);
         assert_eq!(
@@ -1657,13 +1661,7 @@ mod tests {
             b"\xa4\xa2",
             b"-",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let pick = |options: &[&'static str], next: &mut dyn FnMut() -> u64| {
             options[(next() % options.len() as u64) as usize]
         };
