@@ -4,6 +4,9 @@
 #   - repmilter with SpamAssassin's stock rules as well,
 #   - rspamd (Debian's 3.4: its proxy worker in milter mode, self-scanning),
 #   - spamass-milter with spamd (Debian's; network tests off, `spamd -L`),
+#   - for reference, a milter that does nothing (pymilter on libmilter, Debian's
+#     python3-milter): it asks the MTA to send nothing but the end of message, and accepts,
+#     so its row is what any milter costs before it looks at a message,
 # each loaded by `repmilter bench` (16 sessions, one message per connection) after a warm-up
 # pass; then smtp-source through a private Postfix with no milter and with each of them.
 #
@@ -20,7 +23,8 @@
 # children, reaped ones included) over the measured run, from /proc; peak RSS is the sum of
 # the peak resident sizes (VmHWM) of the processes alive at the end.
 #
-# Needs (Debian): rbldnsd rspamd spamd spamass-milter postfix (smtp-source, smtp-sink).
+# Needs (Debian): rbldnsd rspamd spamd spamass-milter python3-milter postfix (smtp-source,
+# smtp-sink).
 # Run as root (Postfix and rspamd want it): `bash benches/compare.sh`. Knobs: MESSAGES
 # (default 3000), SA_MESSAGES (400), CONCURRENCY (16), SMTP_MESSAGES (2000), SMTP_SESSIONS (16).
 set -euo pipefail
@@ -35,11 +39,15 @@ SMTP_SESSIONS=${SMTP_SESSIONS:-16}
 
 for tool in rbldnsd rspamd spamd spamass-milter postfix smtp-source smtp-sink; do
     if ! command -v "$tool" >/dev/null; then
-        echo "compare.sh needs $tool: apt-get install -y rbldnsd rspamd spamd spamass-milter postfix" >&2
+        echo "compare.sh needs $tool: apt-get install -y rbldnsd rspamd spamd spamass-milter python3-milter postfix" >&2
         exit 2
     fi
 done
-for port in 5391 11330 11340 11332 11333 11334 7830 7831 2525 2526; do
+if ! /usr/bin/python3 -c 'import Milter' 2>/dev/null; then
+    echo "compare.sh needs pymilter: apt-get install -y python3-milter" >&2
+    exit 2
+fi
+for port in 5391 11330 11340 11332 11333 11334 7830 7831 11350 2525 2526; do
     if ss -ltun | awk '{print $5}' | grep ":$port\$" >/dev/null; then
         echo "compare.sh: port $port is in use (another run, or rspamd/spamd as a service?)" >&2
         exit 2
@@ -180,6 +188,29 @@ start_spamassassin() {
     wait_port 7831
 }
 
+# The do-nothing milter: only the end of message is a callback, so pymilter's negotiation
+# asks the MTA to skip every other step (connect, HELO, envelope, headers, body).
+start_noop() {
+    local dir="$WORK/noop"
+    mkdir -p "$dir"
+    cat >"$dir/noop.py" <<'EOF'
+import Milter
+
+
+class Noop(Milter.Base):
+    def eom(self):
+        return Milter.ACCEPT
+
+
+Milter.factory = Noop
+Milter.runmilter("noop", "inet:11350@127.0.0.1", 240)
+EOF
+    /usr/bin/python3 "$dir/noop.py" >"$dir/log" 2>&1 &
+    PIDS+=($!)
+    echo $! >"$dir/pid"
+    wait_port 11350
+}
+
 # Loads one milter; prints "msgs/s p50 p99 cpu_us rss_kib" (cpu over all given pids).
 RESULTS=()
 measure() {
@@ -209,11 +240,13 @@ start_repmilter repmilter 11330 '"'"$ROOT"'/rules"'
 start_repmilter repmilter-sa 11340 '"'"$ROOT"'/rules", "/usr/share/spamassassin"'
 start_rspamd
 start_spamassassin
+start_noop
 
 measure "repmilter (shipped rules)" 11330 "$MESSAGES" "$(cat "$WORK/repmilter/pid")"
 measure "repmilter (+ SpamAssassin stock rules)" 11340 "$MESSAGES" "$(cat "$WORK/repmilter-sa/pid")"
 measure "rspamd 3.4 (proxy, milter mode)" 11332 "$MESSAGES" "$(cat "$WORK/rspamd/pid")"
 measure "spamass-milter + spamd" 7831 "$SA_MESSAGES" "$(cat "$WORK/spamd/milter.pid")" "$(cat "$WORK/spamd/spamd.pid")"
+measure "a milter that does nothing (pymilter)" 11350 "$MESSAGES" "$(cat "$WORK/noop/pid")"
 
 # smtp-source through a private Postfix: without a milter, then with each.
 PF="$WORK/postfix"
@@ -311,6 +344,7 @@ SMTP_MESSAGES_ALL=$SMTP_MESSAGES
 SMTP_MESSAGES=$SA_MESSAGES smtp_run "spamass-milter + spamd" "inet:127.0.0.1:7831" \
     "$(cat "$WORK/spamd/milter.pid")" "$(cat "$WORK/spamd/spamd.pid")"
 SMTP_MESSAGES=$SMTP_MESSAGES_ALL
+smtp_run "a milter that does nothing (pymilter)" "inet:127.0.0.1:11350" "$(cat "$WORK/noop/pid")"
 
 echo
 echo "Milters alone: repmilter bench, $CONCURRENCY sessions, one message per connection, $(nproc) cores, $(date -u +%F)"
