@@ -57,6 +57,8 @@ pub mod reputation;
 pub mod scan;
 pub mod session;
 pub mod signatures;
+#[cfg(test)]
+mod testing;
 pub mod warn;
 
 /// Displays an error with its whole `source()` chain: `outer: inner: root cause`.

@@ -1332,6 +1332,7 @@ fn decode_with_parser(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::xorshift;
 
     #[test]
     fn unfolding_without_encoded_words_is_what_the_parser_gives() {
@@ -1624,16 +1625,6 @@ mod tests {
         }
         // Not a test of the fallback: nearly every message is decoded here.
         assert!(decoded_here > 380, "{decoded_here} of 400");
-    }
-
-    /// A repeatable stream of pseudo-random numbers for the generated tests.
-    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
     }
 
     fn assert_same_view_both_ways(raw: &[u8]) {

@@ -633,6 +633,7 @@ fn prefix_hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::xorshift;
 
     fn naive(patterns: &[&str], text: &str) -> Vec<Found> {
         let t = text.as_bytes();
@@ -651,16 +652,6 @@ mod tests {
         }
         out.sort_unstable();
         out
-    }
-
-    /// A xorshift generator: the same numbers on every run.
-    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
     }
 
     /// `n` characters drawn from `alphabet`.
