@@ -120,17 +120,46 @@ pub fn registered_domain(host: &str) -> String {
 }
 
 /// Finds http(s), ftp and www. links in plain text and appends them to `out`.
+///
+/// linkify looks at every `.` of the text for a link without a scheme, and most of them are
+/// the ends of sentences: a tenth of a message's instructions with no rules. [`parse`] keeps
+/// only links with a scheme or starting with `www.`, so a link it keeps lies in a run of
+/// text that holds `://` or `www.` (any case), and linkify's links never hold a control
+/// character or a space (its scans, forward and back, stop at them). So only those runs are
+/// given to linkify, each on its own, with the same links found in them as in the whole text.
 pub fn find_in_text(text: &str, out: &mut Vec<Url>) {
     let mut finder = linkify::LinkFinder::new();
     finder.kinds(&[linkify::LinkKind::Url]);
     finder.url_must_have_scheme(false);
-    for link in finder.links(text) {
-        if out.len() >= MAX_URLS {
-            return;
+    let bytes = text.as_bytes();
+    let delimiter = |b: &u8| *b <= b' ';
+    let mut from = 0;
+    while let Some(at) = memchr::memchr2(b':', b'.', &bytes[from..]).map(|i| from + i) {
+        let hint = if bytes[at] == b':' {
+            bytes[at + 1..].starts_with(b"//")
+        } else {
+            at >= 3 && bytes[at - 3..at].eq_ignore_ascii_case(b"www")
+        };
+        if !hint {
+            from = at + 1;
+            continue;
         }
-        if let Some(u) = parse(link.as_str()) {
-            out.push(u);
+        let start = bytes[..at].iter().rposition(delimiter).map_or(0, |i| i + 1);
+        let end = bytes[at..]
+            .iter()
+            .position(delimiter)
+            .map_or(bytes.len(), |i| at + i);
+        // (linkify finds no link in fewer than 4 bytes from where it looks on: at the end of
+        // a run, where the whole text may have more, that is too short for a kept link.)
+        for link in finder.links(&text[start..end]) {
+            if out.len() >= MAX_URLS {
+                return;
+            }
+            if let Some(u) = parse(link.as_str()) {
+                out.push(u);
+            }
         }
+        from = end;
     }
 }
 
@@ -283,5 +312,55 @@ mod tests {
         );
         let hosts: Vec<&str> = v.iter().map(|u| u.host.as_str()).collect();
         assert_eq!(hosts, ["promo.example.com", "www.cheap.example.net"]);
+    }
+
+    /// The links linkify finds in the whole text, as `find_in_text` found them before it
+    /// gave linkify only the runs that can hold a kept link.
+    fn whole_text(text: &str) -> Vec<Url> {
+        let mut finder = linkify::LinkFinder::new();
+        finder.kinds(&[linkify::LinkKind::Url]);
+        finder.url_must_have_scheme(false);
+        finder
+            .links(text)
+            .filter_map(|l| parse(l.as_str()))
+            .take(MAX_URLS)
+            .collect()
+    }
+
+    #[test]
+    fn links_found_run_by_run_are_those_found_in_the_whole_text() {
+        let pieces = [
+            "www.", "WwW.", "ww.", "http://", "HTTPS://", "ftp://", "hTTp:", "mailto:", "://", ".",
+            "..", ":", "/", "//", "@", "-", "_", "(", ")", "[", "]", "{", "}", "'", "\"", "<", ">",
+            "?", "#", ",", ";", "=", "%", "example", "com", "co.uk", "a", "1", "10", "xn--",
+            "\u{e9}", "\u{a0}", "\u{2026}", " ", "  ", "\n", "\r\n", "\t", "\x0c", "\x0b", "\x01",
+            "\x7f",
+        ];
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut found = 0;
+        for _ in 0..30_000 {
+            let n = (next() % 40) as usize;
+            let text: String = (0..n)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            let mut got = Vec::new();
+            find_in_text(&text, &mut got);
+            assert_eq!(got, whole_text(&text), "{text:?}");
+            found += got.len();
+        }
+        // The generated texts hold links, not only near misses.
+        assert!(found > 1_000, "{found}");
+        // Past the cap, and with links in runs of every length at the text's end.
+        let many = "see www.a.example.com/x. ".repeat(MAX_URLS + 5) + "http://b.co";
+        let mut got = Vec::new();
+        find_in_text(&many, &mut got);
+        assert_eq!(got.len(), MAX_URLS);
+        assert_eq!(got, whole_text(&many));
+        for cut in 0..12 {
+            let text = &"x http://a.io"[..13 - cut];
+            let mut got = Vec::new();
+            find_in_text(text, &mut got);
+            assert_eq!(got, whole_text(text), "{text:?}");
+        }
     }
 }
