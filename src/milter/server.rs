@@ -105,10 +105,19 @@ impl Listener {
             source,
         };
         match listen {
-            Listen::Inet(addr) => Ok(Listener {
-                socket: Socket::Tcp(TcpListener::bind(addr).await.map_err(err)?),
-                _file: None,
-            }),
+            Listen::Inet(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(err)?;
+                // Linux gives an accepted socket the listener's TCP_NODELAY: set once here, it
+                // spares a system call per connection (one of about fourteen a message).
+                #[cfg(target_os = "linux")]
+                socket2::SockRef::from(&listener)
+                    .set_tcp_nodelay(true)
+                    .map_err(err)?;
+                Ok(Listener {
+                    socket: Socket::Tcp(listener),
+                    _file: None,
+                })
+            }
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path).map_err(err)?;
@@ -146,6 +155,7 @@ impl Socket {
         match self {
             Socket::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
+                #[cfg(not(target_os = "linux"))]
                 let _ = s.set_nodelay(true);
                 Ok((Box::new(s), peer.to_string()))
             }
@@ -424,5 +434,36 @@ impl Accepting {
             );
             sessions.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies go out at once: an accepted connection has Nagle's algorithm off, as the
+    /// listener was set up to hand down, without a call per connection.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let access = SocketAccess {
+            mode: 0o660,
+            owner: None,
+            group: None,
+        };
+        let listener = Listener::bind(&Listen::Inet("127.0.0.1:0".parse().unwrap()), access)
+            .await
+            .unwrap();
+        let Socket::Tcp(tcp) = &listener.socket else {
+            panic!("an inet listener is TCP");
+        };
+        let addr = tcp.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            !client.nodelay().unwrap(),
+            "a new socket starts with Nagle on"
+        );
+        let (accepted, _) = tcp.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }
