@@ -119,6 +119,14 @@ pub fn registered_domain(host: &str) -> String {
     psl::domain_str(host).unwrap_or(host).to_string()
 }
 
+/// linkify as `find_in_text` runs it: links with and without a scheme, no e-mail addresses.
+fn link_finder() -> linkify::LinkFinder {
+    let mut finder = linkify::LinkFinder::new();
+    finder.kinds(&[linkify::LinkKind::Url]);
+    finder.url_must_have_scheme(false);
+    finder
+}
+
 /// Finds http(s), ftp and www. links in plain text and appends them to `out`.
 ///
 /// linkify looks at every `.` of the text for a link without a scheme, and most of them are
@@ -128,9 +136,7 @@ pub fn registered_domain(host: &str) -> String {
 /// character or a space (its scans, forward and back, stop at them). So only those runs are
 /// given to linkify, each on its own, with the same links found in them as in the whole text.
 pub fn find_in_text(text: &str, out: &mut Vec<Url>) {
-    let mut finder = linkify::LinkFinder::new();
-    finder.kinds(&[linkify::LinkKind::Url]);
-    finder.url_must_have_scheme(false);
+    let finder = link_finder();
     let bytes = text.as_bytes();
     let delimiter = |b: &u8| *b <= b' ';
     let mut from = 0;
@@ -317,10 +323,7 @@ mod tests {
     /// The links linkify finds in the whole text, as `find_in_text` found them before it
     /// gave linkify only the runs that can hold a kept link.
     fn whole_text(text: &str) -> Vec<Url> {
-        let mut finder = linkify::LinkFinder::new();
-        finder.kinds(&[linkify::LinkKind::Url]);
-        finder.url_must_have_scheme(false);
-        finder
+        link_finder()
             .links(text)
             .filter_map(|l| parse(l.as_str()))
             .take(MAX_URLS)
