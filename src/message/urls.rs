@@ -330,6 +330,12 @@ mod tests {
             .collect()
     }
 
+    fn found_in(text: &str) -> Vec<Url> {
+        let mut found = Vec::new();
+        find_in_text(text, &mut found);
+        found
+    }
+
     #[test]
     fn links_found_run_by_run_are_those_found_in_the_whole_text() {
         let pieces = [
@@ -346,8 +352,7 @@ mod tests {
             let text: String = (0..n)
                 .map(|_| pieces[(next() % pieces.len() as u64) as usize])
                 .collect();
-            let mut got = Vec::new();
-            find_in_text(&text, &mut got);
+            let got = found_in(&text);
             assert_eq!(got, whole_text(&text), "{text:?}");
             found += got.len();
         }
@@ -355,15 +360,12 @@ mod tests {
         assert!(found > 1_000, "{found}");
         // Past the cap, and with links in runs of every length at the text's end.
         let many = "see www.a.example.com/x. ".repeat(MAX_URLS + 5) + "http://b.co";
-        let mut got = Vec::new();
-        find_in_text(&many, &mut got);
+        let got = found_in(&many);
         assert_eq!(got.len(), MAX_URLS);
         assert_eq!(got, whole_text(&many));
         for cut in 0..12 {
             let text = &"x http://a.io"[..13 - cut];
-            let mut got = Vec::new();
-            find_in_text(text, &mut got);
-            assert_eq!(got, whole_text(text), "{text:?}");
+            assert_eq!(found_in(text), whole_text(text), "{text:?}");
         }
     }
 }
