@@ -24,19 +24,18 @@ pub struct Rendered {
 pub const MAX_TAGS: usize = 256;
 
 /// Elements whose content is never shown.
-const HIDDEN: [&str; 3] = ["script", "style", "template"];
+const HIDDEN: [&[u8]; 3] = [b"script", b"style", b"template"];
 
 /// The white space an element's start or end tag puts into the text, as SpamAssassin's
 /// renderer (`HTML.pm`, `html_whitespace`) has it: body rules see paragraphs where it makes
 /// them, so the same breaks matter. Other elements (`table`, `tr`, `center`...) put none.
 /// `name` is lower case.
-fn whitespace_of(name: &str) -> Option<&'static str> {
+fn whitespace_of(name: &[u8]) -> Option<&'static str> {
     match name {
-        "br" | "div" => Some("\n"),
-        "li" | "th" | "td" | "dt" | "dd" | "embed" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
-            Some(" ")
-        }
-        "p" | "hr" | "blockquote" | "pre" | "listing" | "plaintext" | "xmp" | "title" => {
+        b"br" | b"div" => Some("\n"),
+        b"li" | b"th" | b"td" | b"dt" | b"dd" | b"embed" | b"h1" | b"h2" | b"h3" | b"h4"
+        | b"h5" | b"h6" => Some(" "),
+        b"p" | b"hr" | b"blockquote" | b"pre" | b"listing" | b"plaintext" | b"xmp" | b"title" => {
             Some("\n\n")
         }
         _ => None,
@@ -50,7 +49,7 @@ pub fn render(html: &str) -> Rendered {
     let bytes = html.as_bytes();
     let mut out = Rendered::default();
     let mut text = Text::default();
-    let mut tags = std::collections::BTreeSet::new();
+    let mut tags = TagNames::default();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'<' {
@@ -76,20 +75,6 @@ pub fn render(html: &str) -> Rendered {
         let inner = &html[i + 1..tag_end];
         i = tag_end + 1;
         let (closing, name, attrs) = split_tag(inner);
-        // The name in lower case, without a copy on the heap: every element this renderer
-        // knows has a short name (a longer one is None here, and none of them).
-        let mut buf = [0u8; 16];
-        let lower = buf.get_mut(..name.len()).and_then(|b| {
-            b.copy_from_slice(name.as_bytes());
-            b.make_ascii_lowercase();
-            std::str::from_utf8(b).ok()
-        });
-        if !name.is_empty() && tags.len() < MAX_TAGS {
-            // Looked up before it is copied: most tags repeat ones already met.
-            if !lower.is_some_and(|n| tags.contains(n)) {
-                tags.insert(name.to_ascii_lowercase());
-            }
-        }
         if name.is_empty() {
             // "<" not followed by a tag name ("a < b") is text.
             text.push_text("<");
@@ -97,7 +82,16 @@ pub fn render(html: &str) -> Rendered {
             text.push_text(">");
             continue;
         }
-        let lower = lower.unwrap_or_default();
+        // The name in lower case, without a copy on the heap: every element this renderer
+        // knows has a short name (a longer one is empty here, and none of them).
+        let mut buf = [0u8; TagNames::SHORT];
+        let short = name.len() <= TagNames::SHORT;
+        if short {
+            buf[..name.len()].copy_from_slice(name.as_bytes());
+            buf.make_ascii_lowercase();
+        }
+        tags.note(name, short.then_some(&buf));
+        let lower: &[u8] = if short { &buf[..name.len()] } else { b"" };
         if !closing && HIDDEN.contains(&lower) {
             i = skip_element_content(bytes, i, name);
             continue;
@@ -110,9 +104,89 @@ pub fn render(html: &str) -> Rendered {
         }
     }
     out.text = text.text;
-    out.tags = tags.into_iter().collect();
+    out.tags = tags.into_sorted();
     out
 }
+
+/// The distinct element names of a part, at most [`MAX_TAGS`]. An HTML part has a tag every
+/// few dozen bytes, so a name up to [`Self::SHORT`] bytes is one integer in a small
+/// open-addressing table, where a `BTreeSet<String>` compared strings at every level (a fifth
+/// of the renderer's instructions) and a scan of a list compared with every name met.
+#[derive(Default)]
+struct TagNames {
+    /// Lower-case names of up to `SHORT` bytes, zero-padded (a name never holds a zero byte),
+    /// by slot; zero is an empty slot. Allocated at the first name.
+    slots: Vec<u128>,
+    short: usize,
+    long: std::collections::BTreeSet<String>,
+}
+
+impl TagNames {
+    const SHORT: usize = 16;
+    /// Twice [`MAX_TAGS`], so the table is never more than half full.
+    const SLOTS: usize = 512;
+
+    /// Notes a name met; `lower` is its zero-padded lower case when it is short.
+    fn note(&mut self, name: &str, lower: Option<&[u8; Self::SHORT]>) {
+        match lower {
+            Some(lower) => {
+                if self.slots.is_empty() {
+                    self.slots = vec![0; Self::SLOTS];
+                }
+                let key = u128::from_le_bytes(*lower);
+                let folded = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+                let mut slot = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 55) as usize;
+                loop {
+                    match self.slots[slot] {
+                        k if k == key => return,
+                        0 => break,
+                        _ => slot = (slot + 1) % Self::SLOTS,
+                    }
+                }
+                if self.len() < MAX_TAGS {
+                    self.slots[slot] = key;
+                    self.short += 1;
+                }
+            }
+            None if self.len() < MAX_TAGS => {
+                self.long.insert(name.to_ascii_lowercase());
+            }
+            None => {}
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.short + self.long.len()
+    }
+
+    fn into_sorted(self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|&&k| k != 0)
+            .map(|k| {
+                let bytes = k.to_le_bytes();
+                let len = bytes.iter().position(|&b| b == 0).unwrap_or(Self::SHORT);
+                String::from_utf8_lossy(&bytes[..len]).into_owned()
+            })
+            .chain(self.long)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// The bytes that may start a run of white space to fold: ASCII white space and NBSP's lead.
+const STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    while k < 6 {
+        t[[b' ', b'\t', b'\n', b'\r', 0x0c, 0x0b][k] as usize] = true;
+        k += 1;
+    }
+    t[0xc2] = true;
+    t
+};
 
 /// The rendered text, built as SpamAssassin's `display_text` builds it: a text run's white
 /// space folds to single spaces; a tag's white space drops one space the text before it
@@ -126,23 +200,26 @@ struct Text {
 
 impl Text {
     fn push_text(&mut self, run: &str) {
-        let decoded = html_escape::decode_html_entities(run);
+        let decoded = decode_entities(run);
         let start = self.text.len();
         // SpamAssassin's `[ \t\n\r\f\x0b]+|\xc2\xa0`: ASCII white space and NBSP, each run
-        // one space; what lies between is copied whole.
+        // one space; what lies between is copied whole. A lone ASCII space is such a run
+        // already, so only the other white space bytes, NBSP's lead byte and a space followed
+        // by more white space stop the scan.
         let bytes = decoded.as_bytes();
-        let is_space = |i: usize| match bytes[i] {
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b => 1,
-            0xc2 if bytes.get(i + 1) == Some(&0xa0) => 2,
+        let space_len = |i: usize| match bytes.get(i) {
+            Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b) => 1,
+            Some(0xc2) if bytes.get(i + 1) == Some(&0xa0) => 2,
             _ => 0,
         };
         let (mut i, mut copied) = (0, 0);
         while i < bytes.len() {
-            i = super::skip_printable(bytes, i);
-            if i >= bytes.len() {
-                break;
+            let b = bytes[i];
+            if !STOPS[b as usize] || (b == b' ' && space_len(i + 1) == 0) {
+                i += 1;
+                continue;
             }
-            let n = is_space(i);
+            let n = space_len(i);
             if n == 0 {
                 i += 1;
                 continue;
@@ -150,8 +227,8 @@ impl Text {
             self.text.push_str(&decoded[copied..i]);
             self.text.push(' ');
             i += n;
-            while i < bytes.len() {
-                match is_space(i) {
+            loop {
+                match space_len(i) {
                     0 => break,
                     m => i += m,
                 }
@@ -174,6 +251,15 @@ impl Text {
         self.text.push_str(ws);
         self.after_whitespace = true;
     }
+}
+
+/// Entities decoded; a text without `&` has none, and is found so by `memchr` where
+/// html-escape's decoder looks at it a character at a time (most text runs of a part).
+fn decode_entities(text: &str) -> std::borrow::Cow<'_, str> {
+    if memchr::memchr(b'&', text.as_bytes()).is_none() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    html_escape::decode_html_entities(text)
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
@@ -228,6 +314,13 @@ fn skip_element_content(bytes: &[u8], from: usize, name: &str) -> usize {
 }
 
 fn collect_links(attrs: &str, links: &mut Vec<String>) {
+    if may_have_link(attrs.as_bytes()) {
+        walk_links(attrs, links);
+    }
+}
+
+/// The link attributes' values, attribute by attribute.
+fn walk_links(attrs: &str, links: &mut Vec<String>) {
     let b = attrs.as_bytes();
     let mut i = 0;
     while i < b.len() && links.len() < MAX_LINKS {
@@ -274,12 +367,29 @@ fn collect_links(attrs: &str, links: &mut Vec<String>) {
     }
 }
 
+/// Whether some `=` in a tag's attributes follows one of [`LINK_ATTRS`] (white space between
+/// allowed): true wherever [`collect_links`] can find a link, so the tags without one (most:
+/// `font`, `td`, `span` with their styles) skip its byte-by-byte walk. It may be true where
+/// there is none (a quoted value holding `src=`); the walk then decides.
+fn may_have_link(b: &[u8]) -> bool {
+    memchr::memchr_iter(b'=', b).any(|eq| {
+        let name_end = b[..eq]
+            .iter()
+            .rposition(|c| !c.is_ascii_whitespace())
+            .map_or(0, |k| k + 1);
+        LINK_ATTRS.iter().any(|a| {
+            name_end >= a.len()
+                && b[name_end - a.len()..name_end].eq_ignore_ascii_case(a.as_bytes())
+        })
+    })
+}
+
 /// A link attribute's value: entities decoded, line breaks and tabs taken out (spammers break
 /// URLs across lines inside the attribute to dodge filters), trimmed. Most values have none
 /// to take out, and are copied once instead of char by char (a twentieth of an HTML part's
 /// cost).
 fn link_value(value: &str) -> String {
-    let decoded = html_escape::decode_html_entities(value);
+    let decoded = decode_entities(value);
     if memchr::memchr3(b'\r', b'\n', b'\t', decoded.as_bytes()).is_none() {
         return decoded.trim().to_string();
     }
@@ -292,6 +402,8 @@ fn link_value(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -395,6 +507,84 @@ mod tests {
                     String::from_utf8_lossy(&tag)
                 );
             }
+        }
+    }
+
+    /// A xorshift generator for the generated tests.
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn the_link_prefilter_never_hides_a_link() {
+        let pieces = [
+            "href",
+            "HReF",
+            "src",
+            "action",
+            "background",
+            "xhref",
+            "hre",
+            "=",
+            " ",
+            "\t",
+            "\n",
+            "/",
+            "\"",
+            "'",
+            "http://a.example/",
+            "b",
+            "==",
+        ];
+        let mut seed: u64 = 0x51_7cc1_b727_220a;
+        let mut with_links = 0;
+        for _ in 0..20_000 {
+            let mut attrs = String::new();
+            for _ in 0..(next(&mut seed) % 14) {
+                attrs.push_str(pieces[(next(&mut seed) % pieces.len() as u64) as usize]);
+            }
+            let (mut walked, mut collected) = (Vec::new(), Vec::new());
+            walk_links(&attrs, &mut walked);
+            collect_links(&attrs, &mut collected);
+            assert_eq!(collected, walked, "{attrs:?}");
+            with_links += usize::from(!walked.is_empty());
+        }
+        // The generator makes links often enough for the comparison to mean something.
+        assert!(with_links > 1_000, "{with_links}");
+    }
+
+    #[test]
+    fn tag_names_are_the_first_distinct_ones_lower_cased_and_sorted() {
+        let mut seed: u64 = 0x2f0e_1c3b_9a87_6d45;
+        for round in 0..200u32 {
+            let (mut names, mut reference) = (TagNames::default(), BTreeSet::new());
+            // Few distinct names in most rounds; past MAX_TAGS in some; long names in all.
+            let distinct = if round.is_multiple_of(4) { 600 } else { 40 };
+            for _ in 0..(next(&mut seed) % 2_000) {
+                let n = next(&mut seed) % distinct;
+                let mut name = format!("t{n}");
+                if n.is_multiple_of(7) {
+                    name.push_str("-a-rather-long-element-name");
+                }
+                if next(&mut seed).is_multiple_of(2) {
+                    name.make_ascii_uppercase();
+                }
+                let mut buf = [0u8; TagNames::SHORT];
+                let short = name.len() <= TagNames::SHORT;
+                if short {
+                    buf[..name.len()].copy_from_slice(name.as_bytes());
+                    buf.make_ascii_lowercase();
+                }
+                names.note(&name, short.then_some(&buf));
+                if reference.len() < MAX_TAGS {
+                    reference.insert(name.to_ascii_lowercase());
+                }
+            }
+            let reference: Vec<String> = reference.into_iter().collect();
+            assert_eq!(names.into_sorted(), reference, "round {round}");
         }
     }
 
