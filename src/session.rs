@@ -178,11 +178,58 @@ pub struct Session {
     msg: Option<MessageState>,
     /// The [`KEPT_MACROS`] by stage (a MACRO command's stage code); a new MACRO frame for a
     /// stage replaces what that stage had.
-    macros: HashMap<u8, Vec<(&'static str, String)>>,
+    macros: Macros,
     /// MAIL-stage macros arrived since the last MAIL. An MTA may send none for a message
     /// (nothing defined), and the previous sender's login must not carry over.
     mail_macros_fresh: bool,
     peer: String,
+}
+
+/// The [`KEPT_MACROS`] by stage, one slot per stage of [`MACRO_LOOKUP_ORDER`]: looked up
+/// two or three times a message and replaced at every MACRO frame, where a `HashMap` hashed the
+/// stage code each time (SipHash: 3.5K instructions a message, 0.8%). A stage code outside
+/// the list is never read, so its macros are not kept.
+#[derive(Default)]
+struct Macros([Vec<(&'static str, String)>; MACRO_LOOKUP_ORDER.len()]);
+
+impl Macros {
+    fn slot(stage: u8) -> Option<usize> {
+        MACRO_LOOKUP_ORDER.iter().position(|s| *s == stage)
+    }
+
+    fn set(&mut self, stage: u8, kept: Vec<(&'static str, String)>) {
+        if let Some(k) = Self::slot(stage) {
+            self.0[k] = kept;
+        }
+    }
+
+    fn clear(&mut self, stage: u8) {
+        self.set(stage, Vec::new());
+    }
+
+    /// Every stage's macros, but the connection's when `keep_connect`.
+    fn clear_all(&mut self, keep_connect: bool) {
+        for (stage, kept) in MACRO_LOOKUP_ORDER.iter().zip(&mut self.0) {
+            if !(keep_connect && *stage == cmd::CONNECT) {
+                kept.clear();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn get(&self, stage: u8) -> &[(&'static str, String)] {
+        Self::slot(stage).map_or(&[], |k| &self.0[k])
+    }
+
+    /// The value of `name` from the most recent stage that has a non-empty one.
+    fn value(&self, name: &str) -> Option<&str> {
+        self.0.iter().find_map(|kept| {
+            kept.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        })
+    }
 }
 
 fn strip_brackets(s: &str) -> &str {
@@ -213,7 +260,7 @@ impl Session {
             engines,
             conn: SmtpClient::default(),
             msg: None,
-            macros: HashMap::new(),
+            macros: Macros::default(),
             mail_macros_fresh: false,
             peer: peer.into(),
         }
@@ -234,13 +281,7 @@ impl Session {
     }
 
     fn macro_value(&self, name: &str) -> Option<&str> {
-        MACRO_LOOKUP_ORDER.iter().find_map(|stage| {
-            self.macros
-                .get(stage)
-                .and_then(|m| m.iter().find(|(n, _)| *n == name))
-                .map(|(_, v)| v.as_str())
-                .filter(|v| !v.is_empty())
-        })
+        self.macros.value(name)
     }
 
     fn reply_if_expected(&self, code: u8, reply: Reply) -> Vec<Reply> {
@@ -261,8 +302,7 @@ impl Session {
             Effect::ResetConnection => {
                 self.msg = None;
                 self.conn = SmtpClient::default();
-                self.macros
-                    .retain(|stage, _| *stage == cmd::CONNECT && command.code() == cmd::CONNECT);
+                self.macros.clear_all(command.code() == cmd::CONNECT);
             }
         }
         let code = command.code();
@@ -284,7 +324,7 @@ impl Session {
                         kept.push((name, clip(v, MAX_MACRO_VALUE)));
                     }
                 }
-                self.macros.insert(stage, kept);
+                self.macros.set(stage, kept);
                 if stage == cmd::MAIL {
                     self.mail_macros_fresh = true;
                 }
@@ -362,7 +402,7 @@ impl Session {
 
     fn on_mail(&mut self, sender: &str) -> Vec<Reply> {
         if !std::mem::take(&mut self.mail_macros_fresh) {
-            self.macros.remove(&cmd::MAIL);
+            self.macros.clear(cmd::MAIL);
         }
         let engine = self.engines.borrow().clone();
         let auth_user = self.macro_value("auth_authen").map(str::to_string);
@@ -400,7 +440,7 @@ impl Session {
     fn end_message(&mut self) {
         self.msg = None;
         for stage in MESSAGE_MACRO_STAGES {
-            self.macros.remove(&stage);
+            self.macros.clear(stage);
         }
     }
 
@@ -836,7 +876,7 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(s.macros[&cmd::CONNECT], [("i", "QUEUEID".to_string())]);
+        assert_eq!(s.macros.get(cmd::CONNECT), [("i", "QUEUEID".to_string())]);
         s.handle(Command::Macro {
             stage: cmd::BODYEOB,
             pairs: vec![("i".into(), "é".repeat(1000))],
