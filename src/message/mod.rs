@@ -230,16 +230,15 @@ impl Message {
 
     /// The message reassembled as bytes with CRLF line ends, for MIME parsing.
     pub fn to_raw(&self) -> Vec<u8> {
-        // Exactly what it will hold: a folded line's bare LF may become CRLF.
-        let folds: usize = self
-            .headers
-            .iter()
-            .map(|(_, v)| memchr::memchr_iter(b'\n', v).count())
-            .sum();
-        let mut out = Vec::with_capacity(self.size() + folds + 2);
+        // The headers' size and a little room for folds (a bare LF becomes CRLF), then exactly
+        // the body's: a header block with more folds grows while it is all that has been
+        // copied, and the body, which may be megabytes, is copied once. Counting the folds
+        // first read every value twice.
+        let mut out = Vec::with_capacity(self.size() - self.body.len() + 64);
         for (name, value) in &self.headers {
             push_header(&mut out, name, value);
         }
+        out.reserve_exact(2 + self.body.len());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
         out
@@ -253,8 +252,16 @@ pub fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b": ");
     // Line ends found by memchr: most values have none, and a split by a closure looked at
     // every byte of every header.
+    let Some(first) = memchr::memchr(b'\n', value) else {
+        out.extend_from_slice(value.strip_suffix(b"\r").unwrap_or(value));
+        out.extend_from_slice(b"\r\n");
+        return;
+    };
     let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', value).chain([value.len()]) {
+    let ends = std::iter::once(first)
+        .chain(memchr::memchr_iter(b'\n', &value[first + 1..]).map(|n| first + 1 + n))
+        .chain([value.len()]);
+    for end in ends {
         if start > 0 {
             out.extend_from_slice(b"\r\n");
         }
@@ -278,6 +285,7 @@ mod tests {
                 ("X-Lead".into(), b"\n  after an empty first line".to_vec()),
                 ("X-Trail".into(), b"ends in a fold\n".to_vec()),
                 ("X-Empty".into(), Vec::new()),
+                ("X-Cr".into(), b"ends in a carriage return\r".to_vec()),
             ],
             body: b"body\r\n".to_vec(),
             ..Message::default()
@@ -286,7 +294,7 @@ mod tests {
             String::from_utf8(m.to_raw()).unwrap(),
             "Subject: one line\r\nX-Folded: first\r\n\tsecond\r\n third\r\n\
              X-Lead: \r\n  after an empty first line\r\nX-Trail: ends in a fold\r\n\r\n\
-             X-Empty: \r\n\r\nbody\r\n"
+             X-Empty: \r\nX-Cr: ends in a carriage return\r\n\r\nbody\r\n"
         );
     }
 
