@@ -84,14 +84,9 @@ pub fn render(html: &str) -> Rendered {
         }
         // The name in lower case, without a copy on the heap: every element this renderer
         // knows has a short name (a longer one is empty here, and none of them).
-        let mut buf = [0u8; TagNames::SHORT];
-        let short = name.len() <= TagNames::SHORT;
-        if short {
-            buf[..name.len()].copy_from_slice(name.as_bytes());
-            buf.make_ascii_lowercase();
-        }
-        tags.note(name, short.then_some(&buf));
-        let lower: &[u8] = if short { &buf[..name.len()] } else { b"" };
+        let key = TagNames::key(name);
+        tags.note(name, key.as_ref());
+        let lower: &[u8] = key.as_ref().map_or(b"", |k| &k[..name.len()]);
         if !closing && HIDDEN.contains(&lower) {
             i = skip_element_content(bytes, i, name);
             continue;
@@ -126,7 +121,15 @@ impl TagNames {
     /// Twice [`MAX_TAGS`], so the table is never more than half full.
     const SLOTS: usize = 512;
 
-    /// Notes a name met; `lower` is its zero-padded lower case when it is short.
+    /// A short name's zero-padded lower case.
+    fn key(name: &str) -> Option<[u8; Self::SHORT]> {
+        let mut key = [0u8; Self::SHORT];
+        key.get_mut(..name.len())?.copy_from_slice(name.as_bytes());
+        key.make_ascii_lowercase();
+        Some(key)
+    }
+
+    /// Notes a name met; `lower` is its [`Self::key`] when it is short.
     fn note(&mut self, name: &str, lower: Option<&[u8; Self::SHORT]>) {
         match lower {
             Some(lower) => {
@@ -572,13 +575,7 @@ mod tests {
                 if next(&mut seed).is_multiple_of(2) {
                     name.make_ascii_uppercase();
                 }
-                let mut buf = [0u8; TagNames::SHORT];
-                let short = name.len() <= TagNames::SHORT;
-                if short {
-                    buf[..name.len()].copy_from_slice(name.as_bytes());
-                    buf.make_ascii_lowercase();
-                }
-                names.note(&name, short.then_some(&buf));
+                names.note(&name, TagNames::key(&name).as_ref());
                 if reference.len() < MAX_TAGS {
                     reference.insert(name.to_ascii_lowercase());
                 }
