@@ -539,6 +539,16 @@ mod tests {
         assert_eq!(make_nested_messages_opaque(&mut raw), 200_000);
         let mut raw = format!("{}/rfc822", "(".repeat(100_000) + &")".repeat(100_000)).into_bytes();
         assert_eq!(make_nested_messages_opaque(&mut raw), 1);
+        // Past the walked slashes, where lines are searched for: a million starts of a
+        // subtype that are not one, on one line; a hundred thousand lines to rename; lines of
+        // slashes that hold a subtype's name but no type before it.
+        let walked = "/x\n".repeat(WALKED_SLASHES + 1);
+        let mut raw = format!("{walked}{}", "dig".repeat(1_000_000)).into_bytes();
+        assert_eq!(make_nested_messages_opaque(&mut raw), 0);
+        let mut raw = format!("{walked}{}", "message/rfc822\n".repeat(100_000)).into_bytes();
+        assert_eq!(make_nested_messages_opaque(&mut raw), 100_000);
+        let mut raw = format!("{walked}{}", "a/b/c/d/e/f/g digest\n".repeat(100_000)).into_bytes();
+        assert_eq!(make_nested_messages_opaque(&mut raw), 0);
         // Real mail's comments are short.
         let mut raw = "Content-Type: message/(forwarded) rfc822\n"
             .repeat(10_000)
