@@ -36,6 +36,9 @@ pub enum ConnectionError {
     WriteTimeout(Duration),
 }
 
+/// Room made for a batch of replies before encoding it.
+const REPLY_ROOM: usize = 512;
+
 pub struct Connection<S> {
     stream: S,
     buf: Vec<u8>,
@@ -112,6 +115,9 @@ impl<S: Stream> Connection<S> {
             return Ok(());
         }
         self.out.clear();
+        // The first reply's size: the negotiation, or the headers and verdict of a message
+        // (a few hundred bytes), in one allocation rather than doubling up to it.
+        self.out.reserve(REPLY_ROOM);
         for r in replies {
             r.encode(&mut self.out);
         }

@@ -177,7 +177,8 @@ impl Command {
 
     /// Appends this command as a frame (the MTA side).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let mut d = Vec::new();
+        let start = open_frame(self.code(), out);
+        let d = &mut *out;
         match self {
             Command::Optneg(o) => {
                 d.extend_from_slice(&o.version.to_be_bytes());
@@ -187,41 +188,41 @@ impl Command {
             Command::Macro { stage, pairs } => {
                 d.push(*stage);
                 for (k, v) in pairs {
-                    put_str(&mut d, k.as_bytes());
-                    put_str(&mut d, v.as_bytes());
+                    put_str(d, k.as_bytes());
+                    put_str(d, v.as_bytes());
                 }
             }
             Command::Connect { hostname, addr } => {
-                put_str(&mut d, hostname.as_bytes());
+                put_str(d, hostname.as_bytes());
                 match addr {
                     ConnectAddr::Unknown => d.push(b'U'),
                     ConnectAddr::Unix(path) => {
                         d.push(b'L');
                         d.extend_from_slice(&0u16.to_be_bytes());
-                        put_str(&mut d, path.as_bytes());
+                        put_str(d, path.as_bytes());
                     }
                     ConnectAddr::Inet { ip, port } => {
                         d.push(if ip.is_ipv4() { b'4' } else { b'6' });
                         d.extend_from_slice(&port.to_be_bytes());
-                        put_str(&mut d, ip.to_string().as_bytes());
+                        put_str(d, ip.to_string().as_bytes());
                     }
                 }
             }
-            Command::Helo(s) | Command::Unknown(s) => put_str(&mut d, s.as_bytes()),
+            Command::Helo(s) | Command::Unknown(s) => put_str(d, s.as_bytes()),
             Command::Mail { sender: a, args } | Command::Rcpt { recipient: a, args } => {
-                put_str(&mut d, a.as_bytes());
+                put_str(d, a.as_bytes());
                 for arg in args {
-                    put_str(&mut d, arg.as_bytes());
+                    put_str(d, arg.as_bytes());
                 }
             }
             Command::Header { name, value } => {
-                put_str(&mut d, name.as_bytes());
-                put_str(&mut d, value);
+                put_str(d, name.as_bytes());
+                put_str(d, value);
             }
             Command::Body(b) | Command::EndOfBody(b) => d.extend_from_slice(b),
             Command::Data | Command::Eoh | Command::Abort | Command::Quit | Command::QuitNc => {}
         }
-        write_frame(self.code(), &d, out);
+        close_frame(start, out);
     }
 }
 

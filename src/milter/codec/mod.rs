@@ -221,11 +221,26 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError>
 /// Callers build payloads from bounded values (body chunks are split at [`MAX_BODY_CHUNK`]),
 /// so a payload that does not fit the 32-bit length is a bug, not input.
 pub fn write_frame(code: u8, data: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(data.len() + 1).expect("milter frame payload fits in u32");
     out.reserve(LEN_PREFIX + 1 + data.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.push(code);
+    let start = open_frame(code, out);
     out.extend_from_slice(data);
+    close_frame(start, out);
+}
+
+/// Starts a frame in `out`, its length left to [`close_frame`], and returns where it starts:
+/// the encoders write a payload straight into the output, not into a buffer of its own first.
+fn open_frame(code: u8, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_PREFIX]);
+    out.push(code);
+    start
+}
+
+/// Writes the length of the frame begun at `start`, which runs to the end of `out`.
+fn close_frame(start: usize, out: &mut [u8]) {
+    let len =
+        u32::try_from(out.len() - start - LEN_PREFIX).expect("milter frame payload fits in u32");
+    out[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Why a frame's payload does not make a valid command or reply.

@@ -96,7 +96,8 @@ impl Reply {
 
     /// Appends this reply as a frame (the filter side).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let mut d = Vec::new();
+        let start = open_frame(self.code(), out);
+        let d = &mut *out;
         match self {
             Reply::Optneg { negotiated, macros } => {
                 d.extend_from_slice(&negotiated.version.to_be_bytes());
@@ -104,30 +105,30 @@ impl Reply {
                 d.extend_from_slice(&negotiated.protocol.to_be_bytes());
                 for (stage, names) in macros {
                     d.extend_from_slice(&(*stage as u32).to_be_bytes());
-                    put_str(&mut d, names.as_bytes());
+                    put_str(d, names.as_bytes());
                 }
             }
             Reply::ReplyCode(s) | Reply::Quarantine(s) | Reply::AddRcpt(s) | Reply::DelRcpt(s) => {
-                put_str(&mut d, s.as_bytes())
+                put_str(d, s.as_bytes())
             }
             Reply::AddHeader { name, value } => {
-                put_str(&mut d, name.as_bytes());
-                put_str(&mut d, value);
+                put_str(d, name.as_bytes());
+                put_str(d, value);
             }
             Reply::InsHeader { index, name, value } | Reply::ChgHeader { index, name, value } => {
                 d.extend_from_slice(&index.to_be_bytes());
-                put_str(&mut d, name.as_bytes());
-                put_str(&mut d, value);
+                put_str(d, name.as_bytes());
+                put_str(d, value);
             }
             Reply::ChgFrom { sender, args } => {
-                put_str(&mut d, sender.as_bytes());
+                put_str(d, sender.as_bytes());
                 if let Some(a) = args {
-                    put_str(&mut d, a.as_bytes());
+                    put_str(d, a.as_bytes());
                 }
             }
             Reply::AddRcptPar { recipient, args } => {
-                put_str(&mut d, recipient.as_bytes());
-                put_str(&mut d, args.as_bytes());
+                put_str(d, recipient.as_bytes());
+                put_str(d, args.as_bytes());
             }
             Reply::ReplBody(b) => d.extend_from_slice(b),
             Reply::Continue
@@ -140,7 +141,7 @@ impl Reply {
             | Reply::ConnFail
             | Reply::Shutdown => {}
         }
-        write_frame(self.code(), &d, out);
+        close_frame(start, out);
     }
 
     /// Parses a frame sent by a filter (the MTA side).
