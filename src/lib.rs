@@ -38,6 +38,7 @@
 pub mod batch;
 pub mod config;
 pub mod daemon;
+pub mod decimal;
 pub mod engine;
 pub mod feedback;
 pub mod files;

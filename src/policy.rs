@@ -5,6 +5,7 @@
 //! `X-Spam-Score`, `X-Spam-Level` (one star per point) and `X-Spam-Report`.
 
 use crate::config::{Config, Thresholds};
+use crate::decimal;
 use crate::scan::Verdict;
 
 /// What the MTA is told to do with a message, from mildest to most severe.
@@ -141,7 +142,8 @@ pub fn decide(config: &Config, verdict: &Verdict) -> Decision {
         d.add_headers.push(("X-Spam-Flag".into(), "YES".into()));
     }
     if is_spam || config.headers.status {
-        let score = format!("{:.1}", verdict.score);
+        let mut score = String::with_capacity(8);
+        decimal::tenths(verdict.score).push_to(&mut score);
         let stars = (verdict.score.max(0.0) as usize).min(MAX_STARS);
         let status = status_value(verdict, &score, required, is_spam);
         d.add_headers
@@ -164,7 +166,7 @@ fn status_value(v: &Verdict, score: &str, required: Option<f64>, is_spam: bool) 
     names.sort_unstable();
     names.dedup();
     let verdict = if is_spam { "Yes, score=" } else { "No, score=" };
-    let required = required.map(|r| format!("{r:.1}"));
+    let required = required.map(|r| decimal::tenths(r).to_string());
     let tests = if names.is_empty() {
         vec!["none"]
     } else {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::TrustMode;
+use crate::decimal;
 use crate::engine::Engine;
 use crate::logging::Quoted;
 use crate::message::{Envelope, MAX_HEADER_DELETIONS, MAX_HEADER_NAME, Message, is_spam_header};
@@ -487,10 +488,10 @@ impl Session {
             from = ?Quoted(&from),
             rcpts,
             size = m.received,
-            score = format_args!("{:.1}", verdict.score),
+            score = %decimal::tenths(verdict.score),
             action = %chosen,
             symbols = %SymbolList(&verdict.symbols),
-            elapsed_ms = format_args!("{:.2}", elapsed_ms),
+            elapsed_ms = %decimal::hundredths(elapsed_ms),
             "message scored"
         );
         crate::metrics::get().message(crate::metrics::Recent {
@@ -523,7 +524,7 @@ impl std::fmt::Display for SymbolList<'_> {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{}({:.1})", s.name, s.score)?;
+            write!(f, "{}({})", s.name, decimal::tenths(s.score))?;
         }
         Ok(())
     }
