@@ -402,7 +402,9 @@ impl Accepting {
                         drop(stream);
                         continue;
                     };
-                    let fut = handle(stream, peer, sessions_hear.clone());
+                    // Boxed: a session's state machine is kilobytes, and the task would
+                    // otherwise copy it in whole when spawned and again when it ends.
+                    let fut = Box::pin(handle(stream, peer, sessions_hear.clone()));
                     sessions.spawn(async move {
                         fut.await;
                         drop(permit);
