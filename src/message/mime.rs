@@ -126,6 +126,9 @@ pub struct MimeView {
     parts: PartHeaders,
     pub texts: Vec<TextPart>,
     pub urls: Vec<Url>,
+    /// The links in `urls`, while the view is built (emptied once it is).
+    #[serde(skip)]
+    links_seen: urls::Seen,
     pub attachments: Vec<Attachment>,
     pub anomalies: Vec<Anomaly>,
 }
@@ -383,6 +386,7 @@ impl MimeView {
         view.parts.whole = cut == text.len();
         text.truncate(cut);
         view.parts.text = text;
+        view.links_seen = urls::Seen::default();
         view
     }
 
@@ -415,16 +419,14 @@ impl MimeView {
             let r = html::render(&t);
             tags = r.tags;
             for link in r.links {
-                if self.urls.len() < urls::MAX_URLS
-                    && let Some(u) = urls::parse(&link)
-                {
-                    self.urls.push(u);
+                if self.urls.len() < urls::MAX_URLS {
+                    urls::push_once(&mut self.urls, &mut self.links_seen, &link);
                 }
             }
             (r.text, Some(t.into_owned()))
         } else {
             let text = t.into_owned();
-            urls::find_in_text(&text, &mut self.urls);
+            urls::find_in_text(&text, &mut self.urls, &mut self.links_seen);
             (text, None)
         };
         let text = cut_to_budget(text, text_budget, self);
@@ -445,7 +447,7 @@ impl MimeView {
     fn message_texts(&mut self, inner: &mail_parser::Message<'_>, text_budget: &mut usize) {
         for t in inner.text_bodies().filter_map(|p| p.text_contents()) {
             let text = cut_to_budget(t.to_string(), text_budget, self);
-            urls::find_in_text(&text, &mut self.urls);
+            urls::find_in_text(&text, &mut self.urls, &mut self.links_seen);
             self.texts.push(TextPart {
                 html: false,
                 text,
