@@ -2,9 +2,9 @@
 //! write them, without the formatter's exact arithmetic on every message.
 //!
 //! `format!("{:.1}", x)` works on the exact binary value of `x` (big-number arithmetic) so
-//! that a tie rounds correctly: about 1,600 instructions a number, and each message wrote
-//! three or four (its score in X-Spam-Score, X-Spam-Status and the log line, the time in the
-//! log line). Away from a tie, scaling and rounding in floating point gives the same digits:
+//! that a tie rounds correctly: 700-800 instructions a number, and each message wrote four
+//! or five (its score in X-Spam-Score, X-Spam-Status and the log line, the required score,
+//! the time in the log line). Away from a tie, scaling and rounding in floating point gives the same digits:
 //! the product is off by at most half a unit in its last place, far less than its distance to
 //! the tie. Near one, and for values too large or not finite, the formatter decides.
 
