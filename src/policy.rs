@@ -165,7 +165,7 @@ fn status_value(v: &Verdict, score: &str, required: Option<f64>, is_spam: bool) 
     let mut names: Vec<&str> = v.symbols.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    let verdict = if is_spam { "Yes, score=" } else { "No, score=" };
+    let verdict = if is_spam { "Yes," } else { "No," };
     let required = required.map(|r| decimal::tenths(r).to_string());
     let tests = if names.is_empty() {
         vec!["none"]
@@ -173,7 +173,10 @@ fn status_value(v: &Verdict, score: &str, required: Option<f64>, is_spam: bool) 
         names
     };
     let mut out = Fold::new("X-Spam-Status: ".len());
-    out.word(&[verdict, score]);
+    // "Yes," and " score=..." are two pieces, a fold possible between them (a score as long
+    // as a line: `[scores]` takes any finite number).
+    out.word(&[verdict]);
+    out.more(&[" score=", score]);
     out.word(&["required=", required.as_deref().unwrap_or("none")]);
     out.word_list("tests=", &tests);
     out.word(&["version=repmilter-", env!("CARGO_PKG_VERSION")]);
@@ -199,6 +202,13 @@ impl Fold {
     fn word(&mut self, parts: &[&str]) {
         let len = parts.iter().map(|p| p.len()).sum();
         self.piece(true, len);
+        parts.iter().for_each(|p| self.text.push_str(p));
+    }
+
+    /// More of the word begun last, made of `parts`: a line may break before it.
+    fn more(&mut self, parts: &[&str]) {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.piece(false, len);
         parts.iter().for_each(|p| self.text.push_str(p));
     }
 
@@ -423,7 +433,7 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let mut checked = 0;
+        let (mut checked, mut folded_first) = (0, 0);
         for round in 0..3000 {
             let count = next(13) as usize;
             let names: Vec<String> = (0..count)
@@ -433,17 +443,27 @@ mod tests {
             for n in &names {
                 v.add(Symbol::new(n, (next(200) as f64 - 50.0) / 8.0, ""));
             }
+            // Now and then a score as long as a line, or longer (`[scores]` takes any
+            // finite number): the status folds inside its first word.
+            if round % 7 == 0 {
+                let sign = if round % 2 == 0 { 1.0 } else { -1.0 };
+                v.add(Symbol::new("HUGE", sign * 10f64.powi(next(80) as i32), ""));
+            }
             let required = (round % 3 != 0).then(|| next(100) as f64 / 4.0);
             let is_spam = round % 2 == 0;
-            let score = format!("{:.1}", v.score);
+            let score = decimal::tenths(v.score).to_string();
+            let status = status_value(&v, &score, required, is_spam);
             assert_eq!(
-                status_value(&v, &score, required, is_spam),
+                status,
                 status_word_by_word(&v, required, is_spam),
-                "{names:?} {required:?}"
+                "{names:?} {required:?} {}",
+                v.score
             );
             checked += usize::from(count > 3);
+            folded_first += usize::from(status.contains(",\n\t score="));
         }
         assert!(checked > 1000, "long lists were generated: {checked}");
+        assert!(folded_first > 10, "first words folded: {folded_first}");
     }
 
     #[test]

@@ -541,6 +541,30 @@ mod tests {
     }
 
     #[test]
+    fn replies_encoded_one_after_another_read_back_in_order() {
+        // Each frame is begun and closed in place after the ones already in the buffer.
+        let replies = all_replies();
+        let mut buf = b"earlier".to_vec();
+        for r in replies.iter().chain(replies.iter().rev()) {
+            r.encode(&mut buf);
+        }
+        assert!(buf.starts_with(b"earlier"));
+        let mut rest = &buf[b"earlier".len()..];
+        let mut read = Vec::new();
+        while let Some((frame, used)) = parse_frame(rest).unwrap() {
+            read.push(Reply::parse(frame).unwrap());
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        let want: Vec<Reply> = replies
+            .iter()
+            .chain(replies.iter().rev())
+            .cloned()
+            .collect();
+        assert_eq!(read, want);
+    }
+
+    #[test]
     fn frames_split_anywhere_wait_for_more() {
         let mut buf = Vec::new();
         for c in all_commands() {
