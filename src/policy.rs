@@ -175,11 +175,11 @@ fn status_value(v: &Verdict, score: &str, required: Option<f64>, is_spam: bool) 
     let mut out = Fold::new("X-Spam-Status: ".len());
     // "Yes," and " score=..." are two pieces, a fold possible between them (a score as long
     // as a line: `[scores]` takes any finite number).
-    out.word(&[verdict]);
-    out.more(&[" score=", score]);
-    out.word(&["required=", required.as_deref().unwrap_or("none")]);
+    out.piece(true, &[verdict]);
+    out.piece(false, &[" score=", score]);
+    out.piece(true, &["required=", required.as_deref().unwrap_or("none")]);
     out.word_list("tests=", &tests);
-    out.word(&["version=repmilter-", env!("CARGO_PKG_VERSION")]);
+    out.piece(true, &["version=repmilter-", env!("CARGO_PKG_VERSION")]);
     out.text
 }
 
@@ -198,17 +198,11 @@ impl Fold {
         }
     }
 
-    /// One word, made of `parts` written one after the other.
-    fn word(&mut self, parts: &[&str]) {
+    /// One piece, made of `parts` written one after the other: a new word (after a space),
+    /// or more of the word begun last. A line may break before either.
+    fn piece(&mut self, new_word: bool, parts: &[&str]) {
         let len = parts.iter().map(|p| p.len()).sum();
-        self.piece(true, len);
-        parts.iter().for_each(|p| self.text.push_str(p));
-    }
-
-    /// More of the word begun last, made of `parts`: a line may break before it.
-    fn more(&mut self, parts: &[&str]) {
-        let len = parts.iter().map(|p| p.len()).sum();
-        self.piece(false, len);
+        self.make_room(new_word, len);
         parts.iter().for_each(|p| self.text.push_str(p));
     }
 
@@ -217,17 +211,12 @@ impl Fold {
         for (i, item) in items.iter().enumerate() {
             let last = i + 1 == items.len();
             let head = if i == 0 { prefix } else { "" };
-            self.piece(i == 0, head.len() + item.len() + usize::from(!last));
-            self.text.push_str(head);
-            self.text.push_str(item);
-            if !last {
-                self.text.push(',');
-            }
+            self.piece(i == 0, &[head, item, if last { "" } else { "," }]);
         }
     }
 
     /// Makes room for a piece of `len` bytes: a space before a new word, or a fold.
-    fn piece(&mut self, new_word: bool, len: usize) {
+    fn make_room(&mut self, new_word: bool, len: usize) {
         let sep = usize::from(new_word && !self.text.is_empty());
         if self.col + sep + len > FOLD_AT && self.col > 1 {
             self.text.push_str("\n\t");
