@@ -79,6 +79,6 @@ if [ -n "${PROFILE_DIR:-}" ]; then
     mkdir -p "$PROFILE_DIR"
     cp "$out"/cg.out.* "$PROFILE_DIR"/
 fi
-total=$(grep -h '^summary:' "$out"/cg.out.* | awk '{s += $2} END {print s}')
+total=$(grep -h '^summary:' "$out"/cg.out.* | awk '{s += $2} END {printf "%.0f", s}')
 mode=$($held_out && echo "held-out messages" || echo "the first messages")
 echo "user-space instructions per message: $((total / messages)) ($mode; $binary, $config)"
