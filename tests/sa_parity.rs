@@ -49,6 +49,10 @@ fn verdicts_match_spamassassins_on_the_corpus() {
         }
     };
     let p = parity::run(&dir);
+    assert_eq!(
+        p.lazy_differs, 0,
+        "the daemon's scan and the full scan differ on some messages, listed above"
+    );
     assert!(
         p.precision >= 95.0 && p.recall >= 95.0 && p.close >= 90.0,
         "precision {:.1}%, recall {:.1}%, scores within 1.0 on {:.1}% of messages \

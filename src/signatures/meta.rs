@@ -274,6 +274,136 @@ pub(crate) fn eval(e: &Compute, counts: &[u32]) -> f64 {
     }
 }
 
+/// Lower and upper bounds on a value; NaN in either end means nothing is known.
+pub(crate) type Bounds = (f64, f64);
+
+/// Whether every value within `x` is true (not zero), or every one false; None when they
+/// differ or nothing is known.
+pub(crate) fn truth(x: Bounds) -> Option<bool> {
+    if x.0 == 0.0 && x.1 == 0.0 {
+        Some(false)
+    } else if x.0 > 0.0 || x.1 < 0.0 {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// The bounds of a truth value: a point where it is known, 0 to 1 where not.
+pub(crate) fn of_truth(t: Option<bool>) -> Bounds {
+    match t {
+        Some(true) => (1.0, 1.0),
+        Some(false) => (0.0, 0.0),
+        None => (0.0, 1.0),
+    }
+}
+
+/// The smallest and largest of `v`, or NaN for both if any is NaN (`f64::min` would drop
+/// it, and a NaN must leave the result unknown).
+fn span<const N: usize>(v: [f64; N]) -> Bounds {
+    if v.iter().any(|x| x.is_nan()) {
+        return (f64::NAN, f64::NAN);
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// Bounds on what [`eval`] gives for `e` when each rule's count lies within `rules`' bounds
+/// for it: a scan evaluates a meta before running the sub-rules that only it reads, and
+/// runs those only where the bounds leave the meta's truth open. Sound, not tight: where
+/// [`truth`] of the result is known, `eval` agrees whatever counts within the bounds the
+/// rules have (the tests check it on random expressions), and rounding is monotone, so the
+/// ends computed bound the value computed.
+pub(crate) fn bounds(e: &Compute, rules: &impl Fn(usize) -> Bounds) -> Bounds {
+    match e {
+        Compute::Num(n) => (*n, *n),
+        Compute::Rule(i) => rules(*i),
+        Compute::Not(x) => of_truth(truth(bounds(x, rules)).map(|t| !t)),
+        Compute::Neg(x) => {
+            let (lo, hi) = bounds(x, rules);
+            (-hi, -lo)
+        }
+        Compute::Bin(l, op, r) => {
+            let a = bounds(l, rules);
+            // As `eval` short-circuits: where the left side decides, the right is not read.
+            match (op, truth(a)) {
+                (Op::And, Some(false)) => return (0.0, 0.0),
+                (Op::Or, Some(true)) => return (1.0, 1.0),
+                _ => {}
+            }
+            let c = bounds(r, rules);
+            let (ta, tc) = (truth(a), truth(c));
+            match op {
+                Op::And => of_truth(match (ta, tc) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), t) => t,
+                    _ => None,
+                }),
+                Op::Or => of_truth(match (ta, tc) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), t) => t,
+                    _ => None,
+                }),
+                Op::Eq | Op::Ne => {
+                    let same = if a.0 == a.1 && c.0 == c.1 && a.0 == c.0 {
+                        Some(true)
+                    } else if a.1 < c.0 || c.1 < a.0 {
+                        Some(false)
+                    } else {
+                        None
+                    };
+                    of_truth(if *op == Op::Eq {
+                        same
+                    } else {
+                        same.map(|s| !s)
+                    })
+                }
+                Op::Lt => of_truth(order(a.1 < c.0, a.0 >= c.1)),
+                Op::Le => of_truth(order(a.1 <= c.0, a.0 > c.1)),
+                Op::Gt => of_truth(order(a.0 > c.1, a.1 <= c.0)),
+                Op::Ge => of_truth(order(a.0 >= c.1, a.1 < c.0)),
+                Op::Add => span([a.0 + c.0, a.1 + c.1]),
+                Op::Sub => span([a.0 - c.1, a.1 - c.0]),
+                Op::Mul => span([a.0 * c.0, a.0 * c.1, a.1 * c.0, a.1 * c.1]),
+                // `eval` gives 0 for a zero divisor: a divisor that may be zero (or is
+                // unknown) leaves anything possible.
+                Op::Div if c.0 == 0.0 && c.1 == 0.0 => (0.0, 0.0),
+                Op::Div if !(c.0 > 0.0 || c.1 < 0.0) => (f64::NEG_INFINITY, f64::INFINITY),
+                Op::Div => span([a.0 / c.0, a.0 / c.1, a.1 / c.0, a.1 / c.1]),
+            }
+        }
+    }
+}
+
+/// A comparison's truth from whether it holds for every pair of values, or for none.
+fn order(always: bool, never: bool) -> Option<bool> {
+    if always {
+        Some(true)
+    } else if never {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The rules an expression reads directly (not through other metas), each once.
+pub(crate) fn rules_read(e: &Compute, out: &mut Vec<usize>) {
+    match e {
+        Compute::Num(_) => {}
+        Compute::Rule(i) => {
+            if !out.contains(i) {
+                out.push(*i);
+            }
+        }
+        Compute::Not(x) | Compute::Neg(x) => rules_read(x, out),
+        Compute::Bin(a, _, b) => {
+            rules_read(a, out);
+            rules_read(b, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +429,155 @@ mod tests {
         assert!(parse_meta(&vec!["__A"; 900].join(" + ")).is_ok());
         assert!(parse_meta("A &&").is_err());
         assert!(parse_meta("A $ B").is_err());
+    }
+
+    /// A random expression over four rules: every operator, constants that make zero
+    /// divisors and negative values.
+    fn random_expr(next: &mut impl FnMut() -> u64, depth: u32) -> Compute {
+        let leaf = depth == 0 || next().is_multiple_of(4);
+        if leaf {
+            return if next().is_multiple_of(3) {
+                Compute::Num([0.0, 1.0, 2.0, -1.0, 0.5, 3.0][(next() % 6) as usize])
+            } else {
+                Compute::Rule((next() % 4) as usize)
+            };
+        }
+        let ops = [
+            Op::Or,
+            Op::And,
+            Op::Eq,
+            Op::Ne,
+            Op::Lt,
+            Op::Le,
+            Op::Gt,
+            Op::Ge,
+            Op::Add,
+            Op::Sub,
+            Op::Mul,
+            Op::Div,
+        ];
+        match next() % 8 {
+            0 => Compute::Not(Box::new(random_expr(next, depth - 1))),
+            1 => Compute::Neg(Box::new(random_expr(next, depth - 1))),
+            _ => Compute::Bin(
+                Box::new(random_expr(next, depth - 1)),
+                ops[(next() % ops.len() as u64) as usize],
+                Box::new(random_expr(next, depth - 1)),
+            ),
+        }
+    }
+
+    #[test]
+    fn bounds_hold_whatever_the_counts_within_them() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut decided, mut open) = (0, 0);
+        for _ in 0..20_000 {
+            let e = random_expr(&mut next, 5);
+            // Each rule known (a point) or not yet run (0 to its most hits).
+            let rules: Vec<Bounds> = (0..4)
+                .map(|_| match next() % 3 {
+                    0 => (0.0, [1.0, 3.0][(next() % 2) as usize]),
+                    _ => {
+                        let c = (next() % 3) as f64;
+                        (c, c)
+                    }
+                })
+                .collect();
+            let b = bounds(&e, &|i| rules[i]);
+            let t = truth(b);
+            if t.is_some() {
+                decided += 1;
+            } else {
+                open += 1;
+            }
+            for _ in 0..8 {
+                let counts: Vec<u32> = rules
+                    .iter()
+                    .map(|&(lo, hi)| lo as u32 + (next() % (hi - lo + 1.0) as u64) as u32)
+                    .collect();
+                let v = eval(&e, &counts);
+                if let Some(t) = t {
+                    assert_eq!(v != 0.0, t, "{counts:?} in {rules:?}: {v} against {b:?}");
+                }
+                if !v.is_nan() && !b.0.is_nan() {
+                    assert!(b.0 <= v && v <= b.1, "{counts:?}: {v} outside {b:?}");
+                }
+            }
+            // Known counts everywhere: the bounds are the value itself.
+            let points: Vec<u32> = rules.iter().map(|&(lo, _)| lo as u32).collect();
+            let exact: Vec<Bounds> = points.iter().map(|&c| (c as f64, c as f64)).collect();
+            let v = eval(&e, &points);
+            if !v.is_nan() {
+                let b = bounds(&e, &|i| exact[i]);
+                assert!(b.0 <= v && v <= b.1, "{points:?}: {v} outside {b:?}");
+            }
+        }
+        // Both outcomes are common, so the assertions above are exercised.
+        assert!(
+            decided > 5_000 && open > 2_000,
+            "{decided} decided, {open} open"
+        );
+    }
+
+    #[test]
+    fn bounds_decide_a_meta_without_its_unknown_rule_where_they_can() {
+        // CRYPTO_SEXTORTION's shape: A + B + (C || D) >= 2, with D not yet run.
+        let e = parse_meta("A + B + (C || D) >= 2").unwrap();
+        let ids = |n: &str| ["A", "B", "C", "D"].iter().position(|x| *x == n).unwrap();
+        let c = resolve_for_test(&e, &ids);
+        let unknown = (0.0, 1.0);
+        assert_eq!(
+            truth(bounds(&c, &|i| [
+                (0.0, 0.0),
+                (0.0, 0.0),
+                (0.0, 0.0),
+                unknown
+            ][i])),
+            Some(false)
+        );
+        assert_eq!(
+            truth(bounds(&c, &|i| [
+                (1.0, 1.0),
+                (1.0, 1.0),
+                (0.0, 0.0),
+                unknown
+            ][i])),
+            Some(true)
+        );
+        assert_eq!(
+            truth(bounds(&c, &|i| [
+                (1.0, 1.0),
+                (0.0, 0.0),
+                (0.0, 0.0),
+                unknown
+            ][i])),
+            None
+        );
+        assert_eq!(
+            truth(bounds(&c, &|i| [
+                (1.0, 1.0),
+                (0.0, 0.0),
+                (1.0, 1.0),
+                unknown
+            ][i])),
+            Some(true)
+        );
+    }
+
+    fn resolve_for_test(e: &Expr, ids: &impl Fn(&str) -> usize) -> Compute {
+        let boxed = |x: &Expr| Box::new(resolve_for_test(x, ids));
+        match e {
+            Expr::Num(n) => Compute::Num(*n),
+            Expr::Rule(name) => Compute::Rule(ids(name)),
+            Expr::Not(x) => Compute::Not(boxed(x)),
+            Expr::Neg(x) => Compute::Neg(boxed(x)),
+            Expr::Bin(l, op, r) => Compute::Bin(boxed(l), *op, boxed(r)),
+        }
     }
 }

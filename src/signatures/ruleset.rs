@@ -104,6 +104,10 @@ pub(super) struct Index {
     pub(super) literals_matcher: Option<multi::Literals>,
     /// Rules run on every text of the target.
     pub(super) always: Vec<usize>,
+    /// Sub-rules (named `__`) without literals, which only metas read: the daemon's scan
+    /// runs them last, and only those that a meta's truth depends on (see
+    /// [`RuleSet::lazy`]); a scan with evidence runs them with the others.
+    pub(super) lazy: Vec<usize>,
     /// Rules that run only where their literals occur this many times (in one line, where
     /// `per_line`): every match holds that many (see [`literals::Required`]).
     pub(super) times: super::multi::FastMap<usize, u32>,
@@ -176,7 +180,7 @@ impl Index {
 impl Index {
     /// Whether any rule reads this target (building its text costs a copy).
     pub(super) fn wanted(&self) -> bool {
-        !self.owners.is_empty() || !self.always.is_empty()
+        !self.owners.is_empty() || !self.always.is_empty() || !self.lazy.is_empty()
     }
 }
 
@@ -231,6 +235,14 @@ pub struct RuleSet {
     /// Meta rules in an order where each comes after the rules it uses, with their
     /// expressions resolved to rule ids.
     pub(super) metas: Vec<(usize, Compute)>,
+    /// The lazy sub-rules of the body, rawbody and full texts (see [`Index::lazy`]), each
+    /// with the most hits it can count.
+    pub(super) lazy: Vec<(usize, f64)>,
+    /// Each rule's most hits if it is lazy, NaN if not.
+    pub(super) lazy_most: Vec<f64>,
+    /// For each meta in `metas`: whether its value depends on a lazy sub-rule (directly or
+    /// through other metas), and the lazy sub-rules it reads directly.
+    pub(super) lazy_reads: Vec<(bool, Vec<usize>)>,
     pub(super) by_name: BTreeMap<String, usize>,
     pub problems: Vec<Problem>,
     pub stats: Stats,
@@ -396,6 +408,9 @@ impl RuleSet {
             freemail: parsed.freemail.compile(),
             exists: Vec::new(),
             metas: Vec::new(),
+            lazy: Vec::new(),
+            lazy_most: Vec::new(),
+            lazy_reads: Vec::new(),
             by_name: BTreeMap::new(),
             sources: parsed.sources.clone(),
             kept: parsed.kept.clone(),
@@ -606,7 +621,55 @@ impl RuleSet {
         set.headers = finish(header_index);
         set.mime_headers = finish(mime_index);
         set.order_metas();
+        set.split_lazy();
         set
+    }
+
+    /// Moves the sub-rules without literals of the body, rawbody and full texts out of
+    /// `always`: they run on every message, over the whole text (a regex with no literal
+    /// to find first), while most metas that read them are decided by their other rules
+    /// (`A + B + (C || __NO_LITERAL) >= 2` is false where A and B are). Their names say
+    /// nothing reads them but metas: the signature stage makes no symbol of a `__` rule.
+    /// Header, URI and MIME header rules stay: their texts are several per message.
+    fn split_lazy(&mut self) {
+        let rules = &self.rules;
+        for ix in [&mut self.body, &mut self.rawbody, &mut self.full] {
+            let (lazy, always): (Vec<usize>, Vec<usize>) = ix
+                .always
+                .iter()
+                .partition(|&&r| rules[r].name.starts_with("__"));
+            ix.always = always;
+            ix.lazy = lazy;
+        }
+        self.lazy_most = vec![f64::NAN; rules.len()];
+        self.lazy.clear();
+        for ix in [&self.body, &self.rawbody, &self.full] {
+            for &r in &ix.lazy {
+                let rule = &rules[r];
+                // `run_regex` counts at most `maxhits` of a `multiple` rule, one of another;
+                // a negated rule counts one.
+                let most = f64::from(if rule.multiple {
+                    rule.maxhits.max(1)
+                } else {
+                    1
+                });
+                self.lazy_most[r] = most;
+                self.lazy.push((r, most));
+            }
+        }
+        // Metas come after the metas they read: one pass finds every dependence.
+        let mut depends: Vec<bool> = self.lazy_most.iter().map(|m| !m.is_nan()).collect();
+        self.lazy_reads = self
+            .metas
+            .iter()
+            .map(|(m, e)| {
+                let mut read = Vec::new();
+                meta::rules_read(e, &mut read);
+                depends[*m] = read.iter().any(|&r| depends[r]);
+                read.retain(|&r| !self.lazy_most[r].is_nan());
+                (depends[*m], read)
+            })
+            .collect();
     }
 
     fn problem(&mut self, at: Location, severity: Severity, message: String) {
@@ -785,10 +848,14 @@ mod tests {
         );
         let hits = s.scan(&input).hits;
         // The daemon's scan (no evidence, a match's existence enough where one hit is all
-        // a rule can count) fires the same rules as many times.
+        // a rule can count) fires the same rules as many times, but for the lazy sub-rules
+        // that no meta needed (see `a_sub_rule_only_metas_read_runs_where_a_meta_needs_it`).
         let quick = s.scan_until(&new_input(msg), None).unwrap().hits;
         let counts = |hits: &[Hit]| -> Vec<(usize, u32)> {
-            hits.iter().map(|h| (h.rule, h.count)).collect()
+            hits.iter()
+                .filter(|h| !s.lazy.iter().any(|&(r, _)| r == h.rule))
+                .map(|h| (h.rule, h.count))
+                .collect()
         };
         assert_eq!(counts(&hits), counts(&quick), "{msg}");
         let mut v: Vec<(String, u32)> = hits
@@ -801,6 +868,71 @@ mod tests {
 
     fn names(s: &RuleSet, msg: &str) -> Vec<String> {
         fired(s, msg).into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn a_sub_rule_only_metas_read_runs_where_a_meta_needs_it() {
+        // __WALLET has no literal: it would run over every body. SEXTORTION needs it only
+        // where exactly one of the two claims is made; __UNREAD is read by nothing.
+        let s = set(r#"
+body     __HACKED   /\bhacked your (?:device|computer)\b/i
+body     __VIDEO    /\brecorded (?:a )?video\b/i
+body     __WALLET   /\b[13][a-km-zA-HJ-NP-Z1-9]{25,34}\b/
+body     __UNREAD   /\b[0-9]{6}\b/
+meta     SEXTORTION __HACKED + __VIDEO + __WALLET >= 2
+score    SEXTORTION 3
+body     __LOOSE    /\b(?:v[\W_]{0,2}[i1!|l][\W_]{0,2}[a@4][\W_]{0,2}g[\W_]{0,2}r[\W_]{0,2}[a@4]|c[\W_]{0,2}[i1!|l][\W_]{0,2}[a@4][\W_]{0,2}l[\W_]{0,2}[i1!|l][\W_]{0,2}s)\b/i
+tflags   __LOOSE    multiple maxhits=5
+body     __PLAIN    /\bviagra\b/i
+tflags   __PLAIN    multiple maxhits=5
+meta     OBFUSCATED __LOOSE > __PLAIN
+score    OBFUSCATED 2
+"#);
+        // The three without a literal of three characters.
+        let lazy: Vec<&str> = s
+            .lazy
+            .iter()
+            .map(|&(r, _)| s.rule(r).name.as_str())
+            .collect();
+        assert_eq!(lazy, ["__WALLET", "__UNREAD", "__LOOSE"]);
+        let wallet = "1BoatSLRHtKNngkdXEeobR76b53LETtpyT";
+        let daemon = |msg: &str| -> Vec<String> {
+            let mut v: Vec<String> = s
+                .scan_until(&new_input(msg), None)
+                .unwrap()
+                .hits
+                .iter()
+                .map(|h| s.rule(h.rule).name.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        // No claim: the meta is false whatever the wallet; the wallet rule is not run.
+        let msg = format!("Subject: x\n\npay {wallet} now, code 123456\n");
+        assert_eq!(daemon(&msg), Vec::<String>::new());
+        assert_eq!(names(&s, &msg), ["__UNREAD", "__WALLET"]);
+        // One claim: the wallet decides, so it runs, and the meta fires.
+        let msg = format!("Subject: x\n\nI hacked your device. Pay {wallet}\n");
+        assert_eq!(daemon(&msg), ["SEXTORTION", "__HACKED", "__WALLET"]);
+        // Both claims: true whatever the wallet, which is not run.
+        let msg = format!("Subject: x\n\nI hacked your computer and recorded a video. {wallet}\n");
+        assert_eq!(daemon(&msg), ["SEXTORTION", "__HACKED", "__VIDEO"]);
+        // A count against a count: the loose rule must run, and counts as the full scan.
+        let msg = "Subject: x\n\nv-i-agra viagra v_1_agra\n";
+        assert_eq!(daemon(msg), ["OBFUSCATED", "__LOOSE", "__PLAIN"]);
+        assert_eq!(
+            fired(&s, msg),
+            [
+                ("OBFUSCATED".to_string(), 1),
+                ("__LOOSE".to_string(), 3),
+                ("__PLAIN".to_string(), 1)
+            ]
+        );
+        // `__PLAIN` at its most (5): the loose rule cannot count more, the meta is false
+        // without it.
+        let msg = "Subject: x\n\nviagra viagra viagra viagra viagra viagra v-i-agra\n";
+        assert_eq!(daemon(msg), ["__PLAIN"]);
+        assert_eq!(names(&s, msg), ["__LOOSE", "__PLAIN"]);
     }
 
     const RULES: &str = r#"

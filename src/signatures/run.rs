@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::backtrack::Cut;
 use super::linear;
-use super::meta::eval;
+use super::meta::{bounds, eval, truth};
 use super::multi::{FastMap, FastSet};
 use super::ruleset::{Evidence, Hit, Index, Kind, Matcher, Owner, RuleSet};
 use crate::message::targets;
@@ -63,14 +63,22 @@ impl RuleSet {
             epoch: 0,
         };
         let view = input.view();
-        if self.body.wanted() {
-            self.scan_index(&self.body, &targets::body(view), &mut st);
-        }
-        if self.rawbody.wanted() {
-            self.scan_index(&self.rawbody, &targets::rawbody(view), &mut st);
-        }
-        if self.full.wanted() {
-            self.scan_index(&self.full, &targets::full(&input.message, view), &mut st);
+        // Kept for the lazy sub-rules, which run after the metas' other rules.
+        let body = self.body.wanted().then(|| targets::body(view));
+        let rawbody = self.rawbody.wanted().then(|| targets::rawbody(view));
+        let full = self
+            .full
+            .wanted()
+            .then(|| targets::full(&input.message, view));
+        let texts = [
+            (&self.body, body.as_deref()),
+            (&self.rawbody, rawbody.as_deref()),
+            (&self.full, full.as_deref()),
+        ];
+        for (ix, text) in texts {
+            if let Some(text) = text {
+                self.scan_index(ix, text, &mut st);
+            }
         }
         for u in &view.urls {
             self.scan_index(&self.uri, &u.url, &mut st);
@@ -112,9 +120,28 @@ impl RuleSet {
                 st.counts[r] = 1;
             }
         }
-        for (m, e) in &self.metas {
-            if eval(e, &st.counts) != 0.0 {
-                st.counts[*m] = 1;
+        if explain || self.lazy.is_empty() {
+            for (m, e) in &self.metas {
+                if eval(e, &st.counts) != 0.0 {
+                    st.counts[*m] = 1;
+                }
+            }
+        } else {
+            let (open, needed) = self.metas_before_lazy(&mut st.counts);
+            for (ix, text) in texts {
+                let Some(text) = text else { continue };
+                for &r in ix.lazy.iter().filter(|r| needed.contains(r)) {
+                    self.run_regex(r, text, ix.per_line, None, &mut st);
+                }
+            }
+            if st.expired {
+                return Err(Expired);
+            }
+            for &i in &open {
+                let (m, e) = &self.metas[i];
+                if eval(e, &st.counts) != 0.0 {
+                    st.counts[*m] = 1;
+                }
             }
         }
         let hits = st
@@ -148,6 +175,57 @@ pub struct Scan {
 pub struct Expired;
 
 impl RuleSet {
+    /// Evaluates the metas before the lazy sub-rules have run, and says which of those to
+    /// run: a meta that no lazy rule reaches is evaluated as usual; one that is bounded in
+    /// its place, a lazy rule counting anywhere from none to its most hits and an earlier
+    /// meta left open anywhere from 0 to 1. A meta whose bounds decide its truth gets it;
+    /// one left open needs the lazy rules it reads. Returns the open metas (positions in
+    /// `metas`, in order) and the lazy rules to run; once those have, the open metas
+    /// evaluated in order come out as if every lazy rule had run: a decided meta is the same
+    /// whatever the counts within its bounds, and an open one reads only counts now known.
+    fn metas_before_lazy(&self, counts: &mut [u32]) -> (Vec<usize>, Vec<usize>) {
+        // An open meta's count while the metas are bounded (no count reaches it: a meta
+        // counts one); only bounded metas read it, and it is 0 again before any `eval`.
+        const OPEN: u32 = u32::MAX;
+        let mut open: Vec<usize> = Vec::new();
+        let mut needed: Vec<usize> = Vec::new();
+        for (i, ((m, e), (depends, reads))) in self.metas.iter().zip(&self.lazy_reads).enumerate() {
+            if !depends {
+                if eval(e, counts) != 0.0 {
+                    counts[*m] = 1;
+                }
+                continue;
+            }
+            let of = |r: usize| {
+                let most = self.lazy_most[r];
+                if !most.is_nan() {
+                    (0.0, most)
+                } else if counts[r] == OPEN {
+                    (0.0, 1.0)
+                } else {
+                    (f64::from(counts[r]), f64::from(counts[r]))
+                }
+            };
+            match truth(bounds(e, &of)) {
+                Some(true) => counts[*m] = 1,
+                Some(false) => {}
+                None => {
+                    counts[*m] = OPEN;
+                    open.push(i);
+                    for &r in reads {
+                        if !needed.contains(&r) {
+                            needed.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        for &i in &open {
+            counts[self.metas[i].0] = 0;
+        }
+        (open, needed)
+    }
+
     fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
         if st.expired {
             return;
@@ -265,6 +343,11 @@ impl RuleSet {
         }
         for &r in &ix.always {
             self.run_regex(r, text, ix.per_line, None, st);
+        }
+        if st.explain {
+            for &r in &ix.lazy {
+                self.run_regex(r, text, ix.per_line, None, st);
+            }
         }
         for (r, found) in phrase_counts {
             let rule = &self.rules[r];
