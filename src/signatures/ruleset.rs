@@ -238,7 +238,9 @@ pub struct RuleSet {
     /// The lazy sub-rules of the body, rawbody and full texts (see [`Index::lazy`]), each
     /// with the most hits it can count.
     pub(super) lazy: Vec<(usize, f64)>,
-    /// Each rule's most hits if it is lazy, NaN if not.
+    /// Each rule's most hits if it is lazy (without literals, or a sub-rule of the same
+    /// texts found through its literals, whose search waits once they are found), NaN if
+    /// not.
     pub(super) lazy_most: Vec<f64>,
     /// For each meta in `metas`: whether its value depends on a lazy sub-rule (directly or
     /// through other metas), and the lazy sub-rules it reads directly.
@@ -643,18 +645,29 @@ impl RuleSet {
         }
         self.lazy_most = vec![f64::NAN; rules.len()];
         self.lazy.clear();
+        // `run_regex` counts at most `maxhits` of a `multiple` rule, one of another; a
+        // negated rule counts one.
+        let most = |r: usize| {
+            let rule = &rules[r];
+            f64::from(if rule.multiple {
+                rule.maxhits.max(1)
+            } else {
+                1
+            })
+        };
         for ix in [&self.body, &self.rawbody, &self.full] {
             for &r in &ix.lazy {
-                let rule = &rules[r];
-                // `run_regex` counts at most `maxhits` of a `multiple` rule, one of another;
-                // a negated rule counts one.
-                let most = f64::from(if rule.multiple {
-                    rule.maxhits.max(1)
-                } else {
-                    1
-                });
-                self.lazy_most[r] = most;
-                self.lazy.push((r, most));
+                self.lazy_most[r] = most(r);
+                self.lazy.push((r, most(r)));
+            }
+            // The sub-rules found through their literals wait as well, once found.
+            for owner in ix.owners.iter().flatten() {
+                if let Owner::Rule(r) = *owner
+                    && rules[r].name.starts_with("__")
+                    && matches!(rules[r].kind, Kind::Regex { .. })
+                {
+                    self.lazy_most[r] = most(r);
+                }
             }
         }
         // Metas come after the metas they read: one pass finds every dependence.
@@ -853,7 +866,7 @@ mod tests {
         let quick = s.scan_until(&new_input(msg), None).unwrap().hits;
         let counts = |hits: &[Hit]| -> Vec<(usize, u32)> {
             hits.iter()
-                .filter(|h| !s.lazy.iter().any(|&(r, _)| r == h.rule))
+                .filter(|h| s.lazy_most[h.rule].is_nan())
                 .map(|h| (h.rule, h.count))
                 .collect()
         };
@@ -887,6 +900,9 @@ body     __PLAIN    /\bviagra\b/i
 tflags   __PLAIN    multiple maxhits=5
 meta     OBFUSCATED __LOOSE > __PLAIN
 score    OBFUSCATED 2
+body     __FREE     /\bfree money\b/i
+meta     FREE_HACKED __FREE && __HACKED
+score    FREE_HACKED 1
 "#);
         // The three without a literal of three characters.
         let lazy: Vec<&str> = s
@@ -907,6 +923,11 @@ score    OBFUSCATED 2
             v.sort();
             v
         };
+        // A sub-rule found through its literal waits too: with no `__HACKED`, FREE_HACKED
+        // is false whatever `__FREE` counts, and nothing else reads it.
+        let msg = "Subject: x\n\nfree money\n";
+        assert_eq!(daemon(msg), Vec::<String>::new());
+        assert_eq!(names(&s, msg), ["__FREE"]);
         // No claim: the meta is false whatever the wallet; the wallet rule is not run.
         let msg = format!("Subject: x\n\npay {wallet} now, code 123456\n");
         assert_eq!(daemon(&msg), Vec::<String>::new());
@@ -914,7 +935,8 @@ score    OBFUSCATED 2
         // One claim: the wallet decides, so it runs, and the meta fires.
         let msg = format!("Subject: x\n\nI hacked your device. Pay {wallet}\n");
         assert_eq!(daemon(&msg), ["SEXTORTION", "__HACKED", "__WALLET"]);
-        // Both claims: true whatever the wallet, which is not run.
+        // Both claims: the two found through their literals run first (an open meta reads
+        // them), which makes the meta true whatever the wallet, which is not run.
         let msg = format!("Subject: x\n\nI hacked your computer and recorded a video. {wallet}\n");
         assert_eq!(daemon(&msg), ["SEXTORTION", "__HACKED", "__VIDEO"]);
         // A count against a count: the loose rule must run, and counts as the full scan.

@@ -61,6 +61,8 @@ impl RuleSet {
             until_clock: OCCURRENCES_PER_CLOCK,
             marked: vec![0; self.rules.len()],
             epoch: 0,
+            slot: None,
+            deferred: Vec::new(),
         };
         let view = input.view();
         // Kept for the lazy sub-rules, which run after the metas' other rules.
@@ -75,11 +77,13 @@ impl RuleSet {
             (&self.rawbody, rawbody.as_deref()),
             (&self.full, full.as_deref()),
         ];
-        for (ix, text) in texts {
+        for (slot, (ix, text)) in texts.iter().enumerate() {
             if let Some(text) = text {
+                st.slot = Some(slot);
                 self.scan_index(ix, text, &mut st);
             }
         }
+        st.slot = None;
         for u in &view.urls {
             self.scan_index(&self.uri, &u.url, &mut st);
         }
@@ -120,28 +124,16 @@ impl RuleSet {
                 st.counts[r] = 1;
             }
         }
-        if explain || self.lazy.is_empty() {
+        if explain || (self.lazy.is_empty() && st.deferred.is_empty()) {
             for (m, e) in &self.metas {
                 if eval(e, &st.counts) != 0.0 {
                     st.counts[*m] = 1;
                 }
             }
         } else {
-            let (open, needed) = self.metas_before_lazy(&mut st.counts);
-            for (ix, text) in texts {
-                let Some(text) = text else { continue };
-                for &r in ix.lazy.iter().filter(|r| needed.contains(r)) {
-                    self.run_regex(r, text, ix.per_line, None, &mut st);
-                }
-            }
+            self.lazy_metas(&texts, &mut st);
             if st.expired {
                 return Err(Expired);
-            }
-            for &i in &open {
-                let (m, e) = &self.metas[i];
-                if eval(e, &st.counts) != 0.0 {
-                    st.counts[*m] = 1;
-                }
             }
         }
         let hits = st
@@ -175,55 +167,107 @@ pub struct Scan {
 pub struct Expired;
 
 impl RuleSet {
-    /// Evaluates the metas before the lazy sub-rules have run, and says which of those to
-    /// run: a meta that no lazy rule reaches is evaluated as usual; one that is bounded in
-    /// its place, a lazy rule counting anywhere from none to its most hits and an earlier
-    /// meta left open anywhere from 0 to 1. A meta whose bounds decide its truth gets it;
-    /// one left open needs the lazy rules it reads. Returns the open metas (positions in
-    /// `metas`, in order) and the lazy rules to run; once those have, the open metas
-    /// evaluated in order come out as if every lazy rule had run: a decided meta is the same
-    /// whatever the counts within its bounds, and an open one reads only counts now known.
-    fn metas_before_lazy(&self, counts: &mut [u32]) -> (Vec<usize>, Vec<usize>) {
-        // An open meta's count while the metas are bounded (no count reaches it: a meta
-        // counts one); only bounded metas read it, and it is 0 again before any `eval`.
-        const OPEN: u32 = u32::MAX;
-        let mut open: Vec<usize> = Vec::new();
-        let mut needed: Vec<usize> = Vec::new();
-        for (i, ((m, e), (depends, reads))) in self.metas.iter().zip(&self.lazy_reads).enumerate() {
-            if !depends {
-                if eval(e, counts) != 0.0 {
-                    counts[*m] = 1;
+    /// The metas, with the lazy sub-rules run only where some meta's truth depends on them
+    /// (see [`Index::lazy`]): the literal-less ones of the body, rawbody and full texts, and
+    /// the others there that their literals made candidates, deferred with their lines.
+    ///
+    /// Each meta a lazy rule reaches is first bounded (a rule not yet run counting anywhere
+    /// from none to its most hits, a meta left open anywhere from 0 to 1); one the bounds
+    /// decide gets its truth. The deferred candidates that an open meta reads run (they
+    /// search only their lines), the open metas are bounded again, and only then the
+    /// literal-less rules that a meta still open reads run, over their whole texts. The
+    /// metas still open are evaluated as usual, in order: a decided meta is the same
+    /// whatever the counts within its bounds, and an open one reads only counts now known,
+    /// so every meta comes out as if every rule had run.
+    fn lazy_metas(&self, texts: &[(&Index, Option<&str>); 3], st: &mut ScanState) {
+        for &(r, _) in &self.lazy {
+            st.counts[r] = UNRUN;
+        }
+        for d in &st.deferred {
+            st.counts[d.rule] = UNRUN;
+        }
+        let mut open = Vec::new();
+        for i in 0..self.metas.len() {
+            let (m, e) = &self.metas[i];
+            if !self.lazy_reads[i].0 {
+                if eval(e, &st.counts) != 0.0 {
+                    st.counts[*m] = 1;
                 }
-                continue;
+            } else if self.bound_meta(i, &mut st.counts).is_none() {
+                open.push(i);
             }
-            let of = |r: usize| {
-                let most = self.lazy_most[r];
-                if !most.is_nan() {
-                    (0.0, most)
-                } else if counts[r] == OPEN {
-                    (0.0, 1.0)
-                } else {
-                    (f64::from(counts[r]), f64::from(counts[r]))
-                }
-            };
-            match truth(bounds(e, &of)) {
-                Some(true) => counts[*m] = 1,
-                Some(false) => {}
-                None => {
-                    counts[*m] = OPEN;
-                    open.push(i);
-                    for &r in reads {
-                        if !needed.contains(&r) {
-                            needed.push(r);
-                        }
+        }
+        let needed = |open: &[usize], counts: &[u32]| -> Vec<usize> {
+            let mut needed: Vec<usize> = Vec::new();
+            for &i in open {
+                for &r in &self.lazy_reads[i].1 {
+                    if counts[r] == UNRUN && !needed.contains(&r) {
+                        needed.push(r);
                     }
                 }
             }
+            needed
+        };
+        let first = needed(&open, &st.counts);
+        let deferred = std::mem::take(&mut st.deferred);
+        let mut ran = false;
+        for d in deferred.iter().filter(|d| first.contains(&d.rule)) {
+            let (ix, Some(text)) = texts[d.slot] else {
+                continue;
+            };
+            st.counts[d.rule] = 0;
+            self.run_regex(d.rule, text, ix.per_line, d.lines.as_deref(), st);
+            ran = true;
+        }
+        if ran {
+            open.retain(|&i| self.bound_meta(i, &mut st.counts).is_none());
+        }
+        let second = needed(&open, &st.counts);
+        for (ix, text) in texts {
+            let Some(text) = text else { continue };
+            for &r in ix.lazy.iter().filter(|r| second.contains(r)) {
+                st.counts[r] = 0;
+                self.run_regex(r, text, ix.per_line, None, st);
+            }
+        }
+        for r in self
+            .lazy
+            .iter()
+            .map(|&(r, _)| r)
+            .chain(deferred.iter().map(|d| d.rule))
+        {
+            if st.counts[r] == UNRUN {
+                st.counts[r] = 0;
+            }
         }
         for &i in &open {
-            counts[self.metas[i].0] = 0;
+            st.counts[self.metas[i].0] = 0;
         }
-        (open, needed)
+        for &i in &open {
+            let (m, e) = &self.metas[i];
+            if eval(e, &st.counts) != 0.0 {
+                st.counts[*m] = 1;
+            }
+        }
+    }
+
+    /// Bounds meta `i` of `metas` where some rules have not run (count [`UNRUN`]) and some
+    /// metas are open (count [`OPEN`]); sets its count to its truth, or to [`OPEN`] if the
+    /// bounds leave it open (None).
+    fn bound_meta(&self, i: usize, counts: &mut [u32]) -> Option<bool> {
+        let (m, e) = &self.metas[i];
+        let of = |r: usize| match counts[r] {
+            UNRUN => (0.0, self.lazy_most[r]),
+            OPEN => (0.0, 1.0),
+            c => (f64::from(c), f64::from(c)),
+        };
+        let t = truth(bounds(e, &of));
+        counts[*m] = match t {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => OPEN,
+        };
+        t
     }
 
     fn scan_index(&self, ix: &Index, text: &str, st: &mut ScanState) {
@@ -322,8 +366,22 @@ impl RuleSet {
         };
         let mut lines = Vec::new();
         let mut next = 0;
+        // A lazy sub-rule's search waits for the metas (see `lazy_metas`).
+        let defer = |r: usize, st: &ScanState| {
+            (!st.explain && !self.lazy_most[r].is_nan())
+                .then_some(st.slot)
+                .flatten()
+        };
         for r in candidates {
             if !one_line(r) || whole(r) {
+                if let Some(slot) = defer(r, st) {
+                    st.deferred.push(Deferred {
+                        rule: r,
+                        slot,
+                        lines: None,
+                    });
+                    continue;
+                }
                 self.run_regex(r, text, ix.per_line, None, st);
                 continue;
             }
@@ -337,6 +395,14 @@ impl RuleSet {
             }
             if lines.is_empty() {
                 // Its literals occurred, but on no line often enough.
+                continue;
+            }
+            if let Some(slot) = defer(r, st) {
+                st.deferred.push(Deferred {
+                    rule: r,
+                    slot,
+                    lines: Some(lines.clone()),
+                });
                 continue;
             }
             self.run_regex(r, text, ix.per_line, Some(&lines), st);
@@ -629,7 +695,27 @@ struct ScanState {
     /// with one epoch per text, so nothing needs clearing between texts.
     marked: Vec<u32>,
     epoch: u32,
+    /// Which of the body, rawbody and full texts is being scanned (their lazy sub-rules
+    /// wait for the metas), or None for the others.
+    slot: Option<usize>,
+    /// Lazy sub-rules made candidates by their literals, not yet run.
+    deferred: Vec<Deferred>,
 }
+
+/// A lazy sub-rule whose literals were found, and where: its text (`slot`) and, where it is
+/// searched line by line, its lines.
+struct Deferred {
+    rule: usize,
+    slot: usize,
+    lines: Option<Vec<(usize, usize)>>,
+}
+
+/// The count of a lazy rule not yet run, while the metas are bounded: no count reaches it
+/// (`maxhits` is a u32 but `run_regex` counts matches of a text, far fewer).
+const UNRUN: u32 = u32::MAX - 1;
+
+/// The count of a meta its bounds left open, while the metas are bounded (a meta counts 1).
+const OPEN: u32 = u32::MAX;
 
 fn evidence(text: &str, start: usize, end: usize) -> Evidence {
     // A byte-semantics match may start or end inside a character.
