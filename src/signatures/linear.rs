@@ -13,7 +13,11 @@
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use regex_automata::dfa::{Automaton, dense};
 use regex_automata::meta;
+use regex_automata::nfa::thompson;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 
@@ -25,8 +29,20 @@ use super::backtrack::{Cut, TIME_LIMIT};
 /// literals does without: there the regex's prefilter found the same places again, and one
 /// whose literals are short and common (`i` of `i\s+am`) made the lazy DFA stop and
 /// restart at nearly every byte.
+///
+/// A gated rule may also carry a dense DFA, built whole when the rules are compiled, for
+/// `is_match` (nearly all of a gated rule's searches): the lazy DFA builds its states as
+/// texts reach them, once per session thread, and on unseen mail that building cost about
+/// a quarter of the rules' instructions. Rules whose DFA would pass a size limit (or that
+/// use a Unicode word boundary, which a dense DFA cannot) keep the lazy one alone.
 #[derive(Clone, Debug)]
-pub struct Regex(meta::Regex);
+pub struct Regex(meta::Regex, Option<Arc<dense::DFA<Vec<u32>>>>);
+
+/// What a rule set's dense DFAs may take in all, and one of them.
+pub struct DenseBudget {
+    pub left: usize,
+    pub each: usize,
+}
 
 impl Regex {
     /// `size_limit` bounds the compiled program, `cache` the lazy DFA's cache per thread.
@@ -46,7 +62,7 @@ impl Regex {
             .configure(config)
             .syntax(syntax::Config::new().utf8(false))
             .build(pattern)
-            .map(Regex)
+            .map(|re| Regex(re, None))
             .map_err(|e| match (e.size_limit(), e.syntax_error()) {
                 // The errors `regex::bytes::RegexBuilder` reports, worded as it words them.
                 (Some(limit), _) => regex::Error::CompiledTooBig(limit),
@@ -60,8 +76,52 @@ impl Regex {
         Regex::build(pattern, 8 << 20, 2 << 20, true).expect("a test pattern compiles")
     }
 
+    /// Adds a dense DFA for `is_match`, built with the same syntax and semantics, if one
+    /// fits `budget` (which it then draws on).
+    pub fn with_dense(
+        mut self,
+        pattern: &str,
+        size_limit: usize,
+        budget: &mut DenseBudget,
+    ) -> Regex {
+        let limit = budget.each.min(budget.left);
+        if limit == 0 {
+            return self;
+        }
+        let built = dense::Builder::new()
+            .configure(
+                dense::Config::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .minimize(false)
+                    .dfa_size_limit(Some(limit))
+                    .determinize_size_limit(Some(limit)),
+            )
+            .syntax(syntax::Config::new().utf8(false))
+            .thompson(
+                thompson::Config::new()
+                    .utf8(false)
+                    .nfa_size_limit(Some(size_limit)),
+            )
+            .build(pattern);
+        if let Ok(dfa) = built {
+            budget.left = budget.left.saturating_sub(dfa.memory_usage());
+            self.1 = Some(Arc::new(dfa));
+        }
+        self
+    }
+
     pub fn is_match(&self, haystack: &[u8]) -> bool {
+        if let Some(dfa) = &self.1
+            && let Ok(found) = dfa.try_search_fwd(&Input::new(haystack).earliest(true))
+        {
+            return found.is_some();
+        }
         self.0.is_match(haystack)
+    }
+
+    #[cfg(test)]
+    pub fn has_dense(&self) -> bool {
+        self.1.is_some()
     }
 
     /// Leftmost-first matches, as (start, end).
@@ -173,6 +233,58 @@ pub fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dense_dfa_answers_as_the_lazy_one() {
+        let patterns = [
+            r"(?-u)(?i)\bfree\s+money\b",
+            r"(?-u)(?m)^\s*unsubscribe\s*$",
+            r"(?-u)[13][a-km-zA-HJ-NP-Z1-9]{5,9}\b",
+            r"(?-u)(?i)v[\W_]{0,2}[i1!|l][\W_]{0,2}agra",
+            r"(?-u)\xE9t\xE9|caf\xC3\xA9",
+            r"(?-u)(?m)\A$",
+        ];
+        let texts: [&[u8]; 10] = [
+            b"",
+            b"get FREE  money now",
+            b"freemoney",
+            b"line\n  unsubscribe \nmore",
+            b"xunsubscribe",
+            b"pay 1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
+            b"v-1-agra and V!agra",
+            b"\xE9t\xE9 caf\xC3\xA9",
+            b"\n",
+            b"\xFF\xFE free money \x80",
+        ];
+        let mut budget = DenseBudget {
+            left: 1 << 20,
+            each: 1 << 20,
+        };
+        for p in patterns {
+            let lazy = Regex::build(p, 8 << 20, 2 << 20, false).unwrap();
+            let dense = lazy.clone().with_dense(p, 8 << 20, &mut budget);
+            assert!(dense.has_dense(), "{p}");
+            for t in texts {
+                assert_eq!(dense.is_match(t), lazy.is_match(t), "{p} on {t:?}");
+            }
+        }
+        assert!(budget.left < 1 << 20);
+        // A Unicode word boundary: no dense DFA can, the lazy one answers.
+        let unicode = Regex::build(r"(?u)\bcaf\xE9\b", 8 << 20, 2 << 20, false).unwrap();
+        let kept = unicode
+            .clone()
+            .with_dense(r"(?u)\bcaf\xE9\b", 8 << 20, &mut budget);
+        assert!(!kept.has_dense());
+        // Past the budget: none.
+        let mut spent = DenseBudget {
+            left: 0,
+            each: 1 << 20,
+        };
+        let none = Regex::build(patterns[0], 8 << 20, 2 << 20, false)
+            .unwrap()
+            .with_dense(patterns[0], 8 << 20, &mut spent);
+        assert!(!none.has_dense());
+    }
 
     fn whole(re: &Regex, text: &str) -> Vec<(usize, usize)> {
         re.find_iter(text.as_bytes()).collect()

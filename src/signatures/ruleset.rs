@@ -30,6 +30,11 @@ const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
 /// whole process stays at the same size with this one.
 const DFA_CACHE: usize = 16 << 20;
 
+/// Memory for the gated rules' dense DFAs (see [`super::linear::Regex`]), in all and each:
+/// past these a rule keeps only its lazy DFA.
+const DENSE_TOTAL: usize = 4 << 20;
+const DENSE_EACH: usize = 512 << 10;
+
 /// Score of a rule without a `score` line, as in SpamAssassin: 1.0, but 0.01 for a test rule
 /// (`T_` name) and -1.0 for one with `tflags nice`.
 pub const DEFAULT_SCORE: f64 = 1.0;
@@ -321,7 +326,12 @@ fn for_target(p: &Pattern, target: &Target) -> Pattern {
 
 /// `body`: the pattern is a body rule's (searched paragraph by paragraph); `negate`: it fires
 /// when absent, so it runs on every text whatever its literals.
-fn compile_regex(p: &Pattern, body: bool, negate: bool) -> Result<Compiled, String> {
+fn compile_regex(
+    p: &Pattern,
+    body: bool,
+    negate: bool,
+    dense: &mut super::linear::DenseBudget,
+) -> Result<Compiled, String> {
     let bytes = regex_source(p, true, Mode::Bytes);
     let literals = literals_of(
         &regex_source(p, false, Mode::Bytes),
@@ -334,7 +344,14 @@ fn compile_regex(p: &Pattern, body: bool, negate: bool) -> Result<Compiled, Stri
     // regex's, which is then the only thing skipping text (SpamAssassin's stock rules took
     // 5% more without it).
     let gated = literals.is_some() && !negate && (body || one_line);
-    match super::linear::Regex::build(&bytes, REGEX_SIZE_LIMIT, DFA_CACHE, !gated) {
+    let built =
+        super::linear::Regex::build(&bytes, REGEX_SIZE_LIMIT, DFA_CACHE, !gated).map(|re| {
+            match gated {
+                true => re.with_dense(&bytes, REGEX_SIZE_LIMIT, dense),
+                false => re,
+            }
+        });
+    match built {
         Ok(re) => Ok(Compiled {
             literals,
             one_line,
@@ -426,6 +443,10 @@ impl RuleSet {
         };
         let mut header_index: BTreeMap<HeaderSel, Index> = BTreeMap::new();
         let mut mime_index: BTreeMap<HeaderSel, Index> = BTreeMap::new();
+        let mut dense = super::linear::DenseBudget {
+            left: DENSE_TOTAL,
+            each: DENSE_EACH,
+        };
         for def in &parsed.rules {
             let Some((test, at)) = &def.test else {
                 let msg = format!(
@@ -489,6 +510,7 @@ impl RuleSet {
                     &for_target(pattern, target),
                     *target == Target::Body,
                     *negate,
+                    &mut dense,
                 ) {
                     Ok(Compiled {
                         matcher,
