@@ -38,6 +38,9 @@ use super::backtrack::{Cut, TIME_LIMIT};
 #[derive(Clone, Debug)]
 pub struct Regex(meta::Regex, Option<Arc<dense::DFA<Vec<u32>>>>);
 
+/// The smallest size limit a dense DFA is tried with.
+const DENSE_MIN: usize = 64 << 10;
+
 /// What a rule set's dense DFAs may take in all, and one of them.
 pub struct DenseBudget {
     pub left: usize,
@@ -84,8 +87,9 @@ impl Regex {
         size_limit: usize,
         budget: &mut DenseBudget,
     ) -> Regex {
+        // Nearly spent, the budget would let each rule left start a build that fails.
         let limit = budget.each.min(budget.left);
-        if limit == 0 {
+        if limit < DENSE_MIN {
             return self;
         }
         let built = dense::Builder::new()

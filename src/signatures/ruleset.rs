@@ -979,6 +979,27 @@ score    FREE_HACKED 1
         assert_eq!(names(&s, msg), ["__LOOSE", "__PLAIN"]);
     }
 
+    #[test]
+    fn a_meta_that_may_be_nan_is_left_open() {
+        // `inf * 0 / 1` is NaN, and `NaN <= inf` false: the bounds must not decide it
+        // true without `__B` (found by review; 400 digits parse to infinity).
+        let inf = format!("1{}", "0".repeat(400));
+        let s = set(&format!(
+            "body __A /\\bzzzqqq\\b/\nbody __B /[a-z]{{5}}\\s[a-z]{{5}}/\n\
+             meta M ({inf} * __A) / __B <= {inf}\nscore M 1\n"
+        ));
+        let msg = "Subject: x\n\nhello world\n";
+        let daemon: Vec<String> = s
+            .scan_until(&new_input(msg), None)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| s.rule(h.rule).name.clone())
+            .collect();
+        assert_eq!(daemon, ["__B"]);
+        assert_eq!(names(&s, msg), ["__B"]);
+    }
+
     const RULES: &str = r#"
 header   SUBJ_FREE    Subject =~ /\bfree\b/i
 score    SUBJ_FREE    1
