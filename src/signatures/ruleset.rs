@@ -240,9 +240,9 @@ pub struct RuleSet {
     /// Meta rules in an order where each comes after the rules it uses, with their
     /// expressions resolved to rule ids.
     pub(super) metas: Vec<(usize, Compute)>,
-    /// The lazy sub-rules of the body, rawbody and full texts (see [`Index::lazy`]), each
-    /// with the most hits it can count.
-    pub(super) lazy: Vec<(usize, f64)>,
+    /// The literal-less lazy sub-rules of the body, rawbody and full texts (see
+    /// [`Index::lazy`]).
+    pub(super) lazy: Vec<usize>,
     /// Each rule's most hits if it is lazy (without literals, or a sub-rule of the same
     /// texts found through its literals, whose search waits once they are found), NaN if
     /// not.
@@ -680,7 +680,7 @@ impl RuleSet {
         for ix in [&self.body, &self.rawbody, &self.full] {
             for &r in &ix.lazy {
                 self.lazy_most[r] = most(r);
-                self.lazy.push((r, most(r)));
+                self.lazy.push(r);
             }
             // The sub-rules found through their literals wait as well, once found.
             for owner in ix.owners.iter().flatten() {
@@ -901,6 +901,20 @@ mod tests {
         v
     }
 
+    /// The rules the daemon's scan fires, sorted: the lazy sub-rules no meta needed are
+    /// not among them.
+    fn daemon_names(s: &RuleSet, msg: &str) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .scan_until(&new_input(msg), None)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| s.rule(h.rule).name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     fn names(s: &RuleSet, msg: &str) -> Vec<String> {
         fired(s, msg).into_iter().map(|(n, _)| n).collect()
     }
@@ -927,24 +941,10 @@ meta     FREE_HACKED __FREE && __HACKED
 score    FREE_HACKED 1
 "#);
         // The three without a literal of three characters.
-        let lazy: Vec<&str> = s
-            .lazy
-            .iter()
-            .map(|&(r, _)| s.rule(r).name.as_str())
-            .collect();
+        let lazy: Vec<&str> = s.lazy.iter().map(|&r| s.rule(r).name.as_str()).collect();
         assert_eq!(lazy, ["__WALLET", "__UNREAD", "__LOOSE"]);
         let wallet = "1BoatSLRHtKNngkdXEeobR76b53LETtpyT";
-        let daemon = |msg: &str| -> Vec<String> {
-            let mut v: Vec<String> = s
-                .scan_until(&new_input(msg), None)
-                .unwrap()
-                .hits
-                .iter()
-                .map(|h| s.rule(h.rule).name.clone())
-                .collect();
-            v.sort();
-            v
-        };
+        let daemon = |msg: &str| daemon_names(&s, msg);
         // A sub-rule found through its literal waits too: with no `__HACKED`, FREE_HACKED
         // is false whatever `__FREE` counts, and nothing else reads it.
         let msg = "Subject: x\n\nfree money\n";
@@ -989,14 +989,7 @@ score    FREE_HACKED 1
              meta M ({inf} * __A) / __B <= {inf}\nscore M 1\n"
         ));
         let msg = "Subject: x\n\nhello world\n";
-        let daemon: Vec<String> = s
-            .scan_until(&new_input(msg), None)
-            .unwrap()
-            .hits
-            .iter()
-            .map(|h| s.rule(h.rule).name.clone())
-            .collect();
-        assert_eq!(daemon, ["__B"]);
+        assert_eq!(daemon_names(&s, msg), ["__B"]);
         assert_eq!(names(&s, msg), ["__B"]);
     }
 

@@ -180,7 +180,7 @@ impl RuleSet {
     /// whatever the counts within its bounds, and an open one reads only counts now known,
     /// so every meta comes out as if every rule had run.
     fn lazy_metas(&self, texts: &[(&Index, Option<&str>); 3], st: &mut ScanState) {
-        for &(r, _) in &self.lazy {
+        for &r in &self.lazy {
             st.counts[r] = UNRUN;
         }
         for d in &st.deferred {
@@ -233,7 +233,7 @@ impl RuleSet {
         for r in self
             .lazy
             .iter()
-            .map(|&(r, _)| r)
+            .copied()
             .chain(deferred.iter().map(|d| d.rule))
         {
             if st.counts[r] == UNRUN {
