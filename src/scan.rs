@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use ipnetwork::IpNetwork;
 
-use crate::message::mime::MimeView;
+use crate::message::mime::{Header, MimeView};
 use crate::message::received::{self, RelayHeaders};
 use crate::message::{Envelope, Message};
 
@@ -65,6 +65,9 @@ pub struct ScanInput {
     pub message: Message,
     /// Built on first use and shared by every stage of this message.
     view: OnceLock<MimeView>,
+    /// The message's headers decoded, on first use (most messages need only the Subject,
+    /// which the view decodes).
+    headers: OnceLock<Vec<Header>>,
     /// The message's reputation keys as text (see `reputation::keys::key_strings`): computed
     /// once, by the hub lookup or the feedback event, whichever comes first.
     pub keys: OnceLock<Vec<String>>,
@@ -82,6 +85,7 @@ impl ScanInput {
             envelope,
             message,
             view: OnceLock::new(),
+            headers: OnceLock::new(),
             keys: OnceLock::new(),
             trusted: None,
             relays: OnceLock::new(),
@@ -104,6 +108,12 @@ impl ScanInput {
             let r = received::of_message(&self.message, &self.envelope, self.trusted.as_deref());
             RelayHeaders::new(&r, received::envelope_from(&self.message, &r))
         })
+    }
+
+    /// The message's headers, each value decoded and unfolded.
+    pub fn headers(&self) -> &[Header] {
+        self.headers
+            .get_or_init(|| crate::message::mime::decode_headers(&self.message))
     }
 
     /// The decoded MIME view of the message.

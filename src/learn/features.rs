@@ -95,7 +95,7 @@ pub fn tokens(input: &ScanInput, f: &mut dyn FnMut(&str, &str)) {
         words(text, &mut |w| f("w:", w));
         f("ct:", if part.html { "text/html" } else { "text/plain" });
     }
-    for h in &view.headers {
+    for h in input.headers() {
         let name = h.name.to_ascii_lowercase();
         if !HEADERS.contains(&name.as_str()) {
             continue;

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::Message;
-use super::mime::{MimeView, PartHeader, TextPart};
+use super::mime::{Header, MimeView, PartHeader, TextPart, decode_header_value};
 use super::received::RelayHeaders;
 
 /// Which part of a header a rule reads.
@@ -80,7 +80,7 @@ pub fn body(view: &MimeView) -> String {
         }
     };
     let mut body = String::with_capacity(text.len() + 256);
-    match view.header_values("Subject").next() {
+    match &view.subject {
         Some(subject) => {
             body.push_str(subject);
             body.push('\n');
@@ -258,9 +258,11 @@ pub fn full<'a>(message: &Message, view: &'a MimeView) -> Cow<'a, str> {
 /// The text a header rule reads, or None when the message has no such header. `relays` holds
 /// SpamAssassin's relay pseudo-headers when a rule reads them: they stand in for headers of
 /// those names (as in SpamAssassin, which removes any that arrive with the message).
-pub fn header_text(
+/// `headers` gives every header decoded (decoding them once, when first asked), for the
+/// rules that read them all (`ALL`).
+pub fn header_text<'h>(
     message: &Message,
-    view: &MimeView,
+    headers: &dyn Fn() -> &'h [Header],
     relays: Option<&RelayHeaders>,
     sel: &HeaderSel,
 ) -> Option<String> {
@@ -273,7 +275,7 @@ pub fn header_text(
     };
     match sel {
         HeaderSel::All => join(
-            view.headers
+            headers()
                 .iter()
                 .map(|h| format!("{}: {}", h.name, h.value))
                 .collect(),
@@ -286,7 +288,7 @@ pub fn header_text(
             .expect("a pseudo-header");
             let mut v = Vec::new();
             for name in names {
-                v.extend(values(message, view, name, *part));
+                v.extend(values(message, name, *part));
             }
             join(v)
         }
@@ -294,7 +296,7 @@ pub fn header_text(
         HeaderSel::Named(name, _) if super::received::is_pseudo_header(name) => {
             relays.and_then(|r| r.get(name)).map(str::to_string)
         }
-        HeaderSel::Named(name, part) => join(values(message, view, name, *part)),
+        HeaderSel::Named(name, part) => join(values(message, name, *part)),
     }
 }
 
@@ -319,7 +321,7 @@ pub fn part_header_text(part: &[PartHeader], sel: &HeaderSel) -> Option<String> 
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
-fn values(message: &Message, view: &MimeView, name: &str, part: HeaderPart) -> Vec<String> {
+fn values(message: &Message, name: &str, part: HeaderPart) -> Vec<String> {
     match part {
         HeaderPart::Raw => message
             .headers
@@ -327,7 +329,13 @@ fn values(message: &Message, view: &MimeView, name: &str, part: HeaderPart) -> V
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| super::lossy(v).into_owned())
             .collect(),
-        HeaderPart::Decoded => view.header_values(name).map(str::to_string).collect(),
+        // The named headers only: decoding them all is for the rules that read them all.
+        HeaderPart::Decoded => message
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| decode_header_value(v))
+            .collect(),
         HeaderPart::Addr | HeaderPart::Name => {
             let mut out = Vec::new();
             for (n, raw) in &message.headers {

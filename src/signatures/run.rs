@@ -89,7 +89,7 @@ impl RuleSet {
         }
         let relays = self.reads_relays.then(|| input.relays());
         for (sel, ix) in &self.headers {
-            match targets::header_text(&input.message, view, relays, sel) {
+            match targets::header_text(&input.message, &|| input.headers(), relays, sel) {
                 Some(text) => self.scan_index(ix, &text, &mut st),
                 None => self.scan_unset(ix, &mut st),
             }
