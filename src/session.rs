@@ -20,7 +20,7 @@ use crate::logging::Quoted;
 use crate::message::{Envelope, MAX_HEADER_DELETIONS, MAX_HEADER_NAME, Message, is_spam_header};
 use crate::milter::codec::{self, Command, ConnectAddr, MacroStage, Reply, action, cmd, proto};
 use crate::milter::connection::{Connection, ConnectionError};
-use crate::milter::server::Stream;
+use crate::milter::server::{Peer, Stream};
 use crate::milter::state::{self, Effect, NegotiateError, Negotiated, OutOfOrder, Phase, Wants};
 use crate::policy::{Action, Decision};
 
@@ -186,7 +186,7 @@ pub struct Session {
     /// MAIL-stage macros arrived since the last MAIL. An MTA may send none for a message
     /// (nothing defined), and the previous sender's login must not carry over.
     mail_macros_fresh: bool,
-    peer: String,
+    peer: Peer,
 }
 
 /// The [`KEPT_MACROS`] by stage, one slot per stage of [`MACRO_LOOKUP_ORDER`]: looked up
@@ -257,7 +257,7 @@ fn clip(mut s: String, max: usize) -> String {
 }
 
 impl Session {
-    pub fn new(engines: watch::Receiver<Arc<Engine>>, peer: impl Into<String>) -> Session {
+    pub fn new(engines: watch::Receiver<Arc<Engine>>, peer: Peer) -> Session {
         Session {
             phase: Phase::Negotiate,
             negotiated: Negotiated::NONE,
@@ -266,7 +266,7 @@ impl Session {
             msg: None,
             macros: Macros::default(),
             mail_macros_fresh: false,
-            peer: peer.into(),
+            peer,
         }
     }
 
@@ -480,7 +480,7 @@ impl Session {
         let chosen = decision.action;
         let replies = eom_replies(&self.negotiated, &m, decision);
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let client = client.map_or("-".to_string(), |ip| ip.to_string());
+        let client = client.map_or("-".to_string(), client_text);
         // The sender and queue id are the peer's words: quoted and escaped.
         tracing::info!(
             queue_id = ?Quoted(queue_id.as_deref().unwrap_or("-")),
@@ -513,6 +513,29 @@ impl Session {
         self.end_message();
         replies
     }
+}
+
+/// The client's address as the log line and the dashboard show it. An IPv4 address is written
+/// octet by octet: `Display` writes it through a buffer and the formatter, about 1,600
+/// instructions for each message's log line.
+fn client_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// A verdict's symbols as the log line lists them: `NAME(1.0),OTHER(-0.5)`.
@@ -667,7 +690,7 @@ pub async fn run<S>(
     stream: S,
     engines: watch::Receiver<Arc<Engine>>,
     mut shutdown: watch::Receiver<bool>,
-    peer: String,
+    peer: Peer,
 ) -> Result<(), SessionError>
 where
     S: Stream,
@@ -721,6 +744,27 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut ips: Vec<std::net::IpAddr> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "::1",
+            "2001:db8::5",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for _ in 0..20_000 {
+            ips.push(std::net::Ipv4Addr::from((next() >> 16) as u32).into());
+        }
+        for ip in ips {
+            assert_eq!(client_text(ip), ip.to_string());
+        }
+    }
+
     use super::*;
     use crate::config::Config;
     use crate::milter::client::POSTFIX_OFFER;
@@ -731,7 +775,7 @@ mod tests {
     fn session(config: Config) -> Session {
         let engine = Engine::with_rules(config, Arc::new(RuleSet::load(&[])));
         let (_tx, rx) = watch::channel(Arc::new(engine));
-        Session::new(rx, "test")
+        Session::new(rx, Peer::Unix("test".into()))
     }
 
     fn connect(ip: &str) -> Command {

@@ -13,6 +13,7 @@ use repmilter::engine::Engine;
 use repmilter::message::{Envelope, Message};
 use repmilter::milter::client::Client;
 use repmilter::milter::codec::ConnectAddr;
+use repmilter::milter::server::Peer;
 use repmilter::scan::{ScanInput, Verdict};
 use repmilter::session;
 
@@ -438,7 +439,7 @@ async fn client_lookups_start_at_connect() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (s, peer) = listener.accept().await.unwrap();
-        let _ = session::run(s, engines, stop, peer.to_string()).await;
+        let _ = session::run(s, engines, stop, Peer::Inet(peer)).await;
     });
     let before = lists.queries();
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
