@@ -511,17 +511,6 @@ pub fn decode_headers(message: &Message) -> Vec<Header> {
         .collect()
 }
 
-/// Decoded header values by name (case-insensitive), in order.
-pub fn header_values<'a>(
-    headers: &'a [Header],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
-}
-
 /// (name, start, end) of each header value of `part`, `shift` bytes further on than in the
 /// text it was parsed from.
 fn spans_of(part: &mail_parser::MessagePart<'_>, shift: usize) -> Vec<(String, usize, usize)> {
@@ -1907,7 +1896,10 @@ mod tests {
         assert_eq!(v.subject.as_deref(), Some("Prämie next line"));
         let headers = decode_headers(&Message::from_raw(m.as_bytes(), 1 << 24));
         assert_eq!(
-            header_values(&headers, "From").next(),
+            headers
+                .iter()
+                .find(|h| h.name == "From")
+                .map(|h| h.value.as_str()),
             Some("Jörg <jorg@example.org>")
         );
         let texts: Vec<(&str, bool)> = v.texts.iter().map(|t| (t.text.trim(), t.html)).collect();
